@@ -1,0 +1,421 @@
+"""The workspace: a SQLite index of runs, jobs and per-epoch metrics, plus a folder per run.
+
+The run folder and these tables are the contract between the dashboard, the CLI and
+the job processes. Every artifact file name is defined here, once. All SQL lives in
+this module and stays portable (PostgreSQL accepts it too); artifact paths are
+relative to the workspace root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from engine.config import RunConfig
+
+HOME_ENV = "APERTURE_HOME"
+DB_FILE = "aperture.db"
+RUNS_DIR = "runs"
+UPLOADS_DIR = "uploads"
+
+# Files inside runs/<id>/ (the contract between processes).
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"  # best checkpoint (by validation loss), saved atomically
+PREDICTIONS_FILE = "predictions.npz"  # test split: probabilities, labels, ids, class_names
+DATA_REPORT_FILE = "data_report.json"  # class counts per split, skipped files
+LOG_FILE = "job.log"
+TENSORBOARD_DIR = "tensorboard"
+DATA_DIR = "data"  # extracted uploads and decoded-image caches
+
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "queued", "running", "completed", "failed", "cancelled"
+STATUSES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+ACTIVE = (QUEUED, RUNNING)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    dataset TEXT NOT NULL,
+    model TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    parent_id TEXT,
+    epochs_total INTEGER NOT NULL,
+    epochs_done INTEGER NOT NULL DEFAULT 0,
+    num_classes INTEGER,
+    params INTEGER,
+    device TEXT,
+    fingerprint TEXT,
+    versions_json TEXT,
+    best_val_accuracy DOUBLE PRECISION,
+    test_accuracy DOUBLE PRECISION,
+    train_seconds DOUBLE PRECISION
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    heartbeat_at DOUBLE PRECISION,
+    host TEXT,
+    pid INTEGER,
+    cancel_requested_at DOUBLE PRECISION,
+    progress DOUBLE PRECISION NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    traceback TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_run ON jobs (run_id, created_at);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    loss DOUBLE PRECISION,
+    accuracy DOUBLE PRECISION,
+    val_loss DOUBLE PRECISION,
+    val_accuracy DOUBLE PRECISION,
+    learning_rate DOUBLE PRECISION,
+    seconds DOUBLE PRECISION,
+    images_per_second DOUBLE PRECISION,
+    PRIMARY KEY (run_id, epoch)
+);
+"""
+
+_RUN_INFO_COLUMNS = ("epochs_done", "num_classes", "params", "device", "fingerprint", "versions_json",
+                     "best_val_accuracy", "test_accuracy", "train_seconds")
+
+
+class RunNotFound(LookupError):
+    """No run matches the given id or prefix."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One execution of work for a run (kind `train` for now) in its own OS process."""
+
+    id: str
+    run_id: str
+    kind: str
+    status: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    heartbeat_at: float | None
+    host: str | None
+    pid: int | None
+    cancel_requested_at: float | None
+    progress: float
+    message: str
+    error: str | None
+    traceback: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+
+@dataclass(frozen=True)
+class Run:
+    """A training run as the index knows it, with the status of its latest train job."""
+
+    id: str
+    name: str
+    created_at: float
+    dataset: str
+    model: str
+    config_json: str
+    parent_id: str | None
+    epochs_total: int
+    epochs_done: int
+    num_classes: int | None
+    params: int | None
+    device: str | None
+    fingerprint: str | None
+    versions_json: str | None
+    best_val_accuracy: float | None
+    test_accuracy: float | None
+    train_seconds: float | None
+    job: Job | None
+
+    @property
+    def status(self) -> str:
+        return self.job.status if self.job else QUEUED
+
+    @property
+    def config(self) -> RunConfig:
+        return RunConfig.from_json(self.config_json)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return json.loads(self.versions_json) if self.versions_json else {}
+
+    @property
+    def label(self) -> str:
+        """A short human label: the name if given, else `model on dataset`."""
+        return self.name or f"{self.model} on {self.dataset}"
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What one epoch measured; `epoch` counts from 1."""
+
+    epoch: int
+    loss: float | None = None
+    accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    learning_rate: float | None = None
+    seconds: float | None = None
+    images_per_second: float | None = None
+
+
+def default_root() -> Path:
+    return Path(os.environ.get(HOME_ENV) or "workspace").resolve()
+
+
+def new_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def _dataset_label(source: str) -> str:
+    """A short dataset label for tables: a built-in name, or a folder/zip's base name."""
+    return Path(source).name if ("/" in source or source.endswith(".zip")) else source
+
+
+class Workspace:
+    """The SQLite index plus run folders under one root directory.
+
+    Args:
+        root: the workspace folder; default `$APERTURE_HOME` or `./workspace`. Created if missing.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root).resolve() if root else default_root()
+        (self.root / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / DB_FILE
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA journal_mode=WAL")  # readers never block the writing job
+            db.executescript(_SCHEMA)
+        finally:
+            db.close()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connect(self, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        """A short-lived connection; one transaction, committed on success."""
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / RUNS_DIR / run_id
+
+    def run_file(self, run_id: str, name: str) -> Path:
+        return self.run_dir(run_id) / name
+
+    def relative(self, path: Path) -> str:
+        """A path relative to the workspace root, as stored in the index."""
+        return str(Path(path).resolve().relative_to(self.root))
+
+    # -- runs -----------------------------------------------------------------------
+
+    def create_run(self, config: RunConfig, *, parent_id: str | None = None) -> Run:
+        """Writes a new run (row, folder, config.json) with a queued train job."""
+        run_id = new_id()
+        folder = self.run_dir(run_id)
+        folder.mkdir(parents=True)
+        (folder / CONFIG_FILE).write_text(config.to_json())
+        now = time.time()
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO runs (id, name, created_at, dataset, model, config_json, parent_id, epochs_total)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, config.name, now, _dataset_label(config.data.source), config.model.name,
+                 config.to_json(), parent_id, config.train.epochs))
+            self._insert_job(db, run_id, "train", now)
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> Run:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run with id {run_id!r}")
+            return self._run_from_row(db, row)
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """The full id of the one run whose id starts with `prefix` (or ends with it)."""
+        with self._connect() as db:
+            ids = [r["id"] for r in db.execute("SELECT id FROM runs")]
+        matches = [i for i in ids if i == prefix] or [i for i in ids if i.startswith(prefix) or i.endswith(prefix)]
+        if not prefix or not matches:
+            raise RunNotFound(f"no run with id {prefix!r}")
+        if len(matches) > 1:
+            raise RunNotFound(f"{prefix!r} matches {len(matches)} runs: {', '.join(sorted(matches)[:5])}")
+        return matches[0]
+
+    def list_runs(self) -> list[Run]:
+        """All runs, newest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM runs ORDER BY created_at DESC, id DESC").fetchall()
+            latest = {}
+            for job in db.execute("SELECT * FROM jobs WHERE kind = 'train' ORDER BY created_at, id"):
+                latest[job["run_id"]] = job
+            return [self._make_run(row, latest.get(row["id"])) for row in rows]
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        """Records facts about a run, e.g. `update_run(id, device="CPU", params=61706)`."""
+        bad = set(values) - set(_RUN_INFO_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown run columns: {sorted(bad)}")
+        if not values:
+            return
+        columns = ", ".join(f"{name} = ?" for name in values)
+        with self._connect() as db:
+            db.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*values.values(), run_id))
+
+    def delete_run(self, run_id: str) -> None:
+        """Removes a run's rows and folder. Cancel its active job first."""
+        with self._connect() as db:
+            db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM jobs WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    def _run_from_row(self, db: sqlite3.Connection, row: sqlite3.Row) -> Run:
+        job = db.execute("SELECT * FROM jobs WHERE run_id = ? AND kind = 'train' ORDER BY created_at DESC, id DESC",
+                         (row["id"],)).fetchone()
+        return self._make_run(row, job)
+
+    @staticmethod
+    def _make_run(row: sqlite3.Row, job_row: sqlite3.Row | None) -> Run:
+        return Run(**dict(row), job=Job(**dict(job_row)) if job_row else None)
+
+    # -- metrics --------------------------------------------------------------------
+
+    def add_epoch(self, run_id: str, metrics: EpochMetrics) -> None:
+        values = dataclasses.asdict(metrics)
+        names = list(values)
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n != "epoch")
+        with self._connect() as db:
+            db.execute(
+                f"INSERT INTO metrics (run_id, {', '.join(names)}) VALUES (?, {', '.join('?' * len(names))})"
+                f" ON CONFLICT (run_id, epoch) DO UPDATE SET {updates}",
+                (run_id, *values.values()))
+            db.execute("UPDATE runs SET epochs_done = ? WHERE id = ?", (metrics.epoch, run_id))
+
+    def epochs(self, run_id: str) -> list[EpochMetrics]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM metrics WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
+        return [EpochMetrics(**{k: row[k] for k in row.keys() if k != "run_id"}) for row in rows]
+
+    # -- jobs -----------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_job(db: sqlite3.Connection, run_id: str, kind: str, now: float) -> str:
+        job_id = new_id()
+        db.execute("INSERT INTO jobs (id, run_id, kind, status, created_at) VALUES (?, ?, ?, ?, ?)",
+                   (job_id, run_id, kind, QUEUED, now))
+        return job_id
+
+    def get_job(self, job_id: str) -> Job:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no job with id {job_id!r}")
+        return Job(**dict(row))
+
+    def jobs(self, *, statuses: tuple[str, ...] = STATUSES) -> list[Job]:
+        """Jobs with one of `statuses`, oldest first (queue order)."""
+        marks = ", ".join("?" * len(statuses))
+        with self._connect() as db:
+            rows = db.execute(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at, id",
+                              statuses).fetchall()
+        return [Job(**dict(r)) for r in rows]
+
+    def claim_next_job(self, limit: int) -> Job | None:
+        """Atomically moves the oldest queued job to running if fewer than `limit` run."""
+        with self._connect(immediate=True) as db:
+            running = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (RUNNING,)).fetchone()[0]
+            if running >= limit:
+                return None
+            row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY created_at, id LIMIT 1",
+                             (QUEUED,)).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            db.execute("UPDATE jobs SET status = ?, started_at = ?, heartbeat_at = ?, host = ?, message = ?"
+                       " WHERE id = ?", (RUNNING, now, now, socket.gethostname(), "starting", row["id"]))
+            return Job(**dict(db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()))
+
+    def set_job_process(self, job_id: str, pid: int) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE jobs SET pid = ?, host = ?, heartbeat_at = ? WHERE id = ?",
+                       (pid, socket.gethostname(), time.time(), job_id))
+
+    def heartbeat(self, job_id: str, *, progress: float | None = None, message: str | None = None) -> None:
+        """Marks the job alive, optionally with its progress (0..1) and a status line."""
+        sets, values = ["heartbeat_at = ?"], [time.time()]
+        if progress is not None:
+            sets.append("progress = ?")
+            values.append(min(max(float(progress), 0.0), 1.0))
+        if message is not None:
+            sets.append("message = ?")
+            values.append(message)
+        with self._connect() as db:
+            db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*values, job_id))
+
+    def finish_job(self, job_id: str, status: str, *, error: str | None = None,
+                   traceback: str | None = None, only_if_active: bool = True) -> bool:
+        """Ends a job with a final status; returns False if it had already ended."""
+        if status not in (COMPLETED, FAILED, CANCELLED):
+            raise ValueError(f"not a final status: {status!r}")
+        guard = " AND status IN ('queued', 'running')" if only_if_active else ""
+        with self._connect() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET status = ?, finished_at = ?, error = ?, traceback = ? WHERE id = ?{guard}",
+                (status, time.time(), error, traceback, job_id))
+            return cursor.rowcount > 0
+
+    def request_cancel(self, job_id: str) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE jobs SET cancel_requested_at = ? WHERE id = ? AND cancel_requested_at IS NULL",
+                       (time.time(), job_id))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._connect() as db:
+            row = db.execute("SELECT cancel_requested_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row is None or row["cancel_requested_at"] is not None
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)

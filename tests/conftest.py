@@ -1,0 +1,45 @@
+"""Shared fixtures: an isolated workspace and tiny image folders made on the fly."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.store import HOME_ENV, Workspace
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains for real for more than a few seconds")
+    config.addinivalue_line("markers", "e2e: drives a real browser against a real server")
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Workspace:
+    """A fresh workspace, also exported as APERTURE_HOME for child processes."""
+    root = tmp_path / "workspace"
+    monkeypatch.setenv(HOME_ENV, str(root))
+    return Workspace(root)
+
+
+def write_image_folder(root, classes=("circle", "square", "cross"), per_class=12, size=16, seed=0):
+    """Writes `per_class` small PNGs per class whose class is visible in the pixels."""
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            pixels[:, :, index % 3] += 150  # one colour channel per class: learnable in a few steps
+            Image.fromarray(pixels).save(folder / f"{name}_{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A folder of three classes of twelve 16x16 PNGs each."""
+    return write_image_folder(tmp_path / "images")
