@@ -1,0 +1,353 @@
+"""`python -m engine ...`: the command line, mirroring the dashboard.
+
+Runs started here appear in the dashboard and the other way round: both go through
+the same workspace. Exit codes: 0 success, 1 the run failed or was cancelled,
+2 bad input (with a one-line reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from engine import jobs
+from engine import store as st
+from engine.config import AugmentConfig, ConfigError, RunConfig
+from engine.store import Run, RunNotFound, Workspace
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message is shown as is."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "job":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return jobs.run_job(args.job_id)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.handler(args, Workspace())
+    except (UsageError, ConfigError, RunNotFound, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (any submitted run keeps going; `cancel` stops it)", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Aperture: train and inspect CNNs.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("datasets", help="list dataset sources and whether each is available now")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_datasets)
+
+    p = commands.add_parser("train", help="start a training run (prints its id)")
+    p.add_argument("--config", type=Path, help="a run.json; flags below override it")
+    p.add_argument("--data", help="built-in name (digits, mnist, ...) or an image folder / .zip path")
+    p.add_argument("--model", choices=["lenet5", "resnet", "resnet_cbam", "transfer"])
+    p.add_argument("--base", choices=["mobilenet_v2", "efficientnet_v2b0"], help="transfer base")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    p.add_argument("--augment", help="comma list, e.g. flip,rotation=15,shift=0.1,zoom=0.1 (or none)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any config setting, e.g. --set train.schedule=constant (repeatable)")
+    p.add_argument("--name", help="a label for the runs table")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--wait", action="store_true", help="follow the run to its end with a progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object (with --wait: the final result)")
+    p.set_defaults(handler=cmd_train)
+
+    p = commands.add_parser("runs", help="list runs, newest first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_runs)
+
+    p = commands.add_parser("show", help="show one run (id or unique prefix/suffix)")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_show)
+
+    p = commands.add_parser("cancel", help="stop a queued or running run (keeps its best checkpoint)")
+    p.add_argument("run")
+    p.add_argument("--wait", action="store_true", help="wait until it has stopped")
+    p.set_defaults(handler=cmd_cancel)
+
+    p = commands.add_parser("delete", help="delete a run and its files (cancels it first)")
+    p.add_argument("run")
+    p.set_defaults(handler=cmd_delete)
+
+    p = commands.add_parser("describe-model", help="build a model from a config and print its size as JSON")
+    p.add_argument("--config", type=Path, help="a run.json (default: the defaults)")
+    p.add_argument("--classes", type=int, required=True, help="number of classes")
+    p.set_defaults(handler=cmd_describe_model)
+
+    p = commands.add_parser("preview-augment", help="write N augmented copies of one image to a .npy file")
+    p.add_argument("--image", type=Path, required=True, help="a .npy (H, W, 3) uint8 image")
+    p.add_argument("--augment", required=True, help="augment settings as JSON, e.g. '{\"flip\": true}'")
+    p.add_argument("--count", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(handler=cmd_preview_augment)
+
+    p = commands.add_parser("job", help=argparse.SUPPRESS)
+    p.add_argument("job_id")
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def cmd_datasets(args, workspace: Workspace) -> int:
+    from engine.data import list_sources
+
+    sources = list_sources()
+    if args.json:
+        print(json.dumps([s.__dict__ for s in sources], indent=2))
+        return 0
+    for s in sources:
+        print(f"{s.name:<14} {'available' if s.available else 'missing':<10} {s.description}")
+        if s.detail:
+            print(f"{'':<25} {s.detail}")
+    print("\nAny image folder (one sub-folder per class) or .zip of one also works: --data PATH")
+    return 0
+
+
+def cmd_train(args, workspace: Workspace) -> int:
+    config = config_from_args(args)
+    run = jobs.submit(config, workspace)
+    if not args.wait:
+        print(json.dumps({"run_id": run.id, "status": run.status}) if args.json else run.id)
+        return 0
+    print(f"run {run.id}: {config.model.name} on {config.data.source}", file=sys.stderr)
+    run = jobs.wait(run.id, workspace, on_poll=_progress_printer(workspace))
+    print(file=sys.stderr)
+    result = run_summary(run)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_run(run, workspace)
+    if run.status != st.COMPLETED:
+        print(f"run {run.status}: {run.job.error if run.job else ''}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_runs(args, workspace: Workspace) -> int:
+    jobs.refresh(workspace)
+    runs = workspace.list_runs()
+    if args.json:
+        print(json.dumps([run_summary(r) for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs yet: python -m engine train --data digits --model lenet5 --wait")
+        return 0
+    print(f"{'RUN':<21} {'STATUS':<10} {'DATASET':<14} {'MODEL':<12} {'EPOCHS':>7} {'VAL ACC':>8} {'TEST ACC':>8}")
+    for r in runs:
+        print(f"{r.id:<21} {r.status:<10} {r.dataset[:14]:<14} {r.model:<12} {r.epochs_done:>3}/{r.epochs_total:<3}"
+              f" {_pct(r.best_val_accuracy):>8} {_pct(r.test_accuracy):>8}")
+    return 0
+
+
+def cmd_show(args, workspace: Workspace) -> int:
+    jobs.refresh(workspace)
+    run = workspace.get_run(workspace.resolve_run_id(args.run))
+    if args.json:
+        summary = run_summary(run)
+        summary["config"] = run.config.to_dict()
+        summary["epochs_history"] = [e.__dict__ for e in workspace.epochs(run.id)]
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_run(run, workspace)
+    return 0
+
+
+def cmd_cancel(args, workspace: Workspace) -> int:
+    run_id = workspace.resolve_run_id(args.run)
+    job = jobs.cancel(run_id, workspace)
+    if job is None:
+        raise UsageError(f"run {run_id} is not queued or running (status: {workspace.get_run(run_id).status})")
+    if args.wait:
+        jobs.wait(run_id, workspace, poll_seconds=0.5)
+    print(f"{run_id}: {workspace.get_run(run_id).status if args.wait else 'cancel requested'}")
+    return 0
+
+
+def cmd_delete(args, workspace: Workspace) -> int:
+    run_id = workspace.resolve_run_id(args.run)
+    jobs.delete(run_id, workspace)
+    print(f"{run_id}: deleted")
+    return 0
+
+
+def cmd_describe_model(args, workspace: Workspace) -> int:
+    config = RunConfig.from_json(args.config.read_text()) if args.config else RunConfig()
+    if args.classes < 2:
+        raise UsageError(f"--classes {args.classes}: a classifier needs at least 2 classes")
+    from engine.models import describe_model, make_model  # imports TensorFlow
+
+    size = config.data.image_size
+    model = make_model(config.model, (size, size, 3), args.classes, weight_decay=config.train.weight_decay)
+    print(json.dumps(describe_model(model)))
+    return 0
+
+
+def cmd_preview_augment(args, workspace: Workspace) -> int:
+    import numpy as np
+
+    from engine.data import make_augmenter  # imports TensorFlow
+
+    augment = AugmentConfig(**parse_augment_json(args.augment))
+    augment.validate()
+    image = np.load(args.image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise UsageError(f"--image {args.image}: expected an (H, W, 3) array, got shape {image.shape}")
+    augmenter = make_augmenter(augment, args.seed)
+    batch = np.repeat(image[None].astype("float32"), args.count, axis=0)
+    out = batch if augmenter is None else np.asarray(augmenter(batch, training=True))
+    np.save(args.out, np.clip(out, 0, 255).astype("uint8"))
+    return 0
+
+
+def parse_augment_json(text: str) -> dict:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--augment is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise UsageError("--augment must be a JSON object")
+    unknown = set(values) - set(AugmentConfig.__dataclass_fields__)
+    if unknown:
+        raise UsageError(f"--augment: unknown settings {sorted(unknown)}")
+    return values
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def config_from_args(args) -> RunConfig:
+    """Builds the RunConfig from `--config` and the flags that override it."""
+    values: dict = {}
+    if args.config:
+        try:
+            values = json.loads(args.config.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise UsageError(f"cannot read --config {args.config}: {error}") from None
+        if not isinstance(values, dict):
+            raise UsageError(f"--config {args.config} must hold a JSON object")
+    def put(section, key, value):
+        if value is not None:
+            values.setdefault(section, {})[key] = value
+
+    if args.data is not None:
+        data = args.data
+        if os.sep in data or data.endswith(".zip") or Path(data).exists():
+            data = str(Path(data).expanduser().resolve())
+        put("data", "source", data)
+    put("model", "name", args.model)
+    put("model", "base", args.base)
+    put("train", "epochs", args.epochs)
+    put("data", "image_size", args.image_size)
+    put("train", "batch_size", args.batch_size)
+    put("train", "learning_rate", args.lr)
+    put("train", "optimizer", args.optimizer)
+    if args.seed is not None:
+        put("train", "seed", args.seed)
+        put("data", "seed", args.seed)
+    if args.name is not None:
+        values["name"] = args.name
+    if args.augment is not None:
+        values["augment"] = parse_augment(args.augment)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise UsageError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.schedule=constant")
+        put(section, name, _parse_value(raw))
+    return RunConfig.from_dict(values)
+
+
+def parse_augment(text: str) -> dict:
+    """`flip,rotation=15,shift=0.1` -> AugmentConfig fields; `none` -> all off."""
+    fields = {f: getattr(AugmentConfig(), f) for f in AugmentConfig.__dataclass_fields__}
+    if text.strip().lower() in ("", "none", "off"):
+        return {}
+    result = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, raw = part.partition("=")
+        if name not in fields:
+            raise UsageError(f"--augment {part!r}: unknown option; use {', '.join(fields)}")
+        if name == "flip":
+            result[name] = True if not sep else _parse_value(raw)
+        elif not sep:
+            raise UsageError(f"--augment {part!r}: give a value, e.g. {name}=0.1")
+        else:
+            result[name] = _parse_value(raw)
+    return result
+
+
+def _parse_value(raw: str):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def run_summary(run: Run) -> dict:
+    job = run.job
+    return {"run_id": run.id, "name": run.name, "status": run.status, "dataset": run.dataset, "model": run.model,
+            "test_accuracy": run.test_accuracy, "best_val_accuracy": run.best_val_accuracy,
+            "epochs": run.epochs_done, "epochs_total": run.epochs_total, "train_seconds": run.train_seconds,
+            "params": run.params, "device": run.device, "created_at": run.created_at,
+            "error": job.error if job else None}
+
+
+def _print_run(run: Run, workspace: Workspace) -> None:
+    print(f"run       {run.id}  ({run.label})")
+    print(f"status    {run.status}" + (f": {run.job.message}" if run.job and run.job.active else ""))
+    print(f"data      {run.config.data.source}   model {run.model}   params {run.params or '-'}")
+    print(f"device    {run.device or '-'}")
+    print(f"epochs    {run.epochs_done}/{run.epochs_total}   train {_secs(run.train_seconds)}")
+    print(f"accuracy  val {_pct(run.best_val_accuracy)}   test {_pct(run.test_accuracy)}")
+    if run.job and run.job.error:
+        print(f"reason    {run.job.error}")
+    print(f"folder    {workspace.run_dir(run.id)}")
+
+
+def _progress_printer(workspace: Workspace):
+    state = {"started": time.monotonic()}
+
+    def show(run: Run) -> None:
+        job = run.job
+        if job is None:
+            return
+        width = 30
+        filled = int(width * job.progress)
+        elapsed = time.monotonic() - state["started"]
+        line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {job.progress:4.0%} {run.status:<9} "
+                f"{job.message[:40]:<40} {elapsed:5.0f}s")
+        print(line, end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

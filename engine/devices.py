@@ -1,0 +1,76 @@
+"""Device set-up for a job process: GPU memory growth, mixed precision, distribution strategy.
+
+Follows TensorFlow's GPU guide: memory growth on every GPU, `MirroredStrategy` across
+several, the `mixed_float16` policy on GPUs. On a machine without GPUs the CPU can be
+split into logical devices (`APERTURE_CPU_DEVICES=2`) so the mirrored path runs for real.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+CPU_DEVICES_ENV = "APERTURE_CPU_DEVICES"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """What a job trains on.
+
+    Attributes:
+        strategy: the `tf.distribute.Strategy` to build and fit the model under.
+        label: a short human description, e.g. `CPU` or `2x GPU (mirrored)`.
+        replicas: number of devices the batch is split across.
+        mixed_precision: whether the `mixed_float16` policy is active.
+    """
+
+    strategy: Any
+    label: str
+    replicas: int
+    mixed_precision: bool
+
+
+def configure_devices(mixed_precision: str = "auto") -> DeviceSetup:
+    """Configures TensorFlow's devices once per process, before any op runs.
+
+    Args:
+        mixed_precision: `auto` (on when training on GPUs), `on` (also on the CPU, where it
+            is slower and only useful for testing) or `off`.
+
+    Returns:
+        The `DeviceSetup` to train with.
+    """
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        # Without memory growth TensorFlow reserves the whole card at start-up.
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+    cpu_split = int(os.environ.get(CPU_DEVICES_ENV, "0") or 0)
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+        if len(gpus) > 1:
+            strategy, label = tf.distribute.MirroredStrategy(), f"{len(gpus)}x GPU (mirrored: {names[0]})"
+        else:
+            strategy, label = tf.distribute.get_strategy(), f"GPU ({names[0]})"
+    elif cpu_split > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_split)
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy, label = tf.distribute.MirroredStrategy(devices=devices), f"{len(devices)}x CPU (mirrored, logical)"
+    else:
+        strategy, label = tf.distribute.get_strategy(), "CPU"
+
+    use_mixed = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
+    if use_mixed:
+        label += ", mixed float16"
+    log.info("training on %s", label)
+    return DeviceSetup(strategy=strategy, label=label, replicas=strategy.num_replicas_in_sync,
+                       mixed_precision=use_mixed)

@@ -1,0 +1,278 @@
+"""Background jobs: submit, dispatch, watch, cancel and reap training processes.
+
+Each job is a fresh OS process (`python -m engine job <job-id>`) in its own session, so
+it outlives the dashboard or CLI that started it. The store is the only channel: the
+job writes its progress and heartbeat there, and reads its cancel flag from there.
+Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from engine import store as st
+from engine.config import RunConfig
+from engine.store import Job, Run, Workspace
+
+MAX_JOBS_ENV = "APERTURE_MAX_JOBS"
+HEARTBEAT_SECONDS = 2.0
+# A running job whose heartbeat is older than this is presumed dead.
+STALE_SECONDS = 30.0
+# How long a cooperative cancel may take before SIGTERM, and then SIGKILL, follow.
+CANCEL_GRACE_SECONDS = 15.0
+LOG_TAIL_LINES = 30
+
+log = logging.getLogger(__name__)
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_children: list[subprocess.Popen] = []  # kept only to reap them; the store is the truth
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when the user asked it to stop."""
+
+
+def max_jobs() -> int:
+    return max(1, int(os.environ.get(MAX_JOBS_ENV, "1") or 1))
+
+
+def submit(config: RunConfig, workspace: Workspace | None = None, *, parent_id: str | None = None) -> Run:
+    """Records a new run with a queued train job and starts it if a slot is free.
+
+    Args:
+        config: the validated run configuration.
+        workspace: default `Workspace()` (from `$APERTURE_HOME`).
+        parent_id: the run this one was cloned from, if any.
+
+    Returns:
+        The run as recorded (status `queued` or `running`).
+    """
+    workspace = workspace or Workspace()
+    run = workspace.create_run(config, parent_id=parent_id)
+    refresh(workspace)
+    return workspace.get_run(run.id)
+
+
+def refresh(workspace: Workspace) -> None:
+    """Reaps dead jobs, escalates stuck cancels and starts queued jobs. Cheap; call often."""
+    _children[:] = [p for p in _children if p.poll() is None]
+    now = time.time()
+    for job in workspace.jobs(statuses=(st.RUNNING,)):
+        alive = _process_alive(job)
+        if job.cancel_requested_at and alive:
+            waited = now - job.cancel_requested_at
+            if waited > 2 * CANCEL_GRACE_SECONDS:
+                _signal_job(job, signal.SIGKILL)
+                workspace.finish_job(job.id, st.CANCELLED, error="cancelled (killed after not stopping in time)")
+            elif waited > CANCEL_GRACE_SECONDS:
+                _signal_job(job, signal.SIGTERM)
+            continue
+        stale = job.heartbeat_at is not None and now - job.heartbeat_at > STALE_SECONDS
+        if not alive or stale:
+            if stale and alive:
+                _signal_job(job, signal.SIGKILL)
+            status = st.CANCELLED if job.cancel_requested_at else st.FAILED
+            reason = ("the job process died without reporting (killed, or out of memory)" if not alive
+                      else f"no heartbeat for {now - job.heartbeat_at:.0f} s")
+            workspace.finish_job(job.id, status, error=reason, traceback=read_log_tail(workspace, job.run_id))
+    _dispatch(workspace)
+
+
+def _dispatch(workspace: Workspace) -> None:
+    while (job := workspace.claim_next_job(max_jobs())) is not None:
+        try:
+            _children.append(_start_process(workspace, job))
+        except OSError as error:
+            workspace.finish_job(job.id, st.FAILED, error=f"could not start the job process: {error}")
+
+
+def _start_process(workspace: Workspace, job: Job) -> subprocess.Popen:
+    env = dict(os.environ, **{st.HOME_ENV: str(workspace.root), "TF_CPP_MIN_LOG_LEVEL": "2",
+                              "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
+    log_path = workspace.run_file(job.run_id, st.LOG_FILE)
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "engine", "job", job.id], cwd=_PROJECT_ROOT, env=env,
+                                   stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    workspace.set_job_process(job.id, process.pid)
+    return process
+
+
+def cancel(run_id: str, workspace: Workspace) -> Job | None:
+    """Asks a run's active job to stop; a queued job is cancelled at once.
+
+    Returns:
+        The job as it stands now, or None if the run had no active job.
+    """
+    job = workspace.get_run(run_id).job
+    if job is None or not job.active:
+        return None
+    workspace.request_cancel(job.id)
+    if job.status == st.QUEUED:
+        workspace.finish_job(job.id, st.CANCELLED, error="cancelled before it started")
+    return workspace.get_job(job.id)
+
+
+def delete(run_id: str, workspace: Workspace, *, timeout: float = 2 * CANCEL_GRACE_SECONDS) -> None:
+    """Deletes a run, first stopping its job (killing it if it does not stop in `timeout`)."""
+    job = cancel(run_id, workspace)
+    if job is not None and job.status == st.RUNNING:
+        deadline = time.time() + timeout
+        while time.time() < deadline and workspace.get_job(job.id).status == st.RUNNING:
+            time.sleep(0.2)
+        if workspace.get_job(job.id).status == st.RUNNING:
+            _signal_job(job, signal.SIGKILL)
+            workspace.finish_job(job.id, st.CANCELLED, error="killed to delete the run")
+    workspace.delete_run(run_id)
+    refresh(workspace)
+
+
+def wait(run_id: str, workspace: Workspace, *, poll_seconds: float = 1.0, on_poll=None) -> Run:
+    """Blocks until the run's job ends, calling `on_poll(run)` after each poll."""
+    while True:
+        refresh(workspace)
+        run = workspace.get_run(run_id)
+        if on_poll:
+            on_poll(run)
+        if run.status not in st.ACTIVE:
+            return run
+        time.sleep(poll_seconds)
+
+
+def read_log_tail(workspace: Workspace, run_id: str, lines: int = LOG_TAIL_LINES) -> str:
+    path = workspace.run_file(run_id, st.LOG_FILE)
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 64 * 1024))
+            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _process_alive(job: Job) -> bool:
+    if job.pid is None:
+        return True  # claimed a moment ago; the process is starting
+    if job.host and job.host != socket.gethostname():
+        return True  # another host's job: only its heartbeat can tell
+    try:
+        with open(f"/proc/{job.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(job.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+
+def _is_our_job_process(job: Job) -> bool:
+    """Guards against signalling a recycled pid: the command line must name the job."""
+    try:
+        with open(f"/proc/{job.pid}/cmdline", "rb") as f:
+            return job.id.encode() in f.read()
+    except OSError:
+        return False
+
+
+def _signal_job(job: Job, sig: int) -> None:
+    if job.pid is None or (job.host and job.host != socket.gethostname()) or not _is_our_job_process(job):
+        return
+    try:
+        os.killpg(job.pid, sig)  # the job leads its own session, so this reaches its children too
+    except ProcessLookupError:
+        pass
+
+
+# -- inside the job process ----------------------------------------------------------
+
+
+class JobContext:
+    """What a running job's code needs: where to write, and whether to stop.
+
+    Args:
+        workspace: the workspace the job belongs to.
+        job: the job being run.
+    """
+
+    def __init__(self, workspace: Workspace, job: Job):
+        self.workspace = workspace
+        self.job = job
+        self.run_id = job.run_id
+        self.terminated = threading.Event()  # set by SIGTERM
+        self._checked_at = 0.0
+        self._cancelled = False
+
+    def run_file(self, name: str) -> Path:
+        return self.workspace.run_file(self.run_id, name)
+
+    def should_stop(self, *, max_age: float = 0.5) -> bool:
+        """True once a cancel was requested; reads the store at most every `max_age` seconds."""
+        if self.terminated.is_set() or self._cancelled:
+            return True
+        now = time.monotonic()
+        if now - self._checked_at >= max_age:
+            self._checked_at = now
+            self._cancelled = self.workspace.cancel_requested(self.job.id)
+        return self._cancelled
+
+    def raise_if_cancelled(self) -> None:
+        if self.should_stop(max_age=0):
+            raise JobCancelled()
+
+    def report(self, progress: float | None = None, message: str | None = None) -> None:
+        self.workspace.heartbeat(self.job.id, progress=progress, message=message)
+
+
+def run_job(job_id: str, workspace: Workspace | None = None) -> int:
+    """Runs one job to its end in this process; returns the process exit code."""
+    workspace = workspace or Workspace()
+    job = workspace.get_job(job_id)
+    workspace.set_job_process(job_id, os.getpid())
+    context = JobContext(workspace, job)
+    signal.signal(signal.SIGTERM, lambda *_: context.terminated.set())
+    stop_beating = threading.Event()
+    threading.Thread(target=_beat, args=(workspace, job_id, stop_beating), daemon=True).start()
+    code = 0
+    try:
+        context.raise_if_cancelled()
+        config = RunConfig.from_json(workspace.run_file(job.run_id, st.CONFIG_FILE).read_text())
+        from engine.training import train  # imports TensorFlow: seconds
+
+        context.raise_if_cancelled()
+        train(config, context)
+        workspace.finish_job(job_id, st.COMPLETED)
+    except JobCancelled:
+        log.info("job %s cancelled", job_id)
+        workspace.finish_job(job_id, st.CANCELLED, error="cancelled by the user")
+    except Exception as error:  # noqa: BLE001 - any failure must end up in the store
+        log.exception("job %s failed", job_id)
+        code = 1
+        workspace.finish_job(job_id, st.FAILED, error=_one_line(error), traceback=traceback.format_exc())
+    finally:
+        stop_beating.set()
+        refresh(workspace)  # start the next queued job
+    return code
+
+
+def _beat(workspace: Workspace, job_id: str, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            workspace.heartbeat(job_id)
+        except Exception:  # noqa: BLE001 - a missed beat is not worth killing the job for
+            log.warning("heartbeat failed", exc_info=True)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -1,0 +1,244 @@
+"""`train(config, context)`: one synchronous training run, executed inside a job process."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from engine import store as st
+from engine.config import RunConfig
+from engine.data import ImageSet, Split, load_images, make_dataset, split_indices
+from engine.devices import configure_devices
+from engine.jobs import JobCancelled, JobContext
+from engine.models import describe_model, make_model
+
+log = logging.getLogger(__name__)
+PROGRESS_SECONDS = 1.0  # how often batch-level progress reaches the store
+
+
+class TrainingFailed(RuntimeError):
+    """Training could not go on (e.g. the loss became NaN); the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run measured."""
+
+    test_accuracy: float
+    best_val_accuracy: float | None
+    epochs: int
+    train_seconds: float
+
+
+def train(config: RunConfig, context: JobContext) -> TrainResult:
+    """Trains, checkpoints and tests one run, writing everything into its run folder.
+
+    Args:
+        config: the run's configuration.
+        context: the job context (workspace, run id, cancel flag, progress reporting).
+
+    Returns:
+        The `TrainResult`. Raises `JobCancelled` if stopped (the best checkpoint is kept)
+        and `TrainingFailed` if the loss diverges.
+    """
+    workspace, run_id = context.workspace, context.run_id
+    keras.utils.set_random_seed(config.train.seed)
+    devices = configure_devices(config.train.mixed_precision)
+    workspace.update_run(run_id, device=devices.label, versions_json=_versions_json())
+
+    context.report(0.0, "loading data")
+    images = load_images(config.data.source, config.data.image_size, max_per_class=config.data.max_per_class,
+                         seed=config.data.seed, cache_dir=workspace.root / "cache")
+    split = split_indices(images.labels, config.data.val_fraction, config.data.test_fraction, config.data.seed)
+    st.write_json_atomic(context.run_file(st.DATA_REPORT_FILE), data_report(images, split))
+    num_classes = len(images.class_names)
+    workspace.update_run(run_id, fingerprint=images.fingerprint, num_classes=num_classes)
+    context.raise_if_cancelled()
+
+    batch_size = config.train.batch_size * devices.replicas
+    train_ds, val_ds, test_ds = (
+        _labelled(make_dataset(images.images[idx], images.labels[idx], batch_size=batch_size,
+                               training=(name == "train"), augment=config.augment if name == "train" else None,
+                               seed=config.train.seed), num_classes)
+        for name, idx in (("train", split.train), ("val", split.val), ("test", split.test)))
+    steps_per_epoch = math.ceil(len(split.train) / batch_size)
+
+    with devices.strategy.scope():
+        decoupled = config.train.optimizer == "adamw"
+        model = make_model(config.model, (config.data.image_size, config.data.image_size, 3), num_classes,
+                           weight_decay=0.0 if decoupled else config.train.weight_decay, seed=config.train.seed)
+        model.compile(optimizer=_make_optimizer(config, steps_per_epoch),
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
+                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    workspace.update_run(run_id, params=describe_model(model)["params"])
+
+    progress = StoreProgress(context, config.train.epochs, steps_per_epoch, len(split.train))
+    checkpoint = BestCheckpoint(str(context.run_file(st.MODEL_FILE)))
+    callbacks = [progress, checkpoint,
+                 keras.callbacks.TensorBoard(str(context.run_file(st.TENSORBOARD_DIR)), write_graph=False,
+                                             profile_batch=0)]
+    if config.train.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping,
+                                                       restore_best_weights=True))
+    started = time.monotonic()
+    context.report(0.0, f"epoch 1/{config.train.epochs}")
+    model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=2)
+    train_seconds = time.monotonic() - started
+    if progress.failure:
+        raise TrainingFailed(progress.failure)
+    if progress.cancelled:
+        raise JobCancelled()
+
+    if checkpoint.best_weights is not None:
+        model.set_weights(checkpoint.best_weights)
+    context.report(1.0, "testing")
+    probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
+    test_labels = images.labels[split.test]
+    test_accuracy = float(np.mean(probabilities.argmax(axis=1) == test_labels))
+    save_predictions(context.run_file(st.PREDICTIONS_FILE), probabilities, test_labels,
+                     [images.ids[i] for i in split.test], split.test, images.class_names)
+    val_accuracies = [e.val_accuracy for e in workspace.epochs(run_id) if e.val_accuracy is not None]
+    best_val = max(val_accuracies) if val_accuracies else None
+    workspace.update_run(run_id, test_accuracy=test_accuracy, best_val_accuracy=best_val,
+                         train_seconds=train_seconds)
+    context.report(1.0, f"done: test accuracy {test_accuracy:.4f}")
+    log.info("test accuracy %.4f after %d epochs in %.1f s", test_accuracy, progress.epochs_done, train_seconds)
+    return TrainResult(test_accuracy, best_val, progress.epochs_done, train_seconds)
+
+
+def _labelled(dataset, num_classes: int):
+    """One-hot labels, so label smoothing works with the categorical loss."""
+    return dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _make_optimizer(config: RunConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    t = config.train
+    rate = t.learning_rate
+    if t.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch)
+    if t.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=0.9)
+    return keras.optimizers.Adam(rate)
+
+
+def data_report(images: ImageSet, split: Split) -> dict:
+    """Class names, per-split class counts and skipped files, as stored with the run."""
+    def counts(indices):
+        return np.bincount(images.labels[indices], minlength=len(images.class_names)).tolist()
+
+    return {"source": images.source, "class_names": list(images.class_names), "fingerprint": images.fingerprint,
+            "counts": {"train": counts(split.train), "val": counts(split.val), "test": counts(split.test)},
+            "skipped": [{"path": s.path, "reason": s.reason} for s in images.skipped]}
+
+
+def save_predictions(path, probabilities, labels, ids, indices, class_names) -> None:
+    """Writes the test predictions atomically (temp file, then rename)."""
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, probabilities=probabilities, labels=np.asarray(labels, np.int32),
+                        ids=np.asarray(ids, dtype=str), indices=np.asarray(indices, np.int64),
+                        class_names=np.asarray(class_names, dtype=str))
+    os.replace(tmp, path)
+
+
+def _versions_json() -> str:
+    import json
+
+    import sklearn
+
+    return json.dumps({"python": platform.python_version(), "tensorflow": tf.__version__,
+                       "keras": keras.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__})
+
+
+class StoreProgress(keras.callbacks.Callback):
+    """Writes epoch metrics and batch progress to the store; stops on cancel or NaN loss."""
+
+    def __init__(self, context: JobContext, epochs: int, steps_per_epoch: int, train_size: int):
+        super().__init__()
+        self.context = context
+        self.epochs = epochs
+        self.steps = steps_per_epoch
+        self.train_size = train_size
+        self.epochs_done = 0
+        self.cancelled = False
+        self.failure: str | None = None
+        self._epoch_started = 0.0
+        self._reported_at = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._epoch_started = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.context.should_stop():
+            self.cancelled = True
+            self.model.stop_training = True
+            return
+        now = time.monotonic()
+        if now - self._reported_at >= PROGRESS_SECONDS:
+            self._reported_at = now
+            done = (self._epoch + (batch + 1) / self.steps) / self.epochs
+            self.context.report(done, f"epoch {self._epoch + 1}/{self.epochs}, batch {batch + 1}/{self.steps}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        seconds = time.monotonic() - self._epoch_started
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.failure = (f"the training loss became {loss} in epoch {epoch + 1}: lower the learning rate "
+                            f"(now {self.context.workspace.get_run(self.context.run_id).config.train.learning_rate})"
+                            " or check the data")
+            self.model.stop_training = True
+            return
+        if self.cancelled:
+            return  # a partial epoch is not an epoch
+        self.epochs_done = epoch + 1
+        self.context.workspace.add_epoch(self.context.run_id, st.EpochMetrics(
+            epoch=epoch + 1, loss=_float(loss), accuracy=_float(logs.get("accuracy")),
+            val_loss=_float(logs.get("val_loss")), val_accuracy=_float(logs.get("val_accuracy")),
+            learning_rate=_float(_current_learning_rate(self.model)), seconds=seconds,
+            images_per_second=self.train_size / seconds if seconds > 0 else None))
+        self.context.report((epoch + 1) / self.epochs, f"epoch {epoch + 1}/{self.epochs} done")
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model with the lowest validation loss, atomically, and keeps its weights.
+
+    The file is written to a temporary name and renamed, so a crash or a full disk never
+    leaves a half-written checkpoint in place of the previous one.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.best_loss = math.inf
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_loss = (logs or {}).get("val_loss")
+        if val_loss is None or not math.isfinite(val_loss) or val_loss >= self.best_loss:
+            return
+        self.best_loss = val_loss
+        self.best_weights = self.model.get_weights()
+        tmp = self.path.removesuffix(".keras") + ".tmp.keras"
+        self.model.save(tmp)
+        os.replace(tmp, self.path)
+
+
+def _current_learning_rate(model) -> float:
+    rate = model.optimizer.learning_rate
+    return float(keras.ops.convert_to_numpy(rate))
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
