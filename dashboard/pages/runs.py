@@ -1,0 +1,235 @@
+"""Runs: every run in the workspace, and a live view of one (progress, curves, config, logs)."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.components import figures, state, widgets
+from engine import jobs
+from engine.store import ACTIVE, FAILED, RUNNING, STATUSES, Run, RunNotFound
+
+PICKER_KEY = "runs.picker"
+
+
+def _runs_table(runs: list[Run]) -> None:
+    c1, c2, c3 = st.columns([2, 2, 3])
+    statuses = c1.multiselect("Status", STATUSES, key="runs.filter.status", placeholder="All statuses")
+    models = c2.multiselect("Model", sorted({r.model for r in runs}), key="runs.filter.model",
+                            placeholder="All models")
+    text = c3.text_input("Search", key="runs.filter.text", placeholder="Dataset, name or run id",
+                         icon=":material/search:")
+    shown = [r for r in runs
+             if (not statuses or r.status in statuses) and (not models or r.model in models)
+             and (not text or text.lower() in f"{r.dataset} {r.name} {r.id}".lower())]
+    if not shown:
+        st.info("No run matches these filters.", icon=":material/filter_alt_off:")
+        return
+    rows = [{
+        "Run": r.label, "Status": widgets.status_text(r.status), "Dataset": r.dataset, "Model": r.model,
+        "Epochs": f"{r.epochs_done}/{r.epochs_total}",
+        "Best val acc": None if r.best_val_accuracy is None else 100 * r.best_val_accuracy,
+        "Test acc": None if r.test_accuracy is None else 100 * r.test_accuracy,
+        "Duration": widgets.duration(widgets.run_duration(r)),
+        "Started": pd.Timestamp.fromtimestamp(r.job.started_at if r.job and r.job.started_at else r.created_at),
+        "ID": r.id,
+    } for r in shown]
+    percent = st.column_config.NumberColumn(format="%.2f%%", width="small")
+    st.dataframe(pd.DataFrame(rows), key="runs.table", hide_index=True, width="stretch",
+                 column_config={"Best val acc": percent, "Test acc": percent,
+                                "Started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+                                "ID": st.column_config.TextColumn(width="medium")})
+
+
+def _select_run(runs: list[Run]) -> Run | None:
+    """The run named in `?run=` (newest if none), kept in sync with the picker."""
+    ids = [r.id for r in runs]
+    wanted = st.query_params.get("run")
+    if wanted not in ids:
+        wanted = ids[0]
+    st.session_state[PICKER_KEY] = wanted
+    by_id = {r.id: r for r in runs}
+
+    def sync() -> None:
+        st.query_params["run"] = st.session_state[PICKER_KEY]
+
+    st.selectbox("Run", ids, key=PICKER_KEY, on_change=sync, format_func=lambda i: widgets.run_option_label(by_id[i]))
+    if st.query_params.get("run") != wanted:
+        st.query_params["run"] = wanted
+    return by_id[wanted]
+
+
+def _eta(run: Run, history) -> float | None:
+    job = run.job
+    if job is None or job.status != RUNNING:
+        return None
+    remaining = max(0, run.epochs_total - run.epochs_done)
+    timed = [m.seconds for m in history if m.seconds]
+    if timed:
+        return remaining * sum(timed[-3:]) / len(timed[-3:])
+    if job.started_at and job.progress > 0.02:
+        elapsed = time.time() - job.started_at
+        return elapsed * (1 - job.progress) / job.progress
+    return None
+
+
+def _live_view(run_id: str) -> None:
+    workspace = state.workspace()
+    try:
+        run = workspace.get_run(run_id)
+    except RunNotFound:
+        st.warning("This run was deleted.", icon=":material/delete:")
+        return
+    active = run.status in ACTIVE
+
+    def body() -> None:
+        jobs.refresh(workspace)
+        try:
+            current = workspace.get_run(run_id)
+        except RunNotFound:
+            st.rerun()
+        if active and current.status not in ACTIVE:
+            st.rerun()  # finished: redraw the whole page (actions, table) once, without the timer
+        _run_details(current)
+
+    st.fragment(body, run_every="2s" if active else None)()
+
+
+def _run_details(run: Run) -> None:
+    workspace = state.workspace()
+    history = workspace.epochs(run.id)
+    job = run.job
+    c1, c2 = st.columns([5, 2], vertical_alignment="center")
+    with c1:
+        st.subheader(run.label, anchor=False)
+        st.caption(f"Run `{run.id}` · created {widgets.timestamp(run.created_at)}"
+                   + (f" · cloned from `{run.parent_id}`" if run.parent_id else ""))
+    with c2:
+        widgets.status_badge(run.status)
+
+    if job is not None and job.status in ACTIVE:
+        if job.status == RUNNING:
+            eta = _eta(run, history)
+            text = (f"Epoch {run.epochs_done}/{run.epochs_total} · {job.progress:.0%}"
+                    + (f" · about {widgets.duration(eta)} left" if eta is not None else "")
+                    + (f" · {job.message}" if job.message else ""))
+        else:
+            text = "Queued: waits for the running job to finish"
+        if job.cancel_requested_at:
+            text += " · stopping…"
+        st.progress(min(max(job.progress, 0.0), 1.0), text=text)
+
+    last = history[-1] if history else None
+    cols = st.columns(6)
+    cols[0].metric("Epoch", f"{run.epochs_done}/{run.epochs_total}")
+    cols[1].metric("Best val accuracy", widgets.pct(run.best_val_accuracy))
+    cols[2].metric("Test accuracy", widgets.pct(run.test_accuracy))
+    cols[3].metric("Images/s", "—" if not last or last.images_per_second is None else f"{last.images_per_second:,.0f}")
+    cols[4].metric("Device", run.device or "—")
+    cols[5].metric("Duration", widgets.duration(widgets.run_duration(run)))
+
+    if job is not None and job.status == FAILED:
+        st.error(f"**This run failed:** {job.error or 'no reason was recorded'}", icon=":material/error:")
+        if job.traceback:
+            with st.expander("Traceback", icon=":material/bug_report:"):
+                st.code(job.traceback, language="text")
+    elif job is not None and job.error and job.status != RUNNING:
+        st.info(f"{job.error.capitalize()}", icon=":material/info:")
+
+    if history:
+        left, right = st.columns(2)
+        left.plotly_chart(figures.loss_curve(history), key=f"runs.loss.{run.id}", width="stretch")
+        right.plotly_chart(figures.accuracy_curve(history, run.test_accuracy), key=f"runs.acc.{run.id}",
+                           width="stretch")
+        left, right = st.columns(2)
+        left.plotly_chart(figures.learning_rate_curve(history), key=f"runs.lr.{run.id}", width="stretch")
+        right.plotly_chart(figures.throughput_curve(history), key=f"runs.ips.{run.id}", width="stretch")
+    elif run.status in ACTIVE:
+        st.info("Curves appear after the first epoch (starting TensorFlow takes a few seconds).",
+                icon=":material/hourglass_top:")
+
+    left, right = st.columns([2, 3])
+    with left:
+        st.markdown("**Configuration**")
+        try:
+            table = widgets.config_table(run.config)
+        except Exception as error:  # noqa: BLE001 - an old or hand-edited config must not break the page
+            st.warning(f"The stored config can't be read: {error}")
+        else:
+            st.dataframe(table, key=f"runs.config.{run.id}", hide_index=True, width="stretch",
+                         height=min(36 * (len(table) + 1) + 2, 560))
+        if run.params:
+            st.caption(f"{run.params:,} parameters" + (f" · {run.num_classes} classes" if run.num_classes else ""))
+    with right:
+        st.markdown("**Log (last lines)**")
+        tail = jobs.read_log_tail(workspace, run.id)
+        st.code(tail or "(no output yet)", language="text", height=420)
+
+
+@st.dialog("Cancel this run?")
+def _confirm_cancel(run: Run) -> None:
+    st.write(f"**{run.label}** stops after the current step; its best checkpoint so far is kept.")
+    c1, c2 = st.columns(2)
+    if c1.button("Yes, cancel it", key="runs.cancel.confirm", type="primary", width="stretch"):
+        jobs.cancel(run.id, state.workspace())
+        st.rerun()
+    if c2.button("Keep running", key="runs.cancel.back", width="stretch"):
+        st.rerun()
+
+
+@st.dialog("Delete this run?")
+def _confirm_delete(run: Run) -> None:
+    active = run.status in ACTIVE
+    st.write(f"**{run.label}** and all its files (model, predictions, logs) are removed for good."
+             + (" It is still running: it is cancelled first." if active else ""))
+    c1, c2 = st.columns(2)
+    if c1.button("Yes, delete it", key="runs.delete.confirm", type="primary", width="stretch"):
+        workspace = state.workspace()
+        if active:
+            # Stopping can take seconds; do it off the script thread so every page stays responsive.
+            jobs.cancel(run.id, workspace)
+            state.start_task(f"delete:{run.id}", jobs.delete, run.id, workspace)
+            st.toast(f"Deleting {run.label} once it has stopped…", icon=":material/delete:")
+        else:
+            jobs.delete(run.id, workspace)
+            st.toast(f"Deleted {run.label}", icon=":material/delete:")
+        st.query_params.pop("run", None)
+        st.rerun()
+    if c2.button("Keep it", key="runs.delete.back", width="stretch"):
+        st.rerun()
+
+
+def _actions(run: Run) -> None:
+    c1, c2, c3, _ = st.columns([1, 1, 1, 3])
+    if run.status in ACTIVE:
+        stopping = bool(run.job and run.job.cancel_requested_at)
+        if c1.button("Stopping…" if stopping else "Cancel run", key="runs.cancel", icon=":material/stop_circle:",
+                     disabled=stopping, width="stretch"):
+            _confirm_cancel(run)
+    if c2.button("Delete", key="runs.delete", icon=":material/delete:", width="stretch"):
+        _confirm_delete(run)
+    if c3.button("Clone to Train", key="runs.clone", icon=":material/content_copy:", width="stretch"):
+        st.session_state[state.TRAIN_PREFILL] = (run.config.to_dict(), run.id)
+        st.switch_page(widgets.PAGES["train"])
+
+
+def main() -> None:
+    widgets.page_header(":material/monitoring:", "Runs",
+                        "Every training run in this workspace; pick one to watch it live or look back at it.")
+    workspace = state.workspace()
+    jobs.refresh(workspace)
+    runs = workspace.list_runs()
+    if not runs:
+        st.info("No runs yet — start one on the Train page.", icon=":material/info:")
+        st.page_link(widgets.PAGES["train"], label="Go to Train", icon=":material/model_training:")
+        return
+    _runs_table(runs)
+    st.divider()
+    run = _select_run(runs)
+    _actions(run)
+    _live_view(run.id)
+
+
+main()
