@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -250,10 +249,7 @@ def config_from_args(args) -> RunConfig:
             values.setdefault(section, {})[key] = value
 
     if args.data is not None:
-        data = args.data
-        if os.sep in data or data.endswith(".zip") or Path(data).exists():
-            data = str(Path(data).expanduser().resolve())
-        put("data", "source", data)
+        put("data", "source", resolve_source(args.data))
     put("model", "name", args.model)
     put("model", "base", args.base)
     put("train", "epochs", args.epochs)
@@ -275,6 +271,19 @@ def config_from_args(args) -> RunConfig:
             raise UsageError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.schedule=constant")
         put(section, name, _parse_value(raw))
     return RunConfig.from_dict(values)
+
+
+def resolve_source(text: str) -> str:
+    """A built-in dataset name as is, or an existing folder/zip as an absolute path."""
+    from engine.data import BUILTIN_SOURCES
+
+    if text in BUILTIN_SOURCES:
+        return text
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise UsageError(f"--data {text}: not a built-in dataset ({', '.join(BUILTIN_SOURCES)}) "
+                         "and no such folder or .zip")
+    return str(path.resolve())
 
 
 def parse_augment(text: str) -> dict:

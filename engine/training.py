@@ -177,9 +177,10 @@ class StoreProgress(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._epoch_started = time.monotonic()
+        self._epoch_started = self._last_batch_end = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
+        self._last_batch_end = time.monotonic()
         if self.context.should_stop():
             self.cancelled = True
             self.model.stop_training = True
@@ -193,6 +194,7 @@ class StoreProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         seconds = time.monotonic() - self._epoch_started
+        train_seconds = self._last_batch_end - self._epoch_started  # without validation
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
             self.failure = (f"the training loss became {loss} in epoch {epoch + 1}: lower the learning rate "
@@ -207,7 +209,7 @@ class StoreProgress(keras.callbacks.Callback):
             epoch=epoch + 1, loss=_float(loss), accuracy=_float(logs.get("accuracy")),
             val_loss=_float(logs.get("val_loss")), val_accuracy=_float(logs.get("val_accuracy")),
             learning_rate=_float(_current_learning_rate(self.model)), seconds=seconds,
-            images_per_second=self.train_size / seconds if seconds > 0 else None))
+            images_per_second=self.train_size / train_seconds if train_seconds > 0 else None))
         self.context.report((epoch + 1) / self.epochs, f"epoch {epoch + 1}/{self.epochs} done")
 
 

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from engine.store import HOME_ENV, Workspace
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: trains for real for more than a few seconds")
-    config.addinivalue_line("markers", "e2e: drives a real browser against a real server")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture

@@ -1,0 +1,105 @@
+"""Job lifecycle with real job processes: each imports TensorFlow and trains for real."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from engine import jobs
+from engine import store as st
+from engine.config import RunConfig
+
+pytestmark = pytest.mark.slow
+
+TINY = {"data": {"image_size": 16, "max_per_class": 40}, "train": {"epochs": 2, "batch_size": 32}}
+LONG = {"data": {"image_size": 16, "max_per_class": 60}, "train": {"epochs": 500, "batch_size": 8}}
+
+
+def wait_until(predicate, timeout=90.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_submit_runs_to_completion_and_writes_every_artifact(workspace):
+    run = jobs.submit(RunConfig.from_dict(TINY), workspace)
+    assert run.status in (st.QUEUED, st.RUNNING)
+    run = jobs.wait(run.id, workspace, poll_seconds=0.5)
+    assert run.status == st.COMPLETED, run.job.traceback
+    assert run.epochs_done == 2 and len(workspace.epochs(run.id)) == 2
+    assert 0.0 <= run.test_accuracy <= 1.0 and run.device.startswith("CPU") and run.params > 0
+    assert run.fingerprint and "tensorflow" in run.versions
+    for name in (st.MODEL_FILE, st.PREDICTIONS_FILE, st.DATA_REPORT_FILE, st.LOG_FILE):
+        assert workspace.run_file(run.id, name).exists(), name
+    assert any(workspace.run_file(run.id, st.TENSORBOARD_DIR).rglob("events.out.tfevents*"))
+    epoch = workspace.epochs(run.id)[-1]
+    assert epoch.images_per_second > 0 and epoch.learning_rate > 0 and epoch.val_accuracy is not None
+
+
+def test_cancel_keeps_the_best_checkpoint(workspace):
+    run = jobs.submit(RunConfig.from_dict(LONG), workspace)
+    wait_until(lambda: workspace.get_run(run.id).epochs_done >= 1, what="the first epoch")
+    assert workspace.run_file(run.id, st.MODEL_FILE).exists()
+    started = time.time()
+    jobs.cancel(run.id, workspace)
+    run = jobs.wait(run.id, workspace, poll_seconds=0.3)
+    assert run.status == st.CANCELLED
+    assert time.time() - started < 10, "a cooperative cancel should stop within seconds"
+    assert workspace.run_file(run.id, st.MODEL_FILE).stat().st_size > 0
+
+
+def test_kill_minus_nine_is_detected_as_failed(workspace):
+    run = jobs.submit(RunConfig.from_dict(LONG), workspace)
+    wait_until(lambda: workspace.get_run(run.id).epochs_done >= 1, what="the first epoch")
+    pid = workspace.get_run(run.id).job.pid
+    os.kill(pid, signal.SIGKILL)
+    run = jobs.wait(run.id, workspace, poll_seconds=0.3)
+    assert run.status == st.FAILED
+    assert "died" in run.job.error
+    assert workspace.run_file(run.id, st.MODEL_FILE).exists()
+
+
+def test_queue_runs_one_at_a_time_in_order(workspace):
+    first = jobs.submit(RunConfig.from_dict(TINY), workspace)
+    second = jobs.submit(RunConfig.from_dict(TINY), workspace)
+    assert workspace.get_run(second.id).status == st.QUEUED
+    first = jobs.wait(first.id, workspace, poll_seconds=0.5)
+    second = jobs.wait(second.id, workspace, poll_seconds=0.5)
+    assert first.status == second.status == st.COMPLETED
+    assert second.job.started_at >= first.job.finished_at - 0.5
+
+
+def test_cancel_while_importing_tensorflow(workspace):
+    run = jobs.submit(RunConfig.from_dict(LONG), workspace)
+    jobs.cancel(run.id, workspace)
+    run = jobs.wait(run.id, workspace, poll_seconds=0.3)
+    assert run.status == st.CANCELLED and run.epochs_done == 0
+
+
+def test_cancel_a_queued_job_never_starts_it(workspace):
+    first = jobs.submit(RunConfig.from_dict(LONG), workspace)
+    second = jobs.submit(RunConfig.from_dict(TINY), workspace)
+    assert jobs.cancel(second.id, workspace).status == st.CANCELLED
+    jobs.cancel(first.id, workspace)
+    jobs.wait(first.id, workspace, poll_seconds=0.3)
+    assert workspace.get_run(second.id).job.started_at is None
+
+
+def test_a_failing_job_stores_its_reason_and_traceback(workspace, tmp_path):
+    config = RunConfig.from_dict({"data": {"source": str(tmp_path / "missing")}, "train": {"epochs": 1}})
+    run = jobs.wait(jobs.submit(config, workspace).id, workspace, poll_seconds=0.3)
+    assert run.status == st.FAILED
+    assert "missing" in run.job.error and "Traceback" in run.job.traceback
+
+
+def test_delete_a_running_run_cancels_it_first(workspace):
+    run = jobs.submit(RunConfig.from_dict(LONG), workspace)
+    wait_until(lambda: workspace.get_run(run.id).status == st.RUNNING, what="running")
+    jobs.delete(run.id, workspace)
+    assert workspace.list_runs() == [] and not workspace.run_dir(run.id).exists()
+    assert not [j for j in workspace.jobs(statuses=(st.RUNNING,))]

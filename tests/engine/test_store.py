@@ -1,0 +1,102 @@
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from engine import store as st
+from engine.config import RunConfig
+from engine.store import EpochMetrics, RunNotFound, Workspace
+
+
+def test_create_run_writes_row_folder_config_and_queued_job(workspace):
+    run = workspace.create_run(RunConfig(name="first"))
+    assert run.status == st.QUEUED and run.label == "first"
+    assert RunConfig.from_json(workspace.run_file(run.id, st.CONFIG_FILE).read_text()) == RunConfig(name="first")
+    assert [r.id for r in workspace.list_runs()] == [run.id]
+    journal = sqlite3.connect(workspace.db_path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert journal == "wal"
+
+
+def test_list_runs_newest_first_with_latest_job(workspace):
+    first = workspace.create_run(RunConfig())
+    second = workspace.create_run(RunConfig())
+    assert [r.id for r in workspace.list_runs()] == [second.id, first.id]
+
+
+def test_dataset_label_is_the_folder_name(workspace):
+    run = workspace.create_run(RunConfig.from_dict({"data": {"source": "/data/my photos"}}))
+    assert run.dataset == "my photos"
+
+
+def test_resolve_run_id_by_prefix_or_suffix(workspace):
+    run = workspace.create_run(RunConfig())
+    assert workspace.resolve_run_id(run.id[-4:]) == run.id
+    assert workspace.resolve_run_id(run.id) == run.id
+    with pytest.raises(RunNotFound):
+        workspace.resolve_run_id("nope")
+    with pytest.raises(RunNotFound):
+        workspace.resolve_run_id("")
+
+
+def test_claim_respects_the_limit_and_queue_order(workspace):
+    a = workspace.create_run(RunConfig()).job
+    b = workspace.create_run(RunConfig()).job
+    claimed = workspace.claim_next_job(1)
+    assert claimed.id == a.id and claimed.status == st.RUNNING
+    assert workspace.claim_next_job(1) is None
+    assert workspace.claim_next_job(2).id == b.id
+
+
+def test_finish_job_only_once(workspace):
+    job = workspace.create_run(RunConfig()).job
+    assert workspace.finish_job(job.id, st.FAILED, error="boom")
+    assert not workspace.finish_job(job.id, st.COMPLETED)
+    assert workspace.get_job(job.id).status == st.FAILED
+    with pytest.raises(ValueError):
+        workspace.finish_job(job.id, st.RUNNING)
+
+
+def test_epoch_metrics_upsert_and_progress(workspace):
+    run = workspace.create_run(RunConfig())
+    workspace.add_epoch(run.id, EpochMetrics(1, loss=1.0, val_accuracy=0.5))
+    workspace.add_epoch(run.id, EpochMetrics(1, loss=0.9, val_accuracy=0.6))
+    workspace.add_epoch(run.id, EpochMetrics(2, loss=0.5))
+    assert [(e.epoch, e.loss) for e in workspace.epochs(run.id)] == [(1, 0.9), (2, 0.5)]
+    assert workspace.get_run(run.id).epochs_done == 2
+
+
+def test_delete_run_removes_rows_and_folder(workspace):
+    run = workspace.create_run(RunConfig())
+    workspace.add_epoch(run.id, EpochMetrics(1))
+    workspace.delete_run(run.id)
+    assert not workspace.run_dir(run.id).exists()
+    assert workspace.list_runs() == [] and workspace.epochs(run.id) == []
+
+
+def test_update_run_refuses_unknown_columns(workspace):
+    run = workspace.create_run(RunConfig())
+    workspace.update_run(run.id, params=123, device="CPU")
+    assert workspace.get_run(run.id).params == 123
+    with pytest.raises(ValueError):
+        workspace.update_run(run.id, status="completed")
+
+
+def _hammer(root, run_id, job_id, worker):
+    ws = Workspace(root)
+    for i in range(60):
+        ws.add_epoch(run_id, EpochMetrics(worker * 1000 + i, loss=float(i)))
+        ws.heartbeat(job_id, progress=i / 60, message=f"w{worker} {i}")
+        ws.list_runs()
+
+
+def test_many_writers_never_see_database_locked(workspace):
+    run = workspace.create_run(RunConfig())
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_hammer, args=(workspace.root, run.id, run.job.id, w)) for w in range(4)]
+    for w in workers:
+        w.start()
+    _hammer(workspace.root, run.id, run.job.id, 9)
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    assert len(workspace.epochs(run.id)) == 5 * 60
