@@ -1,0 +1,36 @@
+"""Datasets for Aperture: built-in sources, image folders and zips, splits, and tf.data pipelines.
+
+Everything here except `make_augmenter` and `make_dataset` works without TensorFlow,
+so the Streamlit server can list and load data without paying for its import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine.data.archive import extract_zip
+from engine.data.builtin import BUILTIN_SOURCES, list_sources
+from engine.data.images import IMAGE_EXTENSIONS, ImageReadError, read_image
+from engine.data.imageset import DatasetError, ImageSet, SkippedFile, SourceInfo
+from engine.data.sources import load_images
+from engine.data.split import Split, split_indices
+
+if TYPE_CHECKING:
+    from engine.data.pipeline import make_augmenter, make_dataset
+
+_LAZY = {"make_augmenter", "make_dataset"}
+
+__all__ = [
+    "BUILTIN_SOURCES", "IMAGE_EXTENSIONS", "DatasetError", "ImageReadError", "ImageSet", "SkippedFile",
+    "SourceInfo", "Split", "extract_zip", "list_sources", "load_images", "make_augmenter", "make_dataset",
+    "read_image", "split_indices",
+]
+
+
+def __getattr__(name: str):
+    # The pipeline imports TensorFlow when called; importing it lazily keeps `import engine.data` light.
+    if name in _LAZY:
+        from engine.data import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'engine.data' has no attribute {name!r}")

@@ -1,0 +1,263 @@
+"""Image folders (one sub-folder per class): scanning, parallel decoding and a memmap cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.images import ImageReadError, is_image_file, read_image
+from engine.data.imageset import DatasetError, ImageSet, SkippedFile, cap_per_class
+
+logger = logging.getLogger(__name__)
+
+IGNORED_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
+DECODED_DIR = "decoded"
+_CACHE_VERSION = 1
+_DECODE_THREADS = min(8, 2 * (os.cpu_count() or 1))
+
+
+def is_ignored(name: str) -> bool:
+    """Returns whether a file or folder name is OS clutter to ignore silently (hidden, `__MACOSX`...)."""
+    return name.startswith(".") or name in IGNORED_NAMES
+
+
+def _visible_children(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not is_ignored(p.name))
+
+
+def find_class_root(folder: Path) -> Path:
+    """Returns the folder holding the class folders, looking through single wrapper folders.
+
+    A zip of `pets/` unpacks to `pets/cat/...`, `pets/dog/...`; this returns `pets`.
+
+    Args:
+        folder: an existing directory.
+
+    Returns:
+        `folder`, or the innermost single sub-folder that itself holds sub-folders
+        (when everything above it holds only that one folder and no images).
+    """
+    folder = Path(folder)
+    for _ in range(16):  # a wrapper chain deeper than this is not a wrapper
+        children = _visible_children(folder)
+        dirs = [c for c in children if c.is_dir()]
+        images = [c for c in children if c.is_file() and is_image_file(c.name)]
+        if len(dirs) != 1 or images or not any(c.is_dir() for c in _visible_children(dirs[0])):
+            return folder
+        folder = dirs[0]
+    return folder
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """The image files of a class folder tree, before decoding.
+
+    Args:
+        root: the folder holding the class folders.
+        class_names: sorted names of the class folders that hold at least one image file.
+        files: `(relative path, label)` per candidate image, sorted by path within each class.
+        skipped: files that are not candidate images (wrong type, outside class folders).
+    """
+
+    root: Path
+    class_names: list[str]
+    files: list[tuple[str, int]]
+    skipped: tuple[SkippedFile, ...]
+
+
+def scan_folder(folder: Path) -> FolderScan:
+    """Lists the class folders and their image files (recursively) without decoding anything.
+
+    Args:
+        folder: the folder holding class folders (or a single wrapper folder around them).
+
+    Returns:
+        A `FolderScan`.
+
+    Raises:
+        DatasetError: no class folders, or fewer than two classes with images.
+    """
+    root = find_class_root(folder)
+    skipped: list[SkippedFile] = []
+    per_class: dict[str, list[str]] = {}
+    for child in _visible_children(root):
+        if child.is_file():
+            skipped.append(SkippedFile(child.name, "not inside a class folder"))
+            continue
+        if not child.is_dir():
+            continue
+        found = []
+        for dirpath, dirnames, filenames in os.walk(child, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not is_ignored(d))
+            for name in filenames:
+                if is_ignored(name):
+                    continue
+                relative = Path(dirpath, name).relative_to(root).as_posix()
+                if is_image_file(name):
+                    found.append(relative)
+                else:
+                    suffix = Path(name).suffix.lower() or "no extension"
+                    skipped.append(SkippedFile(relative, f"not an image file type ({suffix})"))
+        per_class[child.name] = sorted(found)
+    if not per_class:
+        raise DatasetError(f"{folder} has no class folders. Put the images in one sub-folder per class, "
+                           "e.g. cats/*.jpg and dogs/*.jpg.")
+    class_names = sorted(name for name, found in per_class.items() if found)
+    empty = sorted(name for name, found in per_class.items() if not found)
+    if empty:
+        logger.warning("ignoring class folders without images: %s", ", ".join(empty))
+    check_class_count(class_names, folder)
+    files = [(path, label) for label, name in enumerate(class_names) for path in per_class[name]]
+    return FolderScan(root, class_names, files, tuple(skipped))
+
+
+def check_class_count(class_names: list[str], folder: Path) -> None:
+    """Raises DatasetError unless there are at least two classes with images."""
+    if not class_names:
+        raise DatasetError(f"{folder} has no readable images in its class folders. "
+                           "Add .jpg, .png, .bmp, .gif or .webp images to one sub-folder per class.")
+    if len(class_names) < 2:
+        raise DatasetError(f"{folder} has only one class with images ({class_names[0]!r}); a classifier needs "
+                           "at least two. Add a second class folder next to it.")
+
+
+def load_folder(folder: Path, image_size: int, *, source: str, max_per_class: int = 0, seed: int = 0,
+                cache_dir: Path | None = None) -> ImageSet:
+    """Decodes a scanned class-folder tree into an `ImageSet`, through a disk cache when given one.
+
+    Args:
+        folder: the folder holding the class folders.
+        image_size: side of the square images.
+        source: the source string to record in the set.
+        max_per_class: decode at most this many images per class, picked at random by `seed` (0 = all).
+        seed: seed for that pick.
+        cache_dir: where `decoded/<key>.npy` caches live; None decodes into memory.
+
+    Returns:
+        An `ImageSet` whose images are a read-only memmap when cached.
+    """
+    scan = scan_folder(folder)
+    files = scan.files
+    if max_per_class > 0:
+        keep = cap_per_class(np.array([label for _, label in files]), max_per_class, seed)
+        files = [files[i] for i in keep]
+    stats = [(path, *_size_and_mtime(scan.root / path)) for path, _ in files]
+    key = _cache_key(scan.root, stats, image_size)
+    if cache_dir is not None:
+        cached = _read_cache(Path(cache_dir) / DECODED_DIR, key, source)
+        if cached is not None:
+            logger.info("loaded %d decoded images from the cache (%s)", len(cached), key[:12])
+            return cached
+    started = time.perf_counter()
+    paths = [scan.root / path for path, _ in files]
+    if cache_dir is None:
+        images, reasons = _decode_into(np.empty((len(paths), image_size, image_size, 3), np.uint8), paths, image_size)
+        ok = np.array([r is None for r in reasons], dtype=bool)
+        images = images[ok] if not ok.all() else images
+    else:
+        images, reasons, ok = _decode_to_cache(Path(cache_dir) / DECODED_DIR, key, paths, image_size)
+    elapsed = time.perf_counter() - started
+    logger.info("decoded %d images in %.1f s (%.0f images/s)", len(paths), elapsed, len(paths) / max(elapsed, 1e-9))
+    skipped = list(scan.skipped) + [SkippedFile(path, reason) for (path, _), reason in zip(files, reasons)
+                                    if reason is not None]
+    kept = [f for f, good in zip(files, ok) if good]
+    labels = np.array([label for _, label in kept], dtype=np.int32)
+    class_names = list(scan.class_names)
+    present = sorted(set(labels.tolist()))
+    if len(present) < len(class_names):  # a class lost all its images to decoding errors
+        class_names = [class_names[i] for i in present]
+        labels = np.searchsorted(np.array(present), labels).astype(np.int32)
+    check_class_count(class_names, folder)
+    kept_sizes = [(path, size) for (path, size, _), good in zip(stats, ok) if good]
+    fingerprint = hashlib.sha256(json.dumps([image_size, kept_sizes]).encode()).hexdigest()
+    result = ImageSet(images, labels, class_names, [p for p, _ in kept], source, fingerprint, tuple(skipped))
+    if cache_dir is not None:
+        _write_sidecar(Path(cache_dir) / DECODED_DIR, key, result)
+    return result
+
+
+def _size_and_mtime(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+        return stat.st_size, stat.st_mtime_ns
+    except OSError:
+        return -1, 0
+
+
+def _cache_key(root: Path, stats: list[tuple[str, int, int]], image_size: int) -> str:
+    payload = json.dumps([_CACHE_VERSION, str(root.resolve()), image_size, stats])
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _decode_into(out: np.ndarray, paths: list[Path], image_size: int) -> tuple[np.ndarray, list[str | None]]:
+    """Decodes `paths[i]` into `out[i]` on a thread pool; returns `out` and a skip reason per file."""
+
+    def decode(index: int) -> str | None:
+        try:
+            out[index] = read_image(paths[index], image_size)
+            return None
+        except ImageReadError as error:
+            return error.reason
+
+    with ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="decode") as pool:
+        reasons = list(pool.map(decode, range(len(paths)), chunksize=1))
+    return out, reasons
+
+
+def _decode_to_cache(folder: Path, key: str, paths: list[Path], image_size: int):
+    """Decodes straight into a `.npy` memmap, then atomically publishes it as `<key>.npy`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{key}.{uuid.uuid4().hex[:8]}.tmp.npy"
+    shape = (len(paths), image_size, image_size, 3)
+    try:
+        staging = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        _, reasons = _decode_into(staging, paths, image_size)
+        ok = np.array([r is None for r in reasons], dtype=bool)
+        if not ok.all():  # copy the good rows into a file of the right length, in chunks
+            compact = folder / f".{key}.{uuid.uuid4().hex[:8]}.tmp.npy"
+            good = np.flatnonzero(ok)
+            final = np.lib.format.open_memmap(compact, mode="w+", dtype=np.uint8, shape=(good.size, *shape[1:]))
+            for start in range(0, good.size, 2048):
+                final[start:start + 2048] = staging[good[start:start + 2048]]
+            final.flush()
+            del final, staging
+            os.replace(compact, tmp)
+        else:
+            staging.flush()
+            del staging
+        os.replace(tmp, folder / f"{key}.npy")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return np.load(folder / f"{key}.npy", mmap_mode="r"), reasons, ok
+
+
+def _write_sidecar(folder: Path, key: str, images: ImageSet) -> None:
+    sidecar = {"version": _CACHE_VERSION, "labels": images.labels.tolist(), "ids": images.ids,
+               "class_names": images.class_names, "fingerprint": images.fingerprint,
+               "skipped": [[s.path, s.reason] for s in images.skipped]}
+    tmp = folder / f".{key}.{uuid.uuid4().hex[:8]}.tmp.json"
+    tmp.write_text(json.dumps(sidecar))
+    os.replace(tmp, folder / f"{key}.json")
+
+
+def _read_cache(folder: Path, key: str, source: str) -> ImageSet | None:
+    """The cached set for `key`, or None when it is missing or unreadable."""
+    try:
+        sidecar = json.loads((folder / f"{key}.json").read_text())
+        images = np.load(folder / f"{key}.npy", mmap_mode="r")
+        labels = np.array(sidecar["labels"], dtype=np.int32)
+        if sidecar.get("version") != _CACHE_VERSION or images.shape[0] != labels.shape[0]:
+            return None
+        return ImageSet(images, labels, list(sidecar["class_names"]), list(sidecar["ids"]), source,
+                        sidecar["fingerprint"], tuple(SkippedFile(p, r) for p, r in sidecar["skipped"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

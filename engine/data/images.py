@@ -1,0 +1,119 @@
+"""Decoding one image file of any common kind into a square uint8 RGB array."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine.data.imageset import DatasetError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+# Images with more pixels than this are refused before decoding (decompression bombs).
+MAX_IMAGE_PIXELS = 64_000_000
+# A 16-bit single-channel image: Pillow modes and the value that maps to white.
+_WIDE_GRAY_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
+
+
+class ImageReadError(DatasetError):
+    """An image file cannot be decoded; `reason` is a short phrase for a skipped-files list."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Returns whether the file name has one of the accepted image extensions (any case)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """Decodes an image file into a square RGB array.
+
+    Respects EXIF orientation, takes the first frame of animations, composites
+    transparency on white, scales 16-bit images to 8 bits, and resizes (bilinear,
+    without keeping the aspect ratio) to `image_size` x `image_size`.
+
+    Args:
+        path: the image file (JPEG, PNG, BMP, GIF or WebP).
+        image_size: side of the output in pixels, at least 1.
+
+    Returns:
+        A `(image_size, image_size, 3)` uint8 array.
+
+    Raises:
+        ImageReadError: the file is empty, too large, truncated or not an image.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError("empty file")
+    except OSError as error:
+        raise ImageReadError(f"cannot read file ({error.strerror or error})") from None
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageReadError(f"image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,})")
+            if width < 1 or height < 1:
+                raise ImageReadError(f"image has no pixels ({width}x{height})")
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            if image.format == "JPEG":
+                # Lets libjpeg decode at a reduced scale: much faster for big photos.
+                image.draft(image.mode, (image_size, image_size))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            rgb = to_rgb(image)
+            rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8).reshape(image_size, image_size, 3)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageReadError("image too large (decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise ImageReadError("not an image (unrecognised file format)") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as error:
+        message = str(error).split("\n")[0][:80] or type(error).__name__
+        reason = "truncated image" if "truncated" in message else f"corrupt image ({message})"
+        raise ImageReadError(reason) from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Converts a Pillow image of any mode to 8-bit RGB.
+
+    Transparent pixels become white; 16-bit and 32-bit gray values are scaled
+    (not clipped) to 0..255.
+
+    Args:
+        image: a loaded Pillow image.
+
+    Returns:
+        An image in mode `RGB`.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _WIDE_GRAY_MODES or mode in ("I", "F"):
+        return Image.fromarray(_scale_to_uint8(np.asarray(image), mode)).convert("RGB")
+    if (mode == "P" and "transparency" in image.info) or mode in ("PA", "LA", "La", "RGBA", "RGBa"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Maps wide integer or float gray values into 0..255 without clipping the range."""
+    values = values.astype(np.float64)
+    if mode in _WIDE_GRAY_MODES:
+        top = float(_WIDE_GRAY_MODES[mode])
+    elif mode == "F":
+        top = 1.0 if values.size and values.max() <= 1.0 else float(values.max() or 1.0)
+    else:  # "I": 32-bit ints; 16-bit PNGs open in this mode too.
+        peak = float(values.max()) if values.size else 0.0
+        top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+    return np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)

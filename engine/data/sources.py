@@ -1,0 +1,62 @@
+"""`load_images`: one entry point for every kind of source (built-in name, folder or zip)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+from engine.data.archive import extract_upload, extract_zip
+from engine.data.builtin import BUILTIN_SOURCES, load_builtin
+from engine.data.folders import load_folder
+from engine.data.imageset import DatasetError, ImageSet
+
+logger = logging.getLogger(__name__)
+
+
+def load_images(source: str, image_size: int, *, max_per_class: int = 0, seed: int = 0,
+                cache_dir: Path | None = None) -> ImageSet:
+    """Loads a dataset as square uint8 RGB images with integer labels. Never imports TensorFlow.
+
+    Args:
+        source: a built-in name (`digits`, `mnist`, `fashion_mnist`, `cifar10`, `shapes`), a
+            folder holding one sub-folder of images per class, or a `.zip` of such a folder.
+        image_size: side of the square output images in pixels, at least 1.
+        max_per_class: keep at most this many images per class, picked at random by `seed`
+            (0 = all; for `shapes`, how many to generate, default 300).
+        seed: seed for that pick and for `shapes` generation.
+        cache_dir: where to keep extracted uploads (`uploads/`) and decoded folder images
+            (`decoded/`), so a second load is near-instant; None decodes into memory.
+
+    Returns:
+        An `ImageSet`; unreadable files of a folder are listed in its `skipped`.
+
+    Raises:
+        DatasetError: the source does not exist, is not usable, or is not cached and cannot
+            be downloaded; the message says what to do.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DatasetError(f"image_size={image_size!r} must be a positive whole number of pixels, e.g. 32.")
+    if max_per_class < 0:
+        raise DatasetError(f"max_per_class={max_per_class!r} must be 0 (all images) or more.")
+    if source in BUILTIN_SOURCES:
+        return load_builtin(source, image_size, max_per_class=max_per_class, seed=seed)
+    path = Path(os.path.expanduser(str(source)))
+    if not path.exists():
+        raise DatasetError(f"{source!r} is not a built-in dataset ({', '.join(BUILTIN_SOURCES)}) and no such "
+                           "file or folder exists. Check the path, or pick a built-in dataset.")
+    if path.is_dir():
+        return load_folder(path, image_size, source=str(source), max_per_class=max_per_class, seed=seed,
+                           cache_dir=cache_dir)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path.name} is neither a folder nor a zip archive. Give a folder holding one "
+                           "sub-folder of images per class, or a .zip of it.")
+    if cache_dir is not None:
+        folder = extract_upload(path, Path(cache_dir))
+        return load_folder(folder, image_size, source=str(source), max_per_class=max_per_class, seed=seed,
+                           cache_dir=cache_dir)
+    with tempfile.TemporaryDirectory(prefix="aperture-zip-") as scratch:
+        folder = extract_zip(path, scratch)
+        return load_folder(folder, image_size, source=str(source), max_per_class=max_per_class, seed=seed)
