@@ -27,9 +27,9 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "job":
+    if args.command in ("job", "standby"):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return jobs.run_job(args.job_id)
+        return jobs.run_job(args.job_id) if args.command == "job" else jobs.run_standby()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return args.handler(args, Workspace())
@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("job", help=argparse.SUPPRESS)
     p.add_argument("job_id")
+    commands.add_parser("standby", help=argparse.SUPPRESS)
     return parser
 
 

@@ -85,18 +85,18 @@ class AugmentConfig:
     """Random augmentation applied to training batches only (Keras preprocessing layers).
 
     Args:
-        rotation: maximum rotation in degrees, 0 to 180 (0 = off).
-        shift: maximum shift as a fraction of the image side, 0 to 0.5.
-        flip: random horizontal flips.
-        zoom: maximum zoom in/out as a fraction, 0 to 0.9.
+        rotation: maximum rotation in degrees, 0 to 180 (0 = off). Default 10.
+        shift: maximum shift as a fraction of the image side, 0 to 0.5. Default 0.1.
+        flip: random horizontal flips (off by default: digits and text are not mirror-symmetric).
+        zoom: maximum zoom in/out as a fraction, 0 to 0.9. Default 0.1.
         contrast: maximum contrast change as a fraction, 0 to 1.
         brightness: maximum brightness change as a fraction, 0 to 1.
     """
 
-    rotation: float = 0.0
-    shift: float = 0.0
+    rotation: float = 10.0
+    shift: float = 0.1
     flip: bool = False
-    zoom: float = 0.0
+    zoom: float = 0.1
     contrast: float = 0.0
     brightness: float = 0.0
 
@@ -171,7 +171,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 32
     optimizer: str = "adam"
-    learning_rate: float = 0.001
+    learning_rate: float = 0.003
     schedule: str = "cosine"
     weight_decay: float = 0.0
     label_smoothing: float = 0.0

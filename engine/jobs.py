@@ -24,6 +24,10 @@ from engine.config import RunConfig
 from engine.store import Job, Run, Workspace
 
 MAX_JOBS_ENV = "APERTURE_MAX_JOBS"
+STANDBY_ENV = "APERTURE_STANDBY"  # "0" turns the pre-warmed standby worker off
+STANDBY_FILE = "standby.pid"  # in the workspace root: the pid of the one idle standby
+STANDBY_IDLE_SECONDS = 600.0  # an unused standby exits after this long
+STANDBY_POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 2.0
 # A running job whose heartbeat is older than this is presumed dead.
 STALE_SECONDS = 30.0
@@ -61,8 +65,15 @@ def submit(config: RunConfig, workspace: Workspace | None = None, *, parent_id: 
     return workspace.get_run(run.id)
 
 
-def refresh(workspace: Workspace) -> None:
-    """Reaps dead jobs, escalates stuck cancels and starts queued jobs. Cheap; call often."""
+def refresh(workspace: Workspace, *, keep_warm: bool = False) -> None:
+    """Reaps dead jobs, escalates stuck cancels and starts queued jobs. Cheap; call often.
+
+    Args:
+        workspace: the workspace to look after.
+        keep_warm: also keep one standby worker with TensorFlow imported, so the next
+            submitted run starts training within a second or two (the dashboard asks for
+            this while it is open; `APERTURE_STANDBY=0` turns it off).
+    """
     _children[:] = [p for p in _children if p.poll() is None]
     now = time.time()
     for job in workspace.jobs(statuses=(st.RUNNING,)):
@@ -83,28 +94,45 @@ def refresh(workspace: Workspace) -> None:
             reason = ("the job process died without reporting (killed, or out of memory)" if not alive
                       else f"no heartbeat for {now - job.heartbeat_at:.0f} s")
             workspace.finish_job(job.id, status, error=reason, traceback=read_log_tail(workspace, job.run_id))
-    _dispatch(workspace)
+    _dispatch(workspace, keep_warm)
 
 
-def _dispatch(workspace: Workspace) -> None:
+def _dispatch(workspace: Workspace, keep_warm: bool) -> None:
+    if standby_pid(workspace) is not None:
+        return  # the warm standby claims the next queued job itself, within a fraction of a second
     while (job := workspace.claim_next_job(max_jobs())) is not None:
         try:
-            _children.append(_start_process(workspace, job))
+            log_path = workspace.run_file(job.run_id, st.LOG_FILE)
+            with open(log_path, "ab") as log_file:
+                process = _spawn(workspace, ["job", job.id], log_file)
+            workspace.set_job_process(job.id, process.pid)
         except OSError as error:
             workspace.finish_job(job.id, st.FAILED, error=f"could not start the job process: {error}")
+    if keep_warm and os.environ.get(STANDBY_ENV, "1") != "0" and not workspace.jobs(statuses=st.ACTIVE):
+        _spawn(workspace, ["standby"], subprocess.DEVNULL)
 
 
-def _start_process(workspace: Workspace, job: Job) -> subprocess.Popen:
+def _spawn(workspace: Workspace, args: list[str], output) -> subprocess.Popen:
+    """Starts `python -m engine ARGS` detached in its own session."""
     env = dict(os.environ, **{st.HOME_ENV: str(workspace.root), "TF_CPP_MIN_LOG_LEVEL": "2",
                               "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
-    log_path = workspace.run_file(job.run_id, st.LOG_FILE)
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "engine", "job", job.id], cwd=_PROJECT_ROOT, env=env,
-                                   stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    workspace.set_job_process(job.id, process.pid)
+    process = subprocess.Popen([sys.executable, "-m", "engine", *args], cwd=_PROJECT_ROOT, env=env,
+                               stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    _children.append(process)
     return process
+
+
+def standby_pid(workspace: Workspace) -> int | None:
+    """The pid of the idle standby worker, if one is alive."""
+    try:
+        pid = int((workspace.root / STANDBY_FILE).read_text().split()[0])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            alive = b"standby" in f.read()
+        return pid if alive and _process_alive_pid(pid) else None
+    except (OSError, ValueError):
+        return None
 
 
 def cancel(run_id: str, workspace: Workspace) -> Job | None:
@@ -163,14 +191,18 @@ def _process_alive(job: Job) -> bool:
         return True  # claimed a moment ago; the process is starting
     if job.host and job.host != socket.gethostname():
         return True  # another host's job: only its heartbeat can tell
+    return _process_alive_pid(job.pid)
+
+
+def _process_alive_pid(pid: int) -> bool:
     try:
-        with open(f"/proc/{job.pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie is dead
     except FileNotFoundError:
         return False
     except OSError:
         try:
-            os.kill(job.pid, 0)
+            os.kill(pid, 0)
             return True
         except ProcessLookupError:
             return False
@@ -263,6 +295,47 @@ def run_job(job_id: str, workspace: Workspace | None = None) -> int:
         stop_beating.set()
         refresh(workspace)  # start the next queued job
     return code
+
+
+def run_standby(workspace: Workspace | None = None) -> int:
+    """Imports TensorFlow ahead of time, then runs the next queued job as soon as it appears.
+
+    One standby per workspace (its pid in `standby.pid`). It runs exactly one job, so every
+    job still gets a fresh process; it exits when idle too long or when its pid file goes.
+    """
+    workspace = workspace or Workspace()
+    pid_file = workspace.root / STANDBY_FILE
+    if standby_pid(workspace) is not None:
+        return 0
+    pid_file.write_text(str(os.getpid()))
+    import engine.training  # noqa: F401 - the slow import, done before any job is waiting
+
+    if _owns(pid_file):
+        pid_file.write_text(f"{os.getpid()} ready")
+
+    idle_until = time.monotonic() + STANDBY_IDLE_SECONDS
+    job = None
+    while time.monotonic() < idle_until and _owns(pid_file):
+        job = workspace.claim_next_job(max_jobs())
+        if job is not None:
+            break
+        time.sleep(STANDBY_POLL_SECONDS)
+    if _owns(pid_file):
+        pid_file.unlink(missing_ok=True)
+    if job is None:
+        return 0
+    workspace.set_job_process(job.id, os.getpid())
+    log_file = os.open(workspace.run_file(job.run_id, st.LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(log_file, 1)
+    os.dup2(log_file, 2)
+    return run_job(job.id, workspace)
+
+
+def _owns(pid_file: Path) -> bool:
+    try:
+        return pid_file.read_text().split()[0] == str(os.getpid())
+    except OSError:
+        return False
 
 
 def _beat(workspace: Workspace, job_id: str, stop: threading.Event) -> None:

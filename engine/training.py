@@ -57,7 +57,8 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     context.report(0.0, "loading data")
     images = load_images(config.data.source, config.data.image_size, max_per_class=config.data.max_per_class,
                          seed=config.data.seed, cache_dir=workspace.root / "cache")
-    split = split_indices(images.labels, config.data.val_fraction, config.data.test_fraction, config.data.seed)
+    split = split_indices(images.labels, config.data.val_fraction, config.data.test_fraction, config.data.seed,
+                          class_names=images.class_names)
     st.write_json_atomic(context.run_file(st.DATA_REPORT_FILE), data_report(images, split))
     num_classes = len(images.class_names)
     workspace.update_run(run_id, fingerprint=images.fingerprint, num_classes=num_classes)
@@ -65,9 +66,9 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
 
     batch_size = config.train.batch_size * devices.replicas
     train_ds, val_ds, test_ds = (
-        _labelled(make_dataset(images.images[idx], images.labels[idx], batch_size=batch_size,
-                               training=(name == "train"), augment=config.augment if name == "train" else None,
-                               seed=config.train.seed), num_classes)
+        _labelled(make_dataset(images.images, images.labels, indices=idx, batch_size=batch_size,
+                               training=(name == "train"), augment=config.augment, seed=config.train.seed),
+                  num_classes)
         for name, idx in (("train", split.train), ("val", split.val), ("test", split.test)))
     steps_per_epoch = math.ceil(len(split.train) / batch_size)
 

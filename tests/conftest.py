@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.jobs import STANDBY_ENV
 from engine.store import HOME_ENV, Workspace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ[STANDBY_ENV] = "0"  # tests that want the warm standby turn it on themselves
 
 
 @pytest.fixture

@@ -103,3 +103,18 @@ def test_delete_a_running_run_cancels_it_first(workspace):
     jobs.delete(run.id, workspace)
     assert workspace.list_runs() == [] and not workspace.run_dir(run.id).exists()
     assert not [j for j in workspace.jobs(statuses=(st.RUNNING,))]
+
+
+def test_warm_standby_runs_the_next_job_in_its_own_process(workspace, monkeypatch):
+    monkeypatch.setenv(jobs.STANDBY_ENV, "1")
+    jobs.refresh(workspace, keep_warm=True)
+    standby_file = workspace.root / jobs.STANDBY_FILE
+    wait_until(lambda: standby_file.exists() and "ready" in standby_file.read_text(), what="a warm standby")
+    standby = jobs.standby_pid(workspace)
+    jobs.refresh(workspace, keep_warm=True)
+    assert jobs.standby_pid(workspace) == standby, "one standby per workspace"
+    run = jobs.submit(RunConfig.from_dict(TINY), workspace)
+    run = jobs.wait(run.id, workspace, poll_seconds=0.3)
+    assert run.status == st.COMPLETED and run.job.pid == standby
+    assert "epoch 1/2" in jobs.read_log_tail(workspace, run.id, lines=200)
+    (workspace.root / jobs.STANDBY_FILE).unlink(missing_ok=True)  # any new standby exits on its own
