@@ -179,6 +179,7 @@ class StoreProgress(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._epoch_started = self._last_batch_end = time.monotonic()
+        self._epoch_learning_rate = _current_learning_rate(self.model)  # what this epoch starts with
 
     def on_train_batch_end(self, batch, logs=None):
         self._last_batch_end = time.monotonic()
@@ -209,7 +210,7 @@ class StoreProgress(keras.callbacks.Callback):
         self.context.workspace.add_epoch(self.context.run_id, st.EpochMetrics(
             epoch=epoch + 1, loss=_float(loss), accuracy=_float(logs.get("accuracy")),
             val_loss=_float(logs.get("val_loss")), val_accuracy=_float(logs.get("val_accuracy")),
-            learning_rate=_float(_current_learning_rate(self.model)), seconds=seconds,
+            learning_rate=self._epoch_learning_rate, seconds=seconds,
             images_per_second=self.train_size / train_seconds if train_seconds > 0 else None))
         self.context.report((epoch + 1) / self.epochs, f"epoch {epoch + 1}/{self.epochs} done")
 

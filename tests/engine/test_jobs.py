@@ -116,5 +116,5 @@ def test_warm_standby_runs_the_next_job_in_its_own_process(workspace, monkeypatc
     run = jobs.submit(RunConfig.from_dict(TINY), workspace)
     run = jobs.wait(run.id, workspace, poll_seconds=0.3)
     assert run.status == st.COMPLETED and run.job.pid == standby
-    assert "epoch 1/2" in jobs.read_log_tail(workspace, run.id, lines=200)
+    assert "Epoch 1/2" in jobs.read_log_tail(workspace, run.id, lines=200)
     (workspace.root / jobs.STANDBY_FILE).unlink(missing_ok=True)  # any new standby exits on its own
