@@ -10,10 +10,12 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+# The page scripts live in views/, not pages/: a pages/ folder beside this file makes Streamlit fall
+# back to its old multipage mode, which runs a page opened by URL (e.g. /runs?run=…) without this file.
 st.set_page_config(page_title="Aperture", page_icon=":material/camera:", layout="wide")
 
 st.navigation([
-    st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:"),
+    st.Page("views/data.py", title="Data", icon=":material/photo_library:", default=True),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/monitoring:"),
 ]).run()

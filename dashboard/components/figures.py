@@ -40,7 +40,7 @@ def class_counts_bar(split_counts: Mapping[str, Mapping[str, int]]) -> go.Figure
         fig.add_bar(x=list(counts.keys()), y=list(counts.values()), name=split,
                     marker_color=SPLIT_COLORS.get(split, TRAIN_COLOR),
                     hovertemplate="%{x}: %{y} images<extra>" + split + "</extra>")
-    fig.update_layout(barmode="stack", hovermode="closest")
+    fig.update_layout(barmode="stack", hovermode="closest", legend_traceorder="normal")
     fig.update_xaxes(type="category")
     return _layout(fig, "Images per class", "Class", "Images (count)")
 

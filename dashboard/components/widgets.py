@@ -11,14 +11,14 @@ import streamlit as st
 from engine.config import RunConfig
 from engine.store import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, Run
 
-PAGES = {"data": "pages/data.py", "train": "pages/train.py", "runs": "pages/runs.py"}
+PAGES = {"data": "views/data.py", "train": "views/train.py", "runs": "views/runs.py"}
 
-STATUS_STYLE = {  # status -> (badge colour, material icon, table symbol)
-    QUEUED: ("gray", ":material/schedule:", "🕓"),
-    RUNNING: ("blue", ":material/autorenew:", "🔵"),
-    COMPLETED: ("green", ":material/check_circle:", "✅"),
-    FAILED: ("red", ":material/error:", "❌"),
-    CANCELLED: ("orange", ":material/cancel:", "⛔"),
+STATUS_STYLE = {  # status -> (badge colour, material icon)
+    QUEUED: ("gray", ":material/schedule:"),
+    RUNNING: ("blue", ":material/autorenew:"),
+    COMPLETED: ("green", ":material/check_circle:"),
+    FAILED: ("red", ":material/error:"),
+    CANCELLED: ("orange", ":material/cancel:"),
 }
 
 SECTION_TITLES = {"data": "Data", "augment": "Augmentation", "model": "Model", "train": "Training"}
@@ -45,12 +45,8 @@ def page_header(icon: str, title: str, caption: str) -> None:
 
 
 def status_badge(status: str) -> None:
-    color, icon, _ = STATUS_STYLE.get(status, ("gray", None, ""))
+    color, icon = STATUS_STYLE.get(status, ("gray", None))
     st.badge(status.capitalize(), icon=icon, color=color)
-
-
-def status_text(status: str) -> str:
-    return f"{STATUS_STYLE.get(status, ('', '', ''))[2]} {status}"
 
 
 def pct(value: float | None, digits: int = 2) -> str:

@@ -167,7 +167,7 @@ def _augment_section() -> None:
     c3.slider("Zoom", 0.0, 0.9, step=0.05, key="cfg.augment.zoom")
     c1.slider("Contrast", 0.0, 1.0, step=0.05, key="cfg.augment.contrast")
     c2.slider("Brightness", 0.0, 1.0, step=0.05, key="cfg.augment.brightness")
-    c3.toggle("Horizontal flip", key="cfg.augment.flip", help="Leave off for digits and text: a flipped 2 is not a 2.")
+    st.toggle("Horizontal flip", key="cfg.augment.flip", help="Leave off for digits and text: a flipped 2 is not a 2.")
     _field_error(*(f"augment.{f}" for f in ("rotation", "shift", "zoom", "contrast", "brightness", "flip")))
 
 
@@ -204,9 +204,11 @@ def _train_section() -> None:
     _field_error("train.learning_rate", "train.schedule", "train.weight_decay")
     c1, c2, c3 = st.columns(3)
     c1.number_input("Label smoothing", 0.0, 0.5, step=0.05, format="%.2f", key="cfg.train.label_smoothing")
-    c2.number_input("Early-stopping patience (0 = off)", 0, 10_000, key="cfg.train.early_stopping")
+    c2.number_input("Early stop (epochs)", 0, 10_000, key="cfg.train.early_stopping",
+                    help="Stop after this many epochs without a better validation loss; 0 = off.")
     c3.selectbox("Mixed precision", MIXED_PRECISION, key="cfg.train.mixed_precision")
-    st.number_input("Training seed", 0, 2**31 - 1, key="cfg.train.seed")
+    c1, _, _ = st.columns(3)
+    c1.number_input("Training seed", 0, 2**31 - 1, key="cfg.train.seed")
     _field_error("train.label_smoothing", "train.early_stopping", "train.mixed_precision", "train.seed")
 
 
@@ -263,6 +265,7 @@ def main() -> None:
         run_id = st.session_state.pop(STARTED_KEY)
         st.switch_page(widgets.PAGES["runs"], query_params={"run": run_id})
     _init_form()
+    jobs.refresh(state.workspace(), keep_warm=True)  # a warm worker makes Start begin training at once
     widgets.page_header(":material/model_training:", "Train",
                         "Set up a run — data, augmentation, model and training — and start it in the background.")
     _clone_picker()

@@ -33,7 +33,7 @@ def _split_sizes(_labels: np.ndarray, fingerprint: str, val: float, test: float,
 def _class_mosaics(_images: ImageSet, fingerprint: str, per_class: int) -> list[tuple[str, int, np.ndarray]]:
     labels = np.asarray(_images.labels)
     rng = np.random.default_rng(0)
-    scale = figures.display_scale(_images.image_size, 56)
+    scale = figures.display_scale(_images.image_size, 64)
     out = []
     for index, name in enumerate(_images.class_names):
         members = np.flatnonzero(labels == index)

@@ -28,7 +28,7 @@ def _runs_table(runs: list[Run]) -> None:
         st.info("No run matches these filters.", icon=":material/filter_alt_off:")
         return
     rows = [{
-        "Run": r.label, "Status": widgets.status_text(r.status), "Dataset": r.dataset, "Model": r.model,
+        "Run": r.label, "Status": r.status.capitalize(), "Dataset": r.dataset, "Model": r.model,
         "Epochs": f"{r.epochs_done}/{r.epochs_total}",
         "Best val acc": None if r.best_val_accuracy is None else 100 * r.best_val_accuracy,
         "Test acc": None if r.test_accuracy is None else 100 * r.test_accuracy,
@@ -37,7 +37,7 @@ def _runs_table(runs: list[Run]) -> None:
         "ID": r.id,
     } for r in shown]
     percent = st.column_config.NumberColumn(format="%.2f%%", width="small")
-    st.dataframe(pd.DataFrame(rows), key="runs.table", hide_index=True, width="stretch",
+    st.dataframe(pd.DataFrame(rows), key="runs.table", hide_index=True, width="stretch", placeholder="—",
                  column_config={"Best val acc": percent, "Test acc": percent,
                                 "Started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
                                 "ID": st.column_config.TextColumn(width="medium")})
@@ -85,7 +85,7 @@ def _live_view(run_id: str) -> None:
     active = run.status in ACTIVE
 
     def body() -> None:
-        jobs.refresh(workspace)
+        jobs.refresh(workspace, keep_warm=True)
         try:
             current = workspace.get_run(run_id)
         except RunNotFound:
@@ -112,9 +112,8 @@ def _run_details(run: Run) -> None:
     if job is not None and job.status in ACTIVE:
         if job.status == RUNNING:
             eta = _eta(run, history)
-            text = (f"Epoch {run.epochs_done}/{run.epochs_total} · {job.progress:.0%}"
-                    + (f" · about {widgets.duration(eta)} left" if eta is not None else "")
-                    + (f" · {job.message}" if job.message else ""))
+            text = (f"{(job.message or 'starting').capitalize()} · {job.progress:.0%}"
+                    + (f" · about {widgets.duration(eta)} left" if eta is not None else ""))
         else:
             text = "Queued: waits for the running job to finish"
         if job.cancel_requested_at:
@@ -168,58 +167,74 @@ def _run_details(run: Run) -> None:
         st.code(tail or "(no output yet)", language="text", height=420)
 
 
-@st.dialog("Cancel this run?")
-def _confirm_cancel(run: Run) -> None:
-    st.write(f"**{run.label}** stops after the current step; its best checkpoint so far is kept.")
-    c1, c2 = st.columns(2)
-    if c1.button("Yes, cancel it", key="runs.cancel.confirm", type="primary", width="stretch"):
-        jobs.cancel(run.id, state.workspace())
-        st.rerun()
-    if c2.button("Keep running", key="runs.cancel.back", width="stretch"):
-        st.rerun()
+CONFIRM_KEY = "runs.confirming"  # ("cancel" | "delete", run id) while a confirmation is shown
 
 
-@st.dialog("Delete this run?")
-def _confirm_delete(run: Run) -> None:
-    active = run.status in ACTIVE
-    st.write(f"**{run.label}** and all its files (model, predictions, logs) are removed for good."
-             + (" It is still running: it is cancelled first." if active else ""))
-    c1, c2 = st.columns(2)
-    if c1.button("Yes, delete it", key="runs.delete.confirm", type="primary", width="stretch"):
-        workspace = state.workspace()
-        if active:
-            # Stopping can take seconds; do it off the script thread so every page stays responsive.
-            jobs.cancel(run.id, workspace)
-            state.start_task(f"delete:{run.id}", jobs.delete, run.id, workspace)
-            st.toast(f"Deleting {run.label} once it has stopped…", icon=":material/delete:")
+def _ask(action: str, run_id: str) -> None:
+    st.session_state[CONFIRM_KEY] = (action, run_id)
+
+
+def _cancel(run: Run) -> None:
+    st.session_state.pop(CONFIRM_KEY, None)
+    jobs.cancel(run.id, state.workspace())
+    st.toast(f"Stopping {run.label}…", icon=":material/stop_circle:")
+
+
+def _delete(run: Run) -> None:
+    st.session_state.pop(CONFIRM_KEY, None)
+    workspace = state.workspace()
+    if run.status in ACTIVE:
+        # Stopping can take seconds; do it off the script thread so every page stays responsive.
+        jobs.cancel(run.id, workspace)
+        state.start_task(f"delete:{run.id}", jobs.delete, run.id, workspace)
+        st.toast(f"Deleting {run.label} once it has stopped…", icon=":material/delete:")
+    else:
+        jobs.delete(run.id, workspace)
+        st.toast(f"Deleted {run.label}", icon=":material/delete:")
+    st.query_params.pop("run", None)
+
+
+def _confirmation(run: Run) -> None:
+    """The confirm step for cancel and delete, shown in place under the action buttons."""
+    action, run_id = st.session_state.get(CONFIRM_KEY) or (None, None)
+    if run_id != run.id or action not in ("cancel", "delete") or (action == "cancel" and run.status not in ACTIVE):
+        return
+    with st.container(border=True, key="runs.confirm.box"):
+        if action == "cancel":
+            st.warning(f"**Cancel {run.label}?** It stops after the current step; the best checkpoint so far is "
+                       "kept.", icon=":material/stop_circle:")
+            yes, no = "Yes, cancel it", "Keep running"
         else:
-            jobs.delete(run.id, workspace)
-            st.toast(f"Deleted {run.label}", icon=":material/delete:")
-        st.query_params.pop("run", None)
-        st.rerun()
-    if c2.button("Keep it", key="runs.delete.back", width="stretch"):
-        st.rerun()
+            st.warning(f"**Delete {run.label}?** The run and all its files (model, predictions, logs) are removed "
+                       "for good." + (" It is still running, so it is cancelled first." if run.status in ACTIVE
+                                      else ""), icon=":material/delete:")
+            yes, no = "Yes, delete it", "Keep it"
+        c1, c2, _ = st.columns([1, 1, 4])
+        c1.button(yes, key=f"runs.{action}.confirm", type="primary", width="stretch",
+                  on_click=_cancel if action == "cancel" else _delete, args=(run,))
+        c2.button(no, key=f"runs.{action}.back", width="stretch", on_click=st.session_state.pop,
+                  args=(CONFIRM_KEY, None))
 
 
 def _actions(run: Run) -> None:
     c1, c2, c3, _ = st.columns([1, 1, 1, 3])
     if run.status in ACTIVE:
         stopping = bool(run.job and run.job.cancel_requested_at)
-        if c1.button("Stopping…" if stopping else "Cancel run", key="runs.cancel", icon=":material/stop_circle:",
-                     disabled=stopping, width="stretch"):
-            _confirm_cancel(run)
-    if c2.button("Delete", key="runs.delete", icon=":material/delete:", width="stretch"):
-        _confirm_delete(run)
+        c1.button("Stopping…" if stopping else "Cancel run", key="runs.cancel", icon=":material/stop_circle:",
+                  disabled=stopping, width="stretch", on_click=_ask, args=("cancel", run.id))
+    c2.button("Delete", key="runs.delete", icon=":material/delete:", width="stretch", on_click=_ask,
+              args=("delete", run.id))
     if c3.button("Clone to Train", key="runs.clone", icon=":material/content_copy:", width="stretch"):
         st.session_state[state.TRAIN_PREFILL] = (run.config.to_dict(), run.id)
         st.switch_page(widgets.PAGES["train"])
+    _confirmation(run)
 
 
 def main() -> None:
     widgets.page_header(":material/monitoring:", "Runs",
                         "Every training run in this workspace; pick one to watch it live or look back at it.")
     workspace = state.workspace()
-    jobs.refresh(workspace)
+    jobs.refresh(workspace, keep_warm=True)
     runs = workspace.list_runs()
     if not runs:
         st.info("No runs yet — start one on the Train page.", icon=":material/info:")
