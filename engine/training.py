@@ -83,9 +83,7 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
 
     progress = StoreProgress(context, config.train.epochs, steps_per_epoch, len(split.train))
     checkpoint = BestCheckpoint(str(context.run_file(st.MODEL_FILE)))
-    callbacks = [progress, checkpoint,
-                 keras.callbacks.TensorBoard(str(context.run_file(st.TENSORBOARD_DIR)), write_graph=False,
-                                             profile_batch=0)]
+    callbacks = [progress, checkpoint, EpochSummaries(context.run_file(st.TENSORBOARD_DIR))]
     if config.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping,
                                                        restore_best_weights=True))
@@ -162,7 +160,13 @@ def _versions_json() -> str:
 
 
 class StoreProgress(keras.callbacks.Callback):
-    """Writes epoch metrics and batch progress to the store; stops on cancel or NaN loss."""
+    """Writes epoch metrics and batch progress to the store; stops on cancel or NaN loss.
+
+    Its batch hook never reads the batch logs, so Keras may dispatch it asynchronously
+    (`async_safe`): otherwise every batch would wait for its loss to reach Python.
+    """
+
+    async_safe = True
 
     def __init__(self, context: JobContext, epochs: int, steps_per_epoch: int, train_size: int):
         super().__init__()
@@ -213,6 +217,30 @@ class StoreProgress(keras.callbacks.Callback):
             learning_rate=self._epoch_learning_rate, seconds=seconds,
             images_per_second=self.train_size / train_seconds if train_seconds > 0 else None))
         self.context.report((epoch + 1) / self.epochs, f"epoch {epoch + 1}/{self.epochs} done")
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """Writes epoch-level TensorBoard scalars (`train/` and `validation/`, as Keras names them).
+
+    Keras's own TensorBoard callback has a batch hook, which turns off asynchronous
+    callback dispatch and costs throughput; these summaries are written once per epoch.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.writers = {part: tf.summary.create_file_writer(str(log_dir / part)) for part in ("train", "validation")}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            part, metric = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+            with self.writers[part].as_default():
+                tf.summary.scalar(f"epoch_{metric}", value, step=epoch)
+        with self.writers["train"].as_default():
+            tf.summary.scalar("epoch_learning_rate", _current_learning_rate(self.model), step=epoch)
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.flush()
 
 
 class BestCheckpoint(keras.callbacks.Callback):
