@@ -23,7 +23,7 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, *, height: i
                                          "xanchor": "right"},
         hovermode="x unified",
     )
-    fig.update_xaxes(title_text=x_title)
+    fig.update_xaxes(title_text=x_title, tickformat="d", rangemode="normal")
     fig.update_yaxes(title_text=y_title)
     return fig
 
@@ -49,6 +49,11 @@ def _epochs(history: Sequence[EpochMetrics]) -> list[int]:
     return [m.epoch for m in history]
 
 
+def _epoch_axis(fig: go.Figure, history: Sequence[EpochMetrics]) -> None:
+    if len(history) <= 20:  # one tick per epoch while they fit
+        fig.update_xaxes(dtick=1)
+
+
 def _line(fig: go.Figure, x, y, name: str, color: str, *, fmt: str = ".4f") -> None:
     fig.add_scatter(x=x, y=y, name=name, mode="lines+markers", line={"color": color, "width": 2},
                     marker={"size": 6}, hovertemplate="%{y:" + fmt + "}")
@@ -60,7 +65,7 @@ def loss_curve(history: Sequence[EpochMetrics]) -> go.Figure:
     x = _epochs(history)
     _line(fig, x, [m.loss for m in history], "train", TRAIN_COLOR)
     _line(fig, x, [m.val_loss for m in history], "validation", VAL_COLOR)
-    fig.update_xaxes(tickmode="auto", rangemode="tozero")
+    _epoch_axis(fig, history)
     return _layout(fig, "Loss", "Epoch", "Cross-entropy loss")
 
 
@@ -74,8 +79,8 @@ def accuracy_curve(history: Sequence[EpochMetrics], test_accuracy: float | None 
           VAL_COLOR, fmt=".2f")
     if test_accuracy is not None:
         fig.add_hline(y=100 * test_accuracy, line={"color": TEST_COLOR, "dash": "dash"},
-                      annotation_text=f"test {100 * test_accuracy:.2f}%", annotation_position="bottom right")
-    fig.update_xaxes(rangemode="tozero")
+                      annotation_text=f"test {100 * test_accuracy:.2f}%", annotation_position="bottom left")
+    _epoch_axis(fig, history)
     return _layout(fig, "Accuracy", "Epoch", "Accuracy (%)")
 
 
@@ -85,7 +90,8 @@ def learning_rate_curve(history: Sequence[EpochMetrics]) -> go.Figure:
     _line(fig, _epochs(history), [m.learning_rate for m in history], "learning rate", "#7048e8", fmt=".2e")
     fig.update_yaxes(exponentformat="e", rangemode="tozero")
     fig.update_layout(showlegend=False)
-    return _layout(fig, "Learning rate", "Epoch", "Learning rate (per step)")
+    _epoch_axis(fig, history)
+    return _layout(fig, "Learning rate", "Epoch", "Learning rate")
 
 
 def throughput_curve(history: Sequence[EpochMetrics]) -> go.Figure:
@@ -94,6 +100,7 @@ def throughput_curve(history: Sequence[EpochMetrics]) -> go.Figure:
     _line(fig, _epochs(history), [m.images_per_second for m in history], "images/s", "#0c8599", fmt=".0f")
     fig.update_yaxes(rangemode="tozero")
     fig.update_layout(showlegend=False)
+    _epoch_axis(fig, history)
     return _layout(fig, "Throughput", "Epoch", "Images per second")
 
 

@@ -12,6 +12,7 @@ from engine import jobs
 from engine.store import ACTIVE, FAILED, RUNNING, STATUSES, Run, RunNotFound
 
 PICKER_KEY = "runs.picker"
+LOG_LINES = 20
 
 
 def _runs_table(runs: list[Run]) -> None:
@@ -38,9 +39,11 @@ def _runs_table(runs: list[Run]) -> None:
     } for r in shown]
     percent = st.column_config.NumberColumn(format="%.2f%%", width="small")
     st.dataframe(pd.DataFrame(rows), key="runs.table", hide_index=True, width="stretch", placeholder="—",
-                 column_config={"Best val acc": percent, "Test acc": percent,
+                 column_config={"Run": st.column_config.TextColumn(width="medium"),
+                                "Status": st.column_config.TextColumn(width=100),
+                                "Best val acc": percent, "Test acc": percent,
                                 "Started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
-                                "ID": st.column_config.TextColumn(width="medium")})
+                                "ID": st.column_config.TextColumn(width="small")})
 
 
 def _select_run(runs: list[Run]) -> Run | None:
@@ -123,7 +126,9 @@ def _run_details(run: Run) -> None:
     last = history[-1] if history else None
     cols = st.columns(6)
     cols[0].metric("Epoch", f"{run.epochs_done}/{run.epochs_total}")
-    cols[1].metric("Best val accuracy", widgets.pct(run.best_val_accuracy))
+    val_accuracies = [m.val_accuracy for m in history if m.val_accuracy is not None]
+    best_val = run.best_val_accuracy if run.best_val_accuracy is not None else max(val_accuracies, default=None)
+    cols[1].metric("Best val accuracy", widgets.pct(best_val))
     cols[2].metric("Test accuracy", widgets.pct(run.test_accuracy))
     cols[3].metric("Images/s", "—" if not last or last.images_per_second is None else f"{last.images_per_second:,.0f}")
     cols[4].metric("Device", run.device or "—")
@@ -163,8 +168,8 @@ def _run_details(run: Run) -> None:
             st.caption(f"{run.params:,} parameters" + (f" · {run.num_classes} classes" if run.num_classes else ""))
     with right:
         st.markdown("**Log (last lines)**")
-        tail = jobs.read_log_tail(workspace, run.id)
-        st.code(tail or "(no output yet)", language="text", height=420)
+        tail = jobs.read_log_tail(workspace, run.id, lines=LOG_LINES)
+        st.code(tail or "(no output yet)", language="text", wrap_lines=True)
 
 
 CONFIRM_KEY = "runs.confirming"  # ("cancel" | "delete", run id) while a confirmation is shown
@@ -217,14 +222,15 @@ def _confirmation(run: Run) -> None:
 
 
 def _actions(run: Run) -> None:
-    c1, c2, c3, _ = st.columns([1, 1, 1, 3])
-    if run.status in ACTIVE:
+    active = run.status in ACTIVE
+    slots = iter(st.columns([1, 1, 1, 3] if active else [1, 1, 4]))
+    if active:
         stopping = bool(run.job and run.job.cancel_requested_at)
-        c1.button("Stopping…" if stopping else "Cancel run", key="runs.cancel", icon=":material/stop_circle:",
-                  disabled=stopping, width="stretch", on_click=_ask, args=("cancel", run.id))
-    c2.button("Delete", key="runs.delete", icon=":material/delete:", width="stretch", on_click=_ask,
-              args=("delete", run.id))
-    if c3.button("Clone to Train", key="runs.clone", icon=":material/content_copy:", width="stretch"):
+        next(slots).button("Stopping…" if stopping else "Cancel run", key="runs.cancel", icon=":material/stop_circle:",
+                           disabled=stopping, width="stretch", on_click=_ask, args=("cancel", run.id))
+    next(slots).button("Delete", key="runs.delete", icon=":material/delete:", width="stretch", on_click=_ask,
+                       args=("delete", run.id))
+    if next(slots).button("Clone to Train", key="runs.clone", icon=":material/content_copy:", width="stretch"):
         st.session_state[state.TRAIN_PREFILL] = (run.config.to_dict(), run.id)
         st.switch_page(widgets.PAGES["train"])
     _confirmation(run)

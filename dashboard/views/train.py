@@ -204,7 +204,7 @@ def _train_section() -> None:
     _field_error("train.learning_rate", "train.schedule", "train.weight_decay")
     c1, c2, c3 = st.columns(3)
     c1.number_input("Label smoothing", 0.0, 0.5, step=0.05, format="%.2f", key="cfg.train.label_smoothing")
-    c2.number_input("Early stop (epochs)", 0, 10_000, key="cfg.train.early_stopping",
+    c2.number_input("Patience (epochs)", 0, 10_000, key="cfg.train.early_stopping",
                     help="Stop after this many epochs without a better validation loss; 0 = off.")
     c3.selectbox("Mixed precision", MIXED_PRECISION, key="cfg.train.mixed_precision")
     c1, _, _ = st.columns(3)

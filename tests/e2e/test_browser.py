@@ -165,7 +165,7 @@ def _start_run(page, epochs: int) -> str:
 
 def _wait_status(page, status: str, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
     # The status badge; the table's hidden accessibility cells hold the same word.
-    page.get_by_text(re.compile(rf"^{status}$")).filter(visible=True).first.wait_for(timeout=timeout_ms)
+    page.get_by_text(re.compile(rf"\b{status}$")).filter(visible=True).first.wait_for(timeout=timeout_ms)
 
 
 def test_train_digits_watch_reload_and_cancel(server, page):
@@ -236,7 +236,7 @@ def test_train_digits_watch_reload_and_cancel(server, page):
         start = time.perf_counter()
         search.fill("")
         search.press("Enter")
-        page.locator(".st-key-runs-table").wait_for()
+        page.locator("[data-testid=stDataFrame]").first.wait_for()
         reruns.append(time.perf_counter() - start)
     print(f"\npage switch while training: median {statistics.median(switches):.3f} s, "
           f"max {max(switches):.3f} s over {len(switches)}")
