@@ -154,7 +154,7 @@ def _run_details(run: Run) -> None:
         st.info("Curves appear after the first epoch (starting TensorFlow takes a few seconds).",
                 icon=":material/hourglass_top:")
 
-    left, right = st.columns([2, 3])
+    left, right = st.columns(2)
     with left:
         st.markdown("**Configuration**")
         try:
@@ -163,6 +163,7 @@ def _run_details(run: Run) -> None:
             st.warning(f"The stored config can't be read: {error}")
         else:
             st.dataframe(table, key=f"runs.config.{run.id}", hide_index=True, width="stretch",
+                         column_config={"Value": st.column_config.TextColumn(width="large")},
                          height=min(36 * (len(table) + 1) + 2, 560))
         if run.params:
             st.caption(f"{run.params:,} parameters" + (f" · {run.num_classes} classes" if run.num_classes else ""))
