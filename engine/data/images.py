@@ -68,7 +68,9 @@ def read_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
             image.load()
             image = ImageOps.exif_transpose(image)
             rgb = to_rgb(image)
-            rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            # reducing_gap: big images are first shrunk by an integer factor with a box filter
+            # (cheap), then the bilinear filter covers the last factor of 3 at most.
+            rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
             return np.asarray(rgb, dtype=np.uint8).reshape(image_size, image_size, 3)
     except ImageReadError:
         raise

@@ -66,9 +66,15 @@ def test_augmenter_layers_and_output(digits):
     assert data.make_augmenter(off, seed=0) is None
     augmenter = data.make_augmenter(ALL_ON, seed=0)
     names = [type(layer).__name__ for layer in augmenter.layers]
-    assert names == ["RandomRotation", "RandomTranslation", "RandomFlip", "RandomZoom", "RandomContrast",
-                     "RandomBrightness"]
-    assert [type(x).__name__ for x in data.make_augmenter(AugmentConfig(rotation=0, shift=0, zoom=0, flip=True), 0).layers] == ["RandomFlip"]
+    assert names == ["RandomGeometry", "RandomContrast", "RandomBrightness"]
+    geometry = augmenter.layers[0]
+    assert (geometry.rotation, geometry.shift, geometry.zoom, geometry.flip) == (15, 0.1, 0.1, True)
+    flip_only = data.make_augmenter(AugmentConfig(rotation=0, shift=0, zoom=0, flip=True), 0)
+    assert [type(x).__name__ for x in flip_only.layers] == ["RandomGeometry"]
+    assert (flip_only.layers[0].rotation, flip_only.layers[0].flip) == (0, True)
+    colour_only = data.make_augmenter(AugmentConfig(rotation=0, shift=0, zoom=0, brightness=0.1), 0)
+    assert [type(x).__name__ for x in colour_only.layers] == ["RandomBrightness"]
+    assert [type(x).__name__ for x in data.make_augmenter(AugmentConfig(), 0).layers] == ["RandomGeometry"]
     batch = digits.images[:16].astype(np.float32)
     out = np.asarray(augmenter(batch, training=True))
     assert out.shape == batch.shape and out.dtype == np.float32
