@@ -28,10 +28,17 @@ def _runs_table(runs: list[Run]) -> None:
     if not shown:
         st.info("No run matches these filters.", icon=":material/filter_alt_off:")
         return
+    workspace = state.workspace()
+
+    def best_val(run: Run) -> float | None:
+        if run.best_val_accuracy is not None or run.epochs_done == 0:
+            return run.best_val_accuracy
+        return max((m.val_accuracy for m in workspace.epochs(run.id) if m.val_accuracy is not None), default=None)
+
     rows = [{
         "Run": r.label, "Status": r.status.capitalize(), "Dataset": r.dataset, "Model": r.model,
         "Epochs": f"{r.epochs_done}/{r.epochs_total}",
-        "Best val acc": None if r.best_val_accuracy is None else 100 * r.best_val_accuracy,
+        "Best val acc": None if best_val(r) is None else 100 * best_val(r),
         "Test acc": None if r.test_accuracy is None else 100 * r.test_accuracy,
         "Duration": widgets.duration(widgets.run_duration(r)),
         "Started": pd.Timestamp.fromtimestamp(r.job.started_at if r.job and r.job.started_at else r.created_at),
