@@ -7,10 +7,12 @@ split into logical devices (`APERTURE_CPU_DEVICES=2`) so the mirrored path runs 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 CPU_DEVICES_ENV = "APERTURE_CPU_DEVICES"
 
@@ -44,10 +46,12 @@ def configure_devices(mixed_precision: str = "auto") -> DeviceSetup:
     Returns:
         The `DeviceSetup` to train with.
     """
-    import keras
-    import tensorflow as tf
+    with quiet_cuda_probe():
+        import keras
+        import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    with quiet_cuda_probe():
+        gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         # Without memory growth TensorFlow reserves the whole card at start-up.
         tf.config.experimental.set_memory_growth(gpu, True)
@@ -74,3 +78,25 @@ def configure_devices(mixed_precision: str = "auto") -> DeviceSetup:
     log.info("training on %s", label)
     return DeviceSetup(strategy=strategy, label=label, replicas=strategy.num_replicas_in_sync,
                        mixed_precision=use_mixed)
+
+
+@contextlib.contextmanager
+def quiet_cuda_probe() -> Iterator[None]:
+    """Hides TensorFlow's native start-up lines about missing CUDA drivers on GPU-less machines.
+
+    Importing TensorFlow and first listing devices print "Could not find cuda drivers" and
+    "failed call to cuInit" straight to file descriptor 2; on a machine without an NVIDIA
+    driver they are noise at the top of every job log. Where a driver exists nothing is hidden.
+    """
+    if Path("/proc/driver/nvidia").exists():
+        yield
+        return
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -34,6 +34,7 @@ STALE_SECONDS = 30.0
 # How long a cooperative cancel may take before SIGTERM, and then SIGKILL, follow.
 CANCEL_GRACE_SECONDS = 15.0
 LOG_TAIL_LINES = 30
+JOB_NICENESS = 5
 
 log = logging.getLogger(__name__)
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -271,6 +272,8 @@ def run_job(job_id: str, workspace: Workspace | None = None) -> int:
     workspace = workspace or Workspace()
     job = workspace.get_job(job_id)
     workspace.set_job_process(job_id, os.getpid())
+    _lower_priority()
+    log.info("job %s for run %s started (process %d)", job_id, job.run_id, os.getpid())
     context = JobContext(workspace, job)
     signal.signal(signal.SIGTERM, lambda *_: context.terminated.set())
     stop_beating = threading.Event()
@@ -279,7 +282,7 @@ def run_job(job_id: str, workspace: Workspace | None = None) -> int:
     try:
         context.raise_if_cancelled()
         config = RunConfig.from_json(workspace.run_file(job.run_id, st.CONFIG_FILE).read_text())
-        from engine.training import train  # imports TensorFlow: seconds
+        train = _import_training()
 
         context.raise_if_cancelled()
         train(config, context)
@@ -308,7 +311,8 @@ def run_standby(workspace: Workspace | None = None) -> int:
     if standby_pid(workspace) is not None:
         return 0
     pid_file.write_text(str(os.getpid()))
-    import engine.training  # noqa: F401 - the slow import, done before any job is waiting
+    _lower_priority()
+    _import_training()  # the slow import, done before any job is waiting
 
     if _owns(pid_file):
         pid_file.write_text(f"{os.getpid()} ready")
@@ -331,11 +335,29 @@ def run_standby(workspace: Workspace | None = None) -> int:
     return run_job(job.id, workspace)
 
 
+def _import_training():
+    """Imports the training module (and with it TensorFlow, which takes seconds)."""
+    from engine.devices import quiet_cuda_probe
+
+    with quiet_cuda_probe():
+        from engine.training import train
+    return train
+
+
 def _owns(pid_file: Path) -> bool:
     try:
         return pid_file.read_text().split()[0] == str(os.getpid())
     except OSError:
         return False
+
+
+def _lower_priority() -> None:
+    """Trains at a lower CPU priority, so the dashboard stays quick on a machine it shares."""
+    try:
+        if os.nice(0) < JOB_NICENESS:
+            os.nice(JOB_NICENESS - os.nice(0))
+    except OSError:
+        pass
 
 
 def _beat(workspace: Workspace, job_id: str, stop: threading.Event) -> None:

@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -50,6 +51,8 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
         and `TrainingFailed` if the loss diverges.
     """
     workspace, run_id = context.workspace, context.run_id
+    # Our datasets are shuffled in tf.data; Keras warns about its own shuffle flag every epoch.
+    warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*")
     keras.utils.set_random_seed(config.train.seed)
     devices = configure_devices(config.train.mixed_precision)
     workspace.update_run(run_id, device=devices.label, versions_json=_versions_json())
@@ -61,6 +64,8 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
                           class_names=images.class_names)
     st.write_json_atomic(context.run_file(st.DATA_REPORT_FILE), data_report(images, split))
     num_classes = len(images.class_names)
+    log.info("data %s: %d images in %d classes (%d skipped); train/val/test %d/%d/%d", images.source, len(images),
+             num_classes, len(images.skipped), len(split.train), len(split.val), len(split.test))
     workspace.update_run(run_id, fingerprint=images.fingerprint, num_classes=num_classes)
     context.raise_if_cancelled()
 
@@ -104,10 +109,8 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     test_accuracy = float(np.mean(probabilities.argmax(axis=1) == test_labels))
     save_predictions(context.run_file(st.PREDICTIONS_FILE), probabilities, test_labels,
                      [images.ids[i] for i in split.test], split.test, images.class_names)
-    val_accuracies = [e.val_accuracy for e in workspace.epochs(run_id) if e.val_accuracy is not None]
-    best_val = max(val_accuracies) if val_accuracies else None
-    workspace.update_run(run_id, test_accuracy=test_accuracy, best_val_accuracy=best_val,
-                         train_seconds=train_seconds)
+    best_val = progress.best_val_accuracy
+    workspace.update_run(run_id, test_accuracy=test_accuracy, train_seconds=train_seconds)
     context.report(1.0, f"done: test accuracy {test_accuracy:.4f}")
     log.info("test accuracy %.4f after %d epochs in %.1f s", test_accuracy, progress.epochs_done, train_seconds)
     return TrainResult(test_accuracy, best_val, progress.epochs_done, train_seconds)
@@ -177,6 +180,7 @@ class StoreProgress(keras.callbacks.Callback):
         self.epochs_done = 0
         self.cancelled = False
         self.failure: str | None = None
+        self.best_val_accuracy: float | None = None
         self._epoch_started = 0.0
         self._reported_at = 0.0
 
@@ -216,6 +220,10 @@ class StoreProgress(keras.callbacks.Callback):
             val_loss=_float(logs.get("val_loss")), val_accuracy=_float(logs.get("val_accuracy")),
             learning_rate=self._epoch_learning_rate, seconds=seconds,
             images_per_second=self.train_size / train_seconds if train_seconds > 0 else None))
+        val_accuracy = _float(logs.get("val_accuracy"))
+        if val_accuracy is not None and val_accuracy > (self.best_val_accuracy or -1.0):
+            self.best_val_accuracy = val_accuracy
+            self.context.workspace.update_run(self.context.run_id, best_val_accuracy=val_accuracy)
         self.context.report((epoch + 1) / self.epochs, f"epoch {epoch + 1}/{self.epochs} done")
 
 
