@@ -6,16 +6,9 @@ drives Debian's Chromium through Playwright. Screenshots go to test-artifacts/sc
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,89 +16,8 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("APERTURE_CHROMIUM", "/usr/bin/chromium")
 SHOTS = ROOT / "test-artifacts" / "screenshots"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 RUN_TIMEOUT_MS = 240_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real Streamlit server with its own workspace; yields (base url, workspace root)."""
-    home = tmp_path_factory.mktemp("e2e") / "workspace"
-    port = _free_port()
-    env = dict(os.environ, APERTURE_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2")
-    log = open(home.parent / "streamlit.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read().decode() == "ok":
-                break
-        except OSError:
-            pass
-        if process.poll() is not None or time.time() > deadline:
-            process.kill()
-            pytest.fail(f"streamlit did not start: {(home.parent / 'streamlit.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    try:
-        yield url, home
-    finally:
-        _stop_jobs(home)
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
-
-
-def _stop_jobs(home: Path) -> None:
-    """Cancels whatever the test left running so no training outlives it."""
-    from engine import jobs
-    from engine.store import ACTIVE, Workspace
-
-    workspace = Workspace(home)
-    for run in workspace.list_runs():
-        if run.status in ACTIVE:
-            jobs.delete(run.id, workspace, timeout=20)
-    (home / jobs.STANDBY_FILE).unlink(missing_ok=True)  # the warm standby worker exits when its pid file goes
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        message = f"chromium not found at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)  # CI must never silently skip the browser tests
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists()
-                                             else shutil.which("chromium"), headless=True, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 2000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    yield page
-    context.close()
 
 
 def _shot(page, name: str) -> None:
