@@ -165,7 +165,9 @@ class TrainConfig:
         early_stopping: patience in epochs on validation loss (0 = off); the best
             weights are restored.
         mixed_precision: `auto` (on when a GPU is used), `on` or `off`.
-        seed: seed for weights, shuffling and augmentation.
+        seed: seed for the weights, the shuffle order and the augmentation draws.
+        deterministic: bit-exact reruns (TensorFlow op determinism; slower, and some GPU
+            ops refuse it). Without it a rerun with the same seeds differs in the last digits.
     """
 
     epochs: int = 20
@@ -178,6 +180,7 @@ class TrainConfig:
     early_stopping: int = 0
     mixed_precision: str = "auto"
     seed: int = 0
+    deterministic: bool = False
 
     def validate(self) -> None:
         _check_number("train.epochs", self.epochs, 1, 10_000, integer=True)
@@ -193,6 +196,8 @@ class TrainConfig:
         _check(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision", self.mixed_precision,
                f"must be one of {', '.join(MIXED_PRECISION)}")
         _check_number("train.seed", self.seed, 0, 2**31 - 1, integer=True)
+        _check(isinstance(self.deterministic, bool), "train.deterministic", self.deterministic,
+               "must be true or false")
 
 
 _SECTIONS = {"data": DataConfig, "augment": AugmentConfig, "model": ModelConfig, "train": TrainConfig}

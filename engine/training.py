@@ -54,6 +54,8 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     # Our datasets are shuffled in tf.data; Keras warns about its own shuffle flag every epoch.
     warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*")
     keras.utils.set_random_seed(config.train.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     devices = configure_devices(config.train.mixed_precision)
     workspace.update_run(run_id, device=devices.label, versions_json=_versions_json())
 

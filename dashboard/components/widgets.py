@@ -32,6 +32,7 @@ FIELD_LABELS = {
     "batch_size": "Batch size", "optimizer": "Optimizer", "learning_rate": "Learning rate",
     "schedule": "Schedule", "weight_decay": "Weight decay", "label_smoothing": "Label smoothing",
     "early_stopping": "Early-stopping patience (epochs)", "mixed_precision": "Mixed precision",
+    "deterministic": "Bit-exact reruns",
 }
 # Model fields that only matter for some architectures.
 MODEL_FIELDS = {"lenet5": ("activation", "pooling", "dropout"), "resnet": ("width", "depth", "dropout"),

@@ -207,9 +207,12 @@ def _train_section() -> None:
     c2.number_input("Patience (epochs)", 0, 10_000, key="cfg.train.early_stopping",
                     help="Stop after this many epochs without a better validation loss; 0 = off.")
     c3.selectbox("Mixed precision", MIXED_PRECISION, key="cfg.train.mixed_precision")
-    c1, _, _ = st.columns(3)
+    c1, c2, _ = st.columns(3)
     c1.number_input("Training seed", 0, 2**31 - 1, key="cfg.train.seed")
-    _field_error("train.label_smoothing", "train.early_stopping", "train.mixed_precision", "train.seed")
+    c2.toggle("Bit-exact reruns", key="cfg.train.deterministic",
+              help="TensorFlow op determinism: the same seed gives the same numbers to the last digit. Slower.")
+    _field_error("train.label_smoothing", "train.early_stopping", "train.mixed_precision", "train.seed",
+                 "train.deterministic")
 
 
 def _describe(config: RunConfig, cache_root: str) -> dict:

@@ -32,6 +32,7 @@ def test_partial_dict_fills_defaults():
     ("model", "name", "vgg", "model.name"),
     ("augment", "rotation", -5, "augment.rotation"),
     ("augment", "flip", "yes", "augment.flip"),
+    ("train", "deterministic", 1, "train.deterministic"),
 ])
 def test_bad_values_name_the_field_and_value(section, key, value, field):
     with pytest.raises(ConfigError) as caught:

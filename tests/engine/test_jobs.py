@@ -118,3 +118,12 @@ def test_warm_standby_runs_the_next_job_in_its_own_process(workspace, monkeypatc
     assert run.status == st.COMPLETED and run.job.pid == standby
     assert "Epoch 1/2" in jobs.read_log_tail(workspace, run.id, lines=200)
     (workspace.root / jobs.STANDBY_FILE).unlink(missing_ok=True)  # any new standby exits on its own
+
+
+def test_deterministic_runs_repeat_to_the_last_digit(workspace):
+    config = RunConfig.from_dict({**TINY, "train": {**TINY["train"], "deterministic": True}})
+    runs = [jobs.wait(jobs.submit(config, workspace).id, workspace, poll_seconds=0.3) for _ in range(2)]
+    assert [r.status for r in runs] == [st.COMPLETED, st.COMPLETED]
+    histories = [[(e.loss, e.val_loss, e.val_accuracy) for e in workspace.epochs(r.id)] for r in runs]
+    assert histories[0] == histories[1]
+    assert runs[0].test_accuracy == runs[1].test_accuracy
