@@ -66,6 +66,35 @@ def submit(config: RunConfig, workspace: Workspace | None = None, *, parent_id: 
     return workspace.get_run(run.id)
 
 
+def submit_job(run_id: str, kind: str, workspace: Workspace | None = None) -> Job:
+    """Queues another kind of job (e.g. `export`) for an existing run and starts it if a slot is free.
+
+    Args:
+        run_id: the run the job works on.
+        kind: one of `JOB_KINDS` other than `train` (a train job comes with `submit`).
+        workspace: default `Workspace()`.
+
+    Returns:
+        The job as recorded (status `queued` or `running`).
+    """
+    if kind not in JOB_KINDS:
+        raise ValueError(f"kind={kind!r}: expected one of {', '.join(JOB_KINDS)}")
+    workspace = workspace or Workspace()
+    job = workspace.create_job(run_id, kind)
+    refresh(workspace)
+    return workspace.get_job(job.id)
+
+
+def cancel_job(job_id: str, workspace: Workspace) -> Job:
+    """Asks one job to stop (a queued one is cancelled at once); returns it as it stands."""
+    job = workspace.get_job(job_id)
+    if job.active:
+        workspace.request_cancel(job.id)
+        if job.status == st.QUEUED:
+            workspace.finish_job(job.id, st.CANCELLED, error="cancelled before it started")
+    return workspace.get_job(job_id)
+
+
 def refresh(workspace: Workspace, *, keep_warm: bool = False) -> None:
     """Reaps dead jobs, escalates stuck cancels and starts queued jobs. Cheap; call often.
 
@@ -281,11 +310,10 @@ def run_job(job_id: str, workspace: Workspace | None = None) -> int:
     code = 0
     try:
         context.raise_if_cancelled()
-        config = RunConfig.from_json(workspace.run_file(job.run_id, st.CONFIG_FILE).read_text())
-        train = _import_training()
+        work = _job_function(job.kind)
 
         context.raise_if_cancelled()
-        train(config, context)
+        work(context)
         workspace.finish_job(job_id, st.COMPLETED)
     except JobCancelled:
         log.info("job %s cancelled", job_id)
@@ -333,6 +361,30 @@ def run_standby(workspace: Workspace | None = None) -> int:
     os.dup2(log_file, 1)
     os.dup2(log_file, 2)
     return run_job(job.id, workspace)
+
+
+def _run_train(context: JobContext) -> None:
+    config = RunConfig.from_json(context.run_file(st.CONFIG_FILE).read_text())
+    _import_training()(config, context)
+
+
+def _run_export(context: JobContext) -> None:
+    from engine.devices import quiet_cuda_probe
+
+    with quiet_cuda_probe():
+        from engine.export import run_export_job
+    run_export_job(context)
+
+
+# What each job kind runs, given its context; the queue, heartbeat and cancel are shared.
+JOB_KINDS = {"train": _run_train, "export": _run_export}
+
+
+def _job_function(kind: str):
+    try:
+        return JOB_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"job kind {kind!r} is not known (expected one of {', '.join(JOB_KINDS)})") from None
 
 
 def _import_training():

@@ -36,6 +36,12 @@ DATA_REPORT_FILE = "data_report.json"  # class counts per split, skipped files
 LOG_FILE = "job.log"
 TENSORBOARD_DIR = "tensorboard"
 DATA_DIR = "data"  # extracted uploads and decoded-image caches
+EXPORTS_DIR = "exports"  # exported artifacts (.tflite, saved_model/, .onnx, .keras) and their reports
+EXPORT_REQUEST_FILE = "exports/request.json"  # the options of the latest export job
+EXPORT_REPORT_FILE = "exports/report.json"  # the parity report of the latest export
+EXPORT_METADATA_FILE = "exports/metadata.json"  # class names, input size/range, quantization params
+MODEL_CARD_FILE = "model_card.md"
+MODEL_CARD_HTML_FILE = "model_card.html"
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "queued", "running", "completed", "failed", "cancelled"
 STATUSES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
@@ -104,7 +110,7 @@ class RunNotFound(LookupError):
 
 @dataclass(frozen=True)
 class Job:
-    """One execution of work for a run (kind `train` for now) in its own OS process."""
+    """One execution of work for a run (kind `train` or `export`) in its own OS process."""
 
     id: str
     run_id: str
@@ -343,6 +349,20 @@ class Workspace:
         db.execute("INSERT INTO jobs (id, run_id, kind, status, created_at) VALUES (?, ?, ?, ?, ?)",
                    (job_id, run_id, kind, QUEUED, now))
         return job_id
+
+    def create_job(self, run_id: str, kind: str) -> Job:
+        """Queues another job (e.g. `export`) for an existing run."""
+        self.get_run(run_id)
+        with self._connect() as db:
+            job_id = self._insert_job(db, run_id, kind, time.time())
+        return self.get_job(job_id)
+
+    def latest_job(self, run_id: str, kind: str) -> Job | None:
+        """The newest job of `kind` for a run, or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE run_id = ? AND kind = ? ORDER BY created_at DESC, id DESC",
+                             (run_id, kind)).fetchone()
+        return Job(**dict(row)) if row else None
 
     def get_job(self, job_id: str) -> Job:
         with self._connect() as db:
