@@ -254,7 +254,9 @@ def main() -> None:
         st.info("No runs yet — start one on the Train page.", icon=":material/info:")
         st.page_link(widgets.PAGES["train"], label="Go to Train", icon=":material/model_training:")
         return
-    _runs_table(runs)
+    # The table polls too while anything is active, so it never disagrees with the live view below.
+    any_active = any(r.status in ACTIVE for r in runs)
+    st.fragment(lambda: _runs_table(workspace.list_runs()), run_every="2s" if any_active else None)()
     st.divider()
     run = _select_run(runs)
     _actions(run)
