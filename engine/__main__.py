@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.set_defaults(handler=cmd_delete)
 
+    p = commands.add_parser("evaluate", help="metrics of a completed run's test predictions (or of a new folder)")
+    p.add_argument("run")
+    p.add_argument("--data", help="an image folder or .zip (one sub-folder per class) to evaluate the model on")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass with --data")
+    p.add_argument("--json", action="store_true", help="print the evaluation as one JSON object")
+    p.set_defaults(handler=cmd_evaluate)
+
     p = commands.add_parser("describe-model", help="build a model from a config and print its size as JSON")
     p.add_argument("--config", type=Path, help="a run.json (default: the defaults)")
     p.add_argument("--classes", type=int, required=True, help="number of classes")
@@ -187,6 +194,31 @@ def cmd_delete(args, workspace: Workspace) -> int:
     run_id = workspace.resolve_run_id(args.run)
     jobs.delete(run_id, workspace)
     print(f"{run_id}: deleted")
+    return 0
+
+
+def cmd_evaluate(args, workspace: Workspace) -> int:
+    from engine import evaluation
+
+    run_id = workspace.resolve_run_id(args.run)
+    try:
+        if args.data is None:
+            predictions = evaluation.load_predictions(workspace, run_id)
+        else:
+            path = Path(args.data).expanduser()
+            if not path.exists():
+                raise UsageError(f"--data {args.data}: no such folder or .zip")
+            if args.batch_size < 1:
+                raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
+            predictions = evaluation.predict_folder(workspace, run_id, path.resolve(), batch_size=args.batch_size)
+    except evaluation.NoPredictions as error:
+        raise UsageError(str(error)) from None
+    result = evaluation.evaluate(predictions)
+    if args.json:
+        print(json.dumps({"run_id": run_id, "data": args.data or "test split", **result.to_dict()}))
+    else:
+        print(f"run {run_id} on {args.data or 'its test split'}")
+        print(evaluation.format_table(result))
     return 0
 
 
