@@ -106,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(handler=cmd_preview_augment)
 
+    p = commands.add_parser("export", help="export a completed run and check parity (runs as a job)")
+    p.add_argument("run")
+    p.add_argument("--format", default="int8",
+                   help="int8|uint8|float16|dynamic|float32|saved_model|onnx|keras, or a comma list (default int8)")
+    p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points an export may lose (default 1.0)")
+    p.add_argument("--calibration-size", type=int, default=200, help="training images for INT8 calibration")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per format)")
+    p.set_defaults(handler=cmd_export)
+
     p = commands.add_parser("job", help=argparse.SUPPRESS)
     p.add_argument("job_id")
     commands.add_parser("standby", help=argparse.SUPPRESS)
@@ -249,6 +258,37 @@ def cmd_preview_augment(args, workspace: Workspace) -> int:
     out = batch if augmenter is None else np.asarray(augmenter(batch, training=True))
     np.save(args.out, np.clip(out, 0, 255).astype("uint8"))
     return 0
+
+
+def cmd_export(args, workspace: Workspace) -> int:
+    from engine import export
+
+    run_id = workspace.resolve_run_id(args.run)
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    request = export.ExportRequest(formats=formats, max_drop=args.max_drop, calibration_size=args.calibration_size)
+    job = export.request_export(workspace, run_id, request)
+    print(f"exporting run {run_id}: {', '.join(formats)}", file=sys.stderr)
+    while job.active:
+        time.sleep(0.5)
+        jobs.refresh(workspace)
+        job = workspace.get_job(job.id)
+        print(f"\r{job.progress:4.0%} {job.message[:60]:<60}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    if job.status != st.COMPLETED:
+        print(f"export {job.status}: {job.error or ''}", file=sys.stderr)
+        return 1
+    report = export.read_report(workspace, run_id)
+    results = [export.summary(report, report.artifact(f), workspace) for f in formats]
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    else:
+        for r in results:
+            status = "passed" if r["passed"] else f"FAILED ({r['error'] or r['suggestion']})"
+            accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
+            latency = "-" if r["latency_ms_median"] is None else f"{r['latency_ms_median']:.2f} ms"
+            print(f"{r['format']:<12} {r['size_bytes']:>10,} B  acc {accuracy} (keras {r['reference_accuracy']:.2%})"
+                  f"  flipped {r['flipped']}  {latency}  {status}\n  {r['path']}")
+    return 0 if all(r["passed"] for r in results) else 1
 
 
 def parse_augment_json(text: str) -> dict:
