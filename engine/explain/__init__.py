@@ -1,0 +1,1 @@
+"""Explanations of single predictions. Importing this package is cheap; the methods import Keras when called."""
