@@ -167,13 +167,15 @@ class Evaluation:
         return result
 
 
-def evaluate(predictions: Predictions, *, bins: int = ECE_BINS, top_pairs: int = 10) -> Evaluation:
+def evaluate(predictions: Predictions, *, bins: int = ECE_BINS, top_pairs: int = 10,
+             top_k: tuple[int, ...] = TOP_K) -> Evaluation:
     """Computes the metrics of one set of predictions with scikit-learn.
 
     Args:
         predictions: the run's (or a folder's) predictions.
         bins: equal-width confidence bins for the calibration error; default 15.
         top_pairs: how many most-confused (true, predicted) pairs to list; default 10.
+        top_k: the k of the top-k accuracies, default (1, 3, 5); each k below the class count is kept.
 
     Returns:
         An `Evaluation`.
@@ -188,11 +190,12 @@ def evaluate(predictions: Predictions, *, bins: int = ECE_BINS, top_pairs: int =
     precision, recall, f1, support = skm.precision_recall_fscore_support(y, p, labels=classes, zero_division=0)
     averaged = {avg: skm.precision_recall_fscore_support(y, p, labels=classes, average=avg, zero_division=0)[:3]
                 for avg in ("macro", "weighted")}
-    top_k = {1: float(skm.accuracy_score(y, p))}
+    accuracy = float(skm.accuracy_score(y, p))
+    top = {1: accuracy}
     if len(names) > 2:  # scikit-learn's top-k takes (N, C) scores only beyond two classes
-        for k in TOP_K[1:]:
-            if k < len(names):
-                top_k[k] = float(skm.top_k_accuracy_score(y, probs, k=k, labels=classes))
+        for k in sorted(set(top_k) - {1}):
+            if 1 < k < len(names):
+                top[k] = float(skm.top_k_accuracy_score(y, probs, k=k, labels=classes))
     confusion = skm.confusion_matrix(y, p, labels=classes)
     rows = confusion.sum(axis=1, keepdims=True)
     normalized = np.divide(confusion, rows, out=np.zeros(confusion.shape, float), where=rows > 0)
@@ -203,7 +206,7 @@ def evaluate(predictions: Predictions, *, bins: int = ECE_BINS, top_pairs: int =
              for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
     ece, calibration = calibration_bins(predictions.confidence, p == y, bins=bins)
     return Evaluation(
-        num_samples=len(predictions), class_names=names, accuracy=top_k[1], top_k_accuracy=top_k,
+        num_samples=len(predictions), class_names=names, accuracy=accuracy, top_k_accuracy=top,
         macro_precision=float(averaged["macro"][0]), macro_recall=float(averaged["macro"][1]),
         macro_f1=float(averaged["macro"][2]), weighted_precision=float(averaged["weighted"][0]),
         weighted_recall=float(averaged["weighted"][1]), weighted_f1=float(averaged["weighted"][2]),
