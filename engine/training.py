@@ -90,7 +90,8 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
 
     progress = StoreProgress(context, config.train.epochs, steps_per_epoch, len(split.train))
     checkpoint = BestCheckpoint(str(context.run_file(st.MODEL_FILE)))
-    callbacks = [progress, checkpoint, EpochSummaries(context.run_file(st.TENSORBOARD_DIR))]
+    # The checkpoint comes first: once the store shows an epoch, its checkpoint is on disk.
+    callbacks = [checkpoint, progress, EpochSummaries(context.run_file(st.TENSORBOARD_DIR))]
     if config.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping,
                                                        restore_best_weights=True))
