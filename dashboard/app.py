@@ -14,8 +14,13 @@ if _ROOT not in sys.path:
 # back to its old multipage mode, which runs a page opened by URL (e.g. /runs?run=…) without this file.
 st.set_page_config(page_title="Aperture", page_icon=":material/camera:", layout="wide")
 
+# A demo opened by link (/demo?run=ID) is for stakeholders: read-only, without the sidebar.
+_SHARED_DEMO = "run" in st.query_params and (st.context.url or "").split("?")[0].rstrip("/").endswith("/demo")
+
 st.navigation([
     st.Page("views/data.py", title="Data", icon=":material/photo_library:", default=True),
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:"),
-]).run()
+    st.Page("views/export.py", title="Export", icon=":material/ios_share:"),
+    st.Page("views/demo.py", title="Demo", icon=":material/slideshow:"),
+], position="hidden" if _SHARED_DEMO else "sidebar").run()
