@@ -174,10 +174,7 @@ def cancel(run_id: str, workspace: Workspace) -> Job | None:
     job = workspace.get_run(run_id).job
     if job is None or not job.active:
         return None
-    workspace.request_cancel(job.id)
-    if job.status == st.QUEUED:
-        workspace.finish_job(job.id, st.CANCELLED, error="cancelled before it started")
-    return workspace.get_job(job.id)
+    return cancel_job(job.id, workspace)
 
 
 def delete(run_id: str, workspace: Workspace, *, timeout: float = 2 * CANCEL_GRACE_SECONDS) -> None:
