@@ -1,0 +1,71 @@
+"""The Compare tab of Evaluate: two runs on one test set, side by side, with McNemar's test."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard.components import evaluate_figures as figs
+from dashboard.components import gallery, widgets
+from engine import evaluation as ev
+from engine.store import Run
+
+OTHER_KEY = "eval.compare.other"
+
+
+def show(run: Run, others: list[Run], predictions: ev.Predictions, images: np.ndarray | None,
+         load: Callable[[Run], tuple]) -> None:
+    """Draws the comparison of `run` (A) with a second completed run the user picks (B)."""
+    if not others:
+        st.info("Train a second run on the same data to compare the two here.", icon=":material/compare_arrows:")
+        return
+    by_id = {r.id: r for r in others}
+    other_id = st.selectbox("Compare with", list(by_id), key=OTHER_KEY,
+                            format_func=lambda i: widgets.run_option_label(by_id[i]))
+    other = by_id[other_id]
+    try:
+        comparison = ev.compare_runs(predictions, load(other)[0])
+    except ev.NotComparable as error:
+        st.warning(f"These two runs cannot be compared: {error}.", icon=":material/block:")
+        return
+    a, b = comparison.a, comparison.b
+    st.caption(f"A = {run.label} (`{run.id}`) · B = {other.label} (`{other.id}`) · {a.num_samples} shared test images")
+    rows = [("Accuracy", a.accuracy, b.accuracy), ("Macro F1", a.macro_f1, b.macro_f1),
+            ("Weighted F1", a.weighted_f1, b.weighted_f1), ("Macro precision", a.macro_precision, b.macro_precision),
+            ("Macro recall", a.macro_recall, b.macro_recall), ("Calibration error (ECE)", a.ece, b.ece)]
+    top = sorted(set(a.top_k_accuracy) & set(b.top_k_accuracy) - {1})
+    rows += [(f"Top-{k} accuracy", a.top_k_accuracy[k], b.top_k_accuracy[k]) for k in top]
+    left, right = st.columns([2, 3])
+    with left:
+        st.dataframe(pd.DataFrame([{"Metric": name, "A": 100 * x, "B": 100 * y, "B − A (pts)": 100 * (y - x)}
+                                   for name, x, y in rows]),
+                     key="eval.compare.metrics", hide_index=True, width="stretch",
+                     column_config={"A": st.column_config.NumberColumn(format="%.2f%%"),
+                                    "B": st.column_config.NumberColumn(format="%.2f%%"),
+                                    "B − A (pts)": st.column_config.NumberColumn(format="%+.2f")})
+        test = comparison.test
+        box = st.success if test.p_value < ev.SIGNIFICANCE else st.info
+        box(f"**McNemar's test** ({test.method}): {comparison.verdict}", icon=":material/balance:")
+    with right:
+        st.plotly_chart(figs.class_deltas(comparison.class_deltas, "A", "B"), key="eval.compare.deltas",
+                        width="stretch")
+
+    names = predictions.class_names
+    b_predicted = ev.align(predictions, load(other)[0]).predicted  # in A's order, like the positions
+
+    def caption(p: ev.Predictions, position: int) -> str:
+        return (f"true {names[p.labels[position]]} · A: {names[p.predicted[position]]} · "
+                f"B: {names[b_predicted[position]]}")
+
+    st.markdown(f"**Where they disagree** ({len(comparison.disagreements)} images; A right and B wrong: "
+                f"{test.a_only}, B right and A wrong: {test.b_only})")
+    view = st.segmented_control("Show", ["All disagreements", "Only A right", "Only B right"],
+                                default="All disagreements", key="eval.compare.view",
+                                on_change=gallery.reset, args=("eval.compare.gallery",))
+    positions = {"Only A right": comparison.a_only, "Only B right": comparison.b_only}.get(
+        view or "", comparison.disagreements)
+    gallery.show("eval.compare.gallery", predictions, np.array(positions, dtype=np.int64), images, caption=caption,
+                 empty="The two runs predict the same class for every test image.")

@@ -1,0 +1,212 @@
+"""Evaluate: what a run gets wrong and why: confusion matrix, mistakes, suspected label errors, comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard.components import evaluate_figures as figs
+from dashboard.components import compare_panel, gallery, state, widgets
+from engine import evaluation as ev
+from engine.data import DatasetError
+from engine.store import COMPLETED, PREDICTIONS_FILE, Run
+
+PICKER_KEY = "eval.picker"
+TAB_KEY = "eval.tab"
+TRUE_KEY, PRED_KEY, MISTAKES_KEY = "eval.filter.true", "eval.filter.pred", "eval.filter.mistakes"
+CHART_KEY = "eval.cm.chart"
+TABS = ("Overview", "Mistakes", "Label errors", "Compare")
+TOP_CONFUSED = 20
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _load(root: str, run_id: str, mtime: float) -> tuple[ev.Predictions, ev.Evaluation, list[ev.LabelIssue]]:
+    predictions = ev.load_predictions(state.workspace(), run_id)
+    return predictions, ev.evaluate(predictions), ev.find_label_issues(predictions)
+
+
+def load(run: Run):
+    path = state.workspace().run_file(run.id, PREDICTIONS_FILE)
+    return _load(str(state.workspace().root), run.id, path.stat().st_mtime)
+
+
+def dataset_images(run: Run, predictions: ev.Predictions) -> np.ndarray | None:
+    """The run's dataset images (for thumbnails), if the data still loads and matches the predictions."""
+    data = run.config.data
+    try:
+        images = state.load_dataset(data.source, data.image_size, data.max_per_class, data.seed)
+    except (DatasetError, OSError) as error:
+        st.caption(f"Thumbnails unavailable: the run's data does not load any more ({error}).")
+        return None
+    ids = images.ids
+    if (predictions.indices.size and int(predictions.indices.max()) >= len(ids)) or any(
+            ids[int(i)] != str(sample_id) for i, sample_id in zip(predictions.indices, predictions.ids)):
+        st.caption("Thumbnails unavailable: the run's data has changed since it was trained.")
+        return None
+    return images.images
+
+
+def _select_run(runs: list[Run]) -> Run:
+    ids = [r.id for r in runs]
+    wanted = st.query_params.get("run")
+    if wanted not in ids:
+        wanted = ids[0]
+    st.session_state[PICKER_KEY] = wanted
+    by_id = {r.id: r for r in runs}
+
+    def sync() -> None:
+        st.query_params["run"] = st.session_state[PICKER_KEY]
+        for key in (TRUE_KEY, PRED_KEY, "eval.compare.other"):
+            st.session_state.pop(key, None)
+        gallery.reset("eval.gallery")
+
+    st.selectbox("Run", ids, key=PICKER_KEY, on_change=sync, format_func=lambda i: widgets.run_option_label(by_id[i]))
+    if st.query_params.get("run") != wanted:
+        st.query_params["run"] = wanted
+    return by_id[wanted]
+
+
+def _headline(result: ev.Evaluation) -> None:
+    cols = st.columns(6)
+    cols[0].metric("Accuracy", widgets.pct(result.accuracy))
+    top = max((k for k in result.top_k_accuracy if k > 1), default=None)
+    cols[1].metric(f"Top-{top} accuracy" if top else "Top-k accuracy",
+                   widgets.pct(result.top_k_accuracy[top]) if top else "—")
+    cols[2].metric("Macro F1", widgets.pct(result.macro_f1))
+    cols[3].metric("Weighted F1", widgets.pct(result.weighted_f1))
+    cols[4].metric("Mistakes", f"{result.mistakes:,} of {result.num_samples:,}")
+    cols[5].metric("Calibration error (ECE)", widgets.pct(result.ece, 1),
+                   help="Expected calibration error over 15 confidence bins: how far the model's confidence is "
+                        "from its accuracy, on average. 0% is perfectly calibrated.")
+
+
+def _on_cell() -> None:
+    """A confusion-matrix click: filter the gallery to that cell and open the Mistakes tab."""
+    points = (st.session_state.get(CHART_KEY) or {}).get("selection", {}).get("points", [])
+    cells = [p.get("customdata") for p in points if p.get("customdata") is not None]
+    if not cells:
+        return
+    true, predicted = (int(v) for v in cells[-1])
+    st.session_state[TRUE_KEY], st.session_state[PRED_KEY] = true, predicted
+    st.session_state[MISTAKES_KEY] = true != predicted
+    gallery.reset("eval.gallery")
+    st.session_state[TAB_KEY] = "Mistakes"
+
+
+def _overview(predictions: ev.Predictions, result: ev.Evaluation) -> None:
+    names = result.class_names
+    many = len(names) > TOP_CONFUSED
+    c1, c2, _ = st.columns([2, 3, 3])
+    values = c1.segmented_control("Values", ["Counts", "Normalised"], default="Counts", key="eval.cm.values")
+    scope = c2.segmented_control("Classes", ["All", f"Top {TOP_CONFUSED} most confused"],
+                                 default=f"Top {TOP_CONFUSED} most confused" if many else "All", key="eval.cm.scope")
+    classes = (figs.most_confused_classes(np.asarray(result.confusion_matrix), TOP_CONFUSED)
+               if scope and scope.startswith("Top") else None)
+    selected = (st.session_state.get(TRUE_KEY), st.session_state.get(PRED_KEY))
+    fig = figs.confusion_heatmap(np.asarray(result.confusion_matrix), names, normalized=values == "Normalised",
+                                 classes=classes, selected=selected if None not in selected else None)
+    left, right = st.columns([3, 2])
+    with left:
+        st.plotly_chart(fig, key=CHART_KEY, on_select=_on_cell, selection_mode="points", width="stretch",
+                        config={"displayModeBar": False})
+        st.caption("Click a cell to see its images in **Mistakes** (rows: the given label; columns: the model's "
+                   "prediction).")
+    with right:
+        st.markdown("**Most confused pairs**")
+        if result.confused_pairs:
+            st.dataframe(pd.DataFrame([{"True": p.true, "Predicted as": p.predicted, "Images": p.count,
+                                        "Share of true class": 100 * p.share} for p in result.confused_pairs]),
+                         key="eval.pairs", hide_index=True, width="stretch",
+                         column_config={"Share of true class": st.column_config.NumberColumn(format="%.1f%%")})
+        else:
+            st.success("No mistakes on the test set.", icon=":material/check_circle:")
+        st.plotly_chart(figs.reliability_diagram(result.calibration, result.ece), key="eval.reliability",
+                        width="stretch")
+    st.markdown("**Per-class metrics** (click a column header to sort)")
+    left, right = st.columns([2, 3])
+    percent = st.column_config.NumberColumn(format="%.1f%%")
+    left.dataframe(pd.DataFrame([{"Class": c.name, "Precision": 100 * c.precision, "Recall": 100 * c.recall,
+                                  "F1": 100 * c.f1, "Support": c.support} for c in result.per_class]),
+                   key="eval.per_class", hide_index=True, width="stretch",
+                   column_config={"Precision": percent, "Recall": percent, "F1": percent},
+                   height=min(36 * (len(names) + 1) + 2, 420))
+    right.plotly_chart(figs.per_class_bars(result.per_class), key="eval.per_class.chart", width="stretch")
+
+
+def _mistakes(predictions: ev.Predictions, images: np.ndarray | None) -> None:
+    names = predictions.class_names
+    options = [None, *range(len(names))]
+
+    def label(i):
+        return "Any class" if i is None else names[i]
+
+    def changed() -> None:
+        gallery.reset("eval.gallery")
+
+    c1, c2, c3 = st.columns([3, 3, 2], vertical_alignment="bottom")
+    true = c1.selectbox("True class", options, key=TRUE_KEY, format_func=label, on_change=changed)
+    predicted = c2.selectbox("Predicted class", options, key=PRED_KEY, format_func=label, on_change=changed)
+    only = c3.toggle("Mistakes only", value=True, key=MISTAKES_KEY, on_change=changed)
+    positions = ev.ranked_mistakes(predictions, true=true, predicted=predicted, mistakes_only=only)
+    what = f"true {label(true)} predicted as {label(predicted)}" if true is not None or predicted is not None else ""
+    st.caption(("Most confident mistakes first" if only else "Most confident first")
+               + (f" · {what}" if what else "") + f" · {positions.size} image{'s' * (positions.size != 1)}")
+    gallery.show("eval.gallery", predictions, positions, images,
+                 empty="No images match: the model makes no such mistake on the test set.")
+
+
+def _label_errors(run: Run, predictions: ev.Predictions, issues: list[ev.LabelIssue],
+                  images: np.ndarray | None) -> None:
+    st.markdown("Images whose given label the model doubts most: the label's probability is below what the model "
+                "usually gives that class, while another class is above its usual level (confident learning). "
+                "Check these first when relabelling.")
+    if not issues:
+        st.success("No suspected label errors in the test set.", icon=":material/check_circle:")
+        return
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    c1.caption(f"{len(issues)} suspect{'s' * (len(issues) != 1)} of {len(predictions)} test images, most doubtful "
+               "first.")
+    c2.download_button("Download CSV", ev.label_issues_csv(issues), file_name=f"label-issues-{run.id}.csv",
+                       mime="text/csv", key="eval.issues.csv", icon=":material/download:", width="stretch")
+    st.dataframe(pd.DataFrame([{"Rank": n, "Image id": i.id, "Given label": i.given, "Model suggests": i.suggested,
+                                "P(given)": 100 * i.self_confidence, "P(suggested)": 100 * i.suggested_probability}
+                               for n, i in enumerate(issues, 1)]),
+                 key="eval.issues.table", hide_index=True, width="stretch",
+                 column_config={"P(given)": st.column_config.NumberColumn(format="%.1f%%"),
+                                "P(suggested)": st.column_config.NumberColumn(format="%.1f%%")},
+                 height=min(36 * (len(issues) + 1) + 2, 320))
+    by_position = {i.position: i for i in issues}
+
+    def caption(p: ev.Predictions, position: int) -> str:
+        issue = by_position[position]
+        return f"labelled {issue.given}, model says {issue.suggested} ({100 * issue.suggested_probability:.0f}%)"
+
+    gallery.show("eval.issues.gallery", predictions, np.array([i.position for i in issues]), images, caption=caption)
+
+
+def main() -> None:
+    widgets.page_header(":material/fact_check:", "Evaluate",
+                        "What a trained model gets wrong, and why: click a confusion-matrix cell to see the images.")
+    runs = [r for r in state.workspace().list_runs()
+            if r.status == COMPLETED and state.workspace().run_file(r.id, PREDICTIONS_FILE).exists()]
+    if not runs:
+        st.info("No completed run yet — train one, and its test-set evaluation appears here.", icon=":material/info:")
+        st.page_link(widgets.PAGES["train"], label="Go to Train", icon=":material/model_training:")
+        return
+    run = _select_run(runs)
+    predictions, result, issues = load(run)
+    _headline(result)
+    images = dataset_images(run, predictions)
+    overview, mistakes, label_errors, compare = st.tabs(TABS, key=TAB_KEY, on_change="rerun")
+    with overview:
+        _overview(predictions, result)
+    with mistakes:
+        _mistakes(predictions, images)
+    with label_errors:
+        _label_errors(run, predictions, issues, images)
+    with compare:
+        compare_panel.show(run, [r for r in runs if r.id != run.id], predictions, images, load)
+
+
+main()
