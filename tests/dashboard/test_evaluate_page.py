@@ -1,0 +1,170 @@
+"""The Evaluate page in AppTest: runs recorded by hand through the store API (real digits, no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine import jobs
+from engine.config import RunConfig
+from engine.data import load_images, split_indices
+from engine.store import COMPLETED, DATA_REPORT_FILE, PREDICTIONS_FILE, Workspace, write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = str(ROOT / "dashboard" / "app.py")
+DATA = {"image_size": 16, "max_per_class": 30}
+
+
+@pytest.fixture(autouse=True)
+def no_standby(monkeypatch):
+    monkeypatch.setenv(jobs.STANDBY_ENV, "0")
+
+
+def completed_run(workspace: Workspace, *, mistakes: float = 0.2, seed: int = 0, data: dict | None = None) -> str:
+    """A completed digits run with a data report and test predictions a job would have written."""
+    data = {**DATA, **(data or {})}
+    config = RunConfig.from_dict({"data": data, "train": {"epochs": 1}})
+    run = workspace.create_run(config)
+    job = workspace.claim_next_job(limit=10)
+    images = load_images("digits", data["image_size"], max_per_class=data["max_per_class"], seed=0)
+    split = split_indices(images.labels, config.data.val_fraction, config.data.test_fraction, config.data.seed)
+    labels = images.labels[split.test]
+    rng = np.random.default_rng(seed)
+    predicted = labels.copy()
+    wrong = rng.random(labels.size) < mistakes
+    predicted[wrong] = (labels[wrong] + 3) % 10  # a consistent confusion: d -> d+3
+    probs = rng.dirichlet(np.ones(10) * 0.3, size=labels.size) * 0.3
+    probs[np.arange(labels.size), predicted] += 0.7
+    np.savez_compressed(workspace.run_file(run.id, PREDICTIONS_FILE), probabilities=probs.astype(np.float32),
+                        labels=labels.astype(np.int32), ids=np.asarray([images.ids[i] for i in split.test], str),
+                        indices=split.test.astype(np.int64), class_names=np.asarray(images.class_names, str))
+    write_json_atomic(workspace.run_file(run.id, DATA_REPORT_FILE),
+                      {"source": "digits", "class_names": images.class_names, "fingerprint": images.fingerprint,
+                       "counts": {}, "skipped": []})
+    workspace.update_run(run.id, test_accuracy=float(np.mean(predicted == labels)), num_classes=10,
+                         fingerprint=images.fingerprint)
+    workspace.finish_job(job.id, COMPLETED)
+    return run.id
+
+
+def open_evaluate(**query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page("views/evaluate.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+def test_empty_state_without_completed_runs(workspace):
+    workspace.create_run(RunConfig())  # queued: no predictions yet
+    at = open_evaluate()
+    assert "No completed run yet" in texts(at.info)
+
+
+def test_a_completed_run_shows_metrics_matrix_and_mistakes(workspace):
+    run_id = completed_run(workspace)
+    at = open_evaluate()
+    assert at.selectbox(key="eval.picker").value == run_id
+    metrics = {m.label: m.value for m in at.metric}
+    accuracy = workspace.get_run(run_id).test_accuracy
+    assert metrics["Accuracy"] == f"{100 * accuracy:.2f}%"
+    assert {"Top-5 accuracy", "Macro F1", "Weighted F1", "Mistakes", "Calibration error (ECE)"} <= set(metrics)
+    charts = " ".join(c.proto.id for c in at.get("plotly_chart"))
+    assert all(key in charts for key in ("eval.cm.chart", "eval.reliability", "eval.per_class.chart"))
+    per_class = next(f.value for f in at.dataframe if "Support" in f.value.columns)
+    assert list(per_class["Class"]) == [str(i) for i in range(10)] and per_class["Support"].sum() > 0
+    captions = [t.value for t in at.text if "→" in t.value]
+    assert captions and all(c.startswith("✗") for c in captions)  # the gallery defaults to mistakes only
+    assert len(at.image) >= len(captions)  # a thumbnail per card
+
+
+def test_choosing_a_cell_filters_the_gallery(workspace):
+    completed_run(workspace)
+    at = open_evaluate()
+    at.selectbox(key="eval.filter.true").set_value(2).run()
+    at.selectbox(key="eval.filter.pred").set_value(5).run()  # the planted confusion 2 -> 5
+    assert not at.exception
+    cards = [t.value for t in at.text if "→" in t.value]
+    assert cards and all(c.startswith("✗ true 2 → 5") for c in cards), cards
+    assert f"true 2 predicted as 5 · {len(cards)} image" in texts(at.caption)
+    at.selectbox(key="eval.filter.pred").set_value(7).run()  # no 2 -> 7 mistakes were planted
+    assert "the model makes no such mistake" in texts(at.info)
+    at.toggle(key="eval.filter.mistakes").set_value(False).run()
+    at.selectbox(key="eval.filter.pred").set_value(2).run()  # the diagonal: right answers
+    cards = [t.value for t in at.text if "→" in t.value]
+    assert cards and all(c.startswith("✓ true 2 → 2") for c in cards)
+
+
+def test_details_show_the_top_five(workspace):
+    completed_run(workspace)
+    at = open_evaluate()
+    button = next(b for b in at.button if b.key and b.key.startswith("eval.gallery.open."))
+    button.click().run()
+    assert not at.exception
+    assert any(t.value.startswith("Image id: digits/") for t in at.text)
+    assert any("eval.gallery.detail.chart" in c.proto.id for c in at.get("plotly_chart"))
+    at.button(key="eval.gallery.close").click().run()
+    assert not any(t.value.startswith("Image id: digits/") for t in at.text)
+
+
+def test_label_errors_table_and_csv_download(workspace):
+    completed_run(workspace)
+    at = open_evaluate()
+    table = next(f.value for f in at.dataframe if "Model suggests" in f.value.columns)
+    assert len(table) > 0 and list(table["Rank"])[:3] == [1, 2, 3]
+    assert (table["P(given)"].diff().dropna() >= -1e-9).all()  # most doubtful first
+    downloads = at.get("download_button")
+    assert len(downloads) == 1
+
+
+def test_compare_tab_with_two_runs(workspace):
+    first = completed_run(workspace, mistakes=0.3, seed=1)
+    second = completed_run(workspace, mistakes=0.05, seed=2)
+    at = open_evaluate(run=second)
+    assert at.selectbox(key="eval.compare.other").value == first
+    metrics = next(f.value for f in at.dataframe if "B − A (pts)" in f.value.columns)
+    assert list(metrics["Metric"])[:2] == ["Accuracy", "Macro F1"]
+    verdict = texts(at.success) + texts(at.info)
+    assert "McNemar's test" in verdict and "A is significantly better than B" in verdict, verdict
+    cards = [t.value for t in at.text if t.value.startswith("true ") and " · A: " in t.value]
+    assert cards
+
+
+def test_compare_refuses_runs_on_different_test_sets(workspace):
+    completed_run(workspace, data={"max_per_class": 20})
+    second = completed_run(workspace)
+    at = open_evaluate(run=second)
+    assert "cannot be compared" in texts(at.warning)
+
+
+def test_evaluate_never_imports_tensorflow(workspace):
+    """The page, every tab and the detail view in a fresh interpreter: no TensorFlow, no Keras."""
+    completed_run(workspace, seed=1)
+    completed_run(workspace, seed=2)
+    script = f"""
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({APP!r}, default_timeout=60).run()
+at.switch_page("views/evaluate.py").run()
+assert not at.exception, [e.value for e in at.exception]
+next(b for b in at.button if b.key and b.key.startswith("eval.gallery.open.")).click().run()
+assert not at.exception, [e.value for e in at.exception]
+print(json.dumps({{"tf": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"tf": False, "keras": False}
