@@ -1,0 +1,219 @@
+"""Demo: show a model to stakeholders — upload or snap an image, see the top classes and where the model looked.
+
+Opened by link (`/demo?run=ID`) it is read-only and without the sidebar. The prediction
+comes from the exported TFLite file through LiteRT (no TensorFlow) when there is one;
+TensorFlow is imported only once an image arrives and the Grad-CAM overlay needs Keras.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from dashboard.components import export_figures, state, widgets
+from engine import export
+from engine import store as st_store
+from engine.data import ImageReadError, read_image
+from engine.store import COMPLETED, Run, RunNotFound
+
+PICKER_KEY = "demo.run"
+ARTIFACT_KEY = "demo.artifact"
+DISPLAY_SIDE = 280
+SERVERS = {"int8": "INT8 TFLite", "uint8": "INT8 TFLite (uint8)", "float32": "float32 TFLite", "keras": "Keras"}
+
+
+def _choose_run(runs: list[Run]) -> tuple[Run | None, bool]:
+    """The run to demo and whether it came from the URL (read-only)."""
+    by_id = {r.id: r for r in runs}
+    wanted = st.query_params.get("run")
+    if wanted:
+        try:
+            run_id = state.workspace().resolve_run_id(wanted)
+        except RunNotFound:
+            run_id = None
+        if run_id not in by_id:
+            st.error(f"No finished run `{wanted}` to demo: the link may be old, or the run was deleted.",
+                     icon=":material/link_off:")
+            return None, True
+        return by_id[run_id], True
+    ids = [r.id for r in runs]
+    st.selectbox("Model", ids, key=PICKER_KEY, format_func=lambda i: widgets.run_option_label(by_id[i]))
+    return by_id[st.session_state[PICKER_KEY]], False
+
+
+def _class_names(run_id: str) -> list[str]:
+    workspace = state.workspace()
+    for name in (st_store.EXPORT_METADATA_FILE, st_store.DATA_REPORT_FILE):
+        path = workspace.run_file(run_id, name)
+        if path.exists():
+            return list(json.loads(path.read_text())["class_names"])
+    return []
+
+
+def _servers(run_id: str) -> dict[str, Path]:
+    """The artifacts that can serve this run's demo, best first (INT8 TFLite, then float32, then Keras)."""
+    workspace = state.workspace()
+    found = {}
+    for fmt in ("int8", "uint8", "float32"):
+        path = workspace.run_dir(run_id) / st_store.EXPORTS_DIR / export.ARTIFACT_NAMES[fmt]
+        if path.exists():
+            found[fmt] = path
+    found["keras"] = workspace.run_file(run_id, st_store.MODEL_FILE)
+    return found
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _runner(run_id: str, fmt: str, path: str, mtime: float) -> export.Runner:
+    """A loaded artifact, cached per run, format and file time (the CPU is all a demo needs)."""
+    return export.load_runner(path, fmt)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _keras_model(run_id: str, path: str, mtime: float):
+    import keras
+
+    import engine.models  # noqa: F401 - custom layers
+
+    return keras.saving.load_model(path, compile=False)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _gradcam(run_id: str, path: str, mtime: float, digest: str, image: np.ndarray, layer: str) -> np.ndarray:
+    from engine.explain.gradcam import gradcam
+
+    return gradcam(_keras_model(run_id, path, mtime), image, layer)
+
+
+def _decode(data: bytes, size: int) -> np.ndarray:
+    """The upload decoded exactly as training decoded its images (orientation, RGB, bilinear resize)."""
+    with tempfile.TemporaryDirectory(prefix="aperture-demo-") as scratch:
+        path = Path(scratch) / "upload"
+        path.write_bytes(data)
+        return read_image(path, size)
+
+
+def _big(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image).resize((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.NEAREST
+                                         if image.shape[0] <= 64 else Image.Resampling.BILINEAR)
+
+
+def _input_image() -> bytes | None:
+    upload_tab, camera_tab = st.tabs([":material/upload: Upload an image", ":material/photo_camera: Take a photo"])
+    with upload_tab:
+        upload = st.file_uploader("Image", type=["png", "jpg", "jpeg", "bmp", "gif", "webp"], key="demo.upload",
+                                  label_visibility="collapsed")
+    with camera_tab:
+        if st.toggle("Use the camera", key="demo.camera_on"):
+            photo = st.camera_input("Photo", key="demo.camera", label_visibility="collapsed")
+        else:
+            photo = None
+            st.caption("Turn the camera on to take a photo (the browser asks for permission).")
+    chosen = upload or photo
+    return chosen.getvalue() if chosen is not None else None
+
+
+def _predict(run: Run, fmt: str, path: Path, image: np.ndarray) -> np.ndarray:
+    runner = _runner(run.id, fmt, str(path), path.stat().st_mtime)
+    return runner.predict(image[None].astype(np.float32))[0]
+
+
+def _show(run: Run, fmt: str, servers: dict[str, Path], data: bytes) -> None:
+    config = run.config
+    size = config.data.image_size
+    try:
+        image = _decode(data, size)
+    except ImageReadError as error:
+        st.error(f"This file can't be read as an image: {error}.", icon=":material/broken_image:")
+        return
+    names = _class_names(run.id)
+    probabilities = _predict(run, fmt, servers[fmt], image)
+    top = int(np.argmax(probabilities))
+
+    left, middle, right = st.columns([1, 1, 2])
+    with left:
+        st.image(_big(image), caption=f"What the model sees ({size}×{size})")
+    with right:
+        st.metric("Prediction", names[top] if names else str(top), f"{100 * probabilities[top]:.1f}% confident",
+                  delta_color="off")
+        st.plotly_chart(export_figures.top_k_bar(names, probabilities, k=min(5, len(names)),
+                                                 title=f"Top {min(5, len(names))} · served by {SERVERS[fmt]}"),
+                        key="demo.topk", width="stretch")
+    keras_path = servers["keras"]
+    from engine.models import last_conv_layer_name
+
+    with middle:
+        with st.spinner("Explaining (the first time loads TensorFlow, about 10 s)…"):
+            digest = hashlib.sha1(data).hexdigest()
+            heatmap = _gradcam(run.id, str(keras_path), keras_path.stat().st_mtime, digest, image,
+                               last_conv_layer_name(config.model))
+            from engine.explain.gradcam import overlay
+
+            st.image(_big(overlay(image, heatmap)), caption="Where the model looked (Grad-CAM)")
+    if fmt != "keras":
+        reference = _predict(run, "keras", keras_path, image)
+        same = int(np.argmax(reference)) == top
+        diff = float(np.max(np.abs(reference - probabilities)))
+        text = (f"Keras says **{names[int(np.argmax(reference))]}** ({100 * reference.max():.1f}%), "
+                f"{SERVERS[fmt]} says **{names[top]}** ({100 * probabilities[top]:.1f}%); largest probability "
+                f"difference {100 * diff:.2f} points.")
+        if same:
+            st.success("The exported model and the Keras model agree. " + text, icon=":material/check_circle:")
+        else:
+            st.warning("The exported model and the Keras model disagree on this image. " + text,
+                       icon=":material/warning:")
+
+
+def main() -> None:
+    workspace = state.workspace()
+    runs = [r for r in workspace.list_runs()
+            if r.status == COMPLETED and workspace.run_file(r.id, st_store.MODEL_FILE).exists()]
+    shared = bool(st.query_params.get("run"))
+    if not runs and not shared:
+        widgets.page_header(":material/slideshow:", "Demo", "Try a trained model on your own images.")
+        st.info("No finished run to demo yet — train one first.", icon=":material/info:")
+        return
+    if shared:
+        run, _ = _choose_run(runs)
+        if run is None:
+            return
+        widgets.page_header(":material/slideshow:", run.label,
+                            f"Upload an image or take a photo: the model names one of its "
+                            f"{len(_class_names(run.id))} classes and shows where it looked.")
+    else:
+        widgets.page_header(":material/slideshow:", "Demo",
+                            "Try a trained model on your own images; share the link to show it without the rest "
+                            "of the app.")
+        run, _ = _choose_run(runs)
+    servers = _servers(run.id)
+    options = list(servers)
+    if st.session_state.get(ARTIFACT_KEY) not in options:
+        st.session_state[ARTIFACT_KEY] = options[0]
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    with c1:
+        fmt = st.segmented_control("Served by", options, key=ARTIFACT_KEY, format_func=SERVERS.get,
+                                   help="Which file answers: the exported TFLite file (LiteRT) or the Keras model. "
+                                        "The Grad-CAM overlay always comes from the Keras model.") or options[0]
+    with c2:
+        accuracy = widgets.pct(run.test_accuracy)
+        st.caption(f"Test accuracy {accuracy} on held-out images · {run.model} · "
+                   f"{run.config.data.image_size}×{run.config.data.image_size} px")
+        if not shared:
+            st.page_link("views/demo.py", label="Shareable link (read-only, no sidebar)", icon=":material/link:",
+                         query_params={"run": run.id})
+    if "keras" == options[0]:
+        st.caption("No exported TFLite file yet: the Keras model serves the demo. Export the run to serve it "
+                   "with INT8 TFLite.")
+    data = _input_image()
+    if data is None:
+        st.info("Upload an image or take a photo to see what the model says.", icon=":material/image:")
+        return
+    _show(run, fmt, servers, data)
+
+
+main()

@@ -1,0 +1,213 @@
+"""Export: turn a finished run into TFLite / SavedModel / ONNX files, with a parity report and a model card."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.components import export_figures, state, widgets
+from engine import export, jobs
+from engine import store as st_store
+from engine.model_card import write_model_card
+from engine.store import ACTIVE, COMPLETED, FAILED, Run
+
+PICKER_KEY = "export.run"
+DEMO_PAGE = "views/demo.py"
+
+
+def _select_run(runs: list[Run]) -> Run:
+    ids = [r.id for r in runs]
+    wanted = st.query_params.get("run")
+    if wanted not in ids:
+        wanted = st.session_state.get(PICKER_KEY) if st.session_state.get(PICKER_KEY) in ids else ids[0]
+    st.session_state[PICKER_KEY] = wanted
+    by_id = {r.id: r for r in runs}
+
+    def sync() -> None:
+        st.query_params["run"] = st.session_state[PICKER_KEY]
+
+    st.selectbox("Run", ids, key=PICKER_KEY, on_change=sync, format_func=lambda i: widgets.run_option_label(by_id[i]))
+    if st.query_params.get("run") != wanted:
+        st.query_params["run"] = wanted
+    return by_id[wanted]
+
+
+def _form(run: Run, busy: bool) -> None:
+    c1, c2, c3 = st.columns([4, 1, 1])
+    formats = c1.multiselect("Formats", export.FORMATS, default=list(export.DEFAULT_FORMATS), key="export.formats",
+                             format_func=lambda f: export.FORMAT_LABELS[f])
+    max_drop = c2.number_input("Max accuracy drop (points)", 0.0, 100.0, export.DEFAULT_MAX_DROP, 0.1,
+                               key="export.max_drop", help="An artifact that loses more test accuracy than this "
+                               "against the Keras model is marked failed.")
+    calibration = c3.number_input("INT8 calibration images", 1, 10_000, export.DEFAULT_CALIBRATION_SIZE, 50,
+                                  key="export.calibration", help="Training images used to calibrate INT8 ranges.")
+    if st.button("Export and check parity", key="export.start", type="primary", icon=":material/ios_share:",
+                 disabled=busy or not formats):
+        try:
+            export.request_export(state.workspace(), run.id, export.ExportRequest(
+                formats=tuple(formats), max_drop=float(max_drop), calibration_size=int(calibration)))
+        except export.ExportError as error:
+            st.error(str(error), icon=":material/error:")
+        else:
+            st.rerun()
+
+
+def _progress(run: Run) -> None:
+    """The export job's live progress; polls while it is active, then redraws the page once."""
+    workspace = state.workspace()
+    first = workspace.latest_job(run.id, export.EXPORT_JOB)
+    active = first is not None and first.active
+
+    def body() -> None:
+        jobs.refresh(workspace)
+        job = workspace.latest_job(run.id, export.EXPORT_JOB)
+        if job is None:
+            return
+        if active and not job.active:
+            st.rerun()
+        if job.active:
+            text = "Queued: waits for the running job" if job.status == "queued" else (
+                f"{(job.message or 'starting').capitalize()} · {job.progress:.0%}")
+            c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
+            c1.progress(min(max(job.progress, 0.0), 1.0), text=text)
+            c2.button("Cancel", key="export.cancel", icon=":material/stop_circle:", width="stretch",
+                      on_click=jobs.cancel_job, args=(job.id, workspace))
+        elif job.status == FAILED:
+            st.error(f"**The export failed:** {job.error or 'no reason was recorded'}", icon=":material/error:")
+            if job.traceback:
+                with st.expander("Traceback", icon=":material/bug_report:"):
+                    st.code(job.traceback, language="text")
+        elif job.status != COMPLETED:
+            st.info(f"The last export was {job.status}.", icon=":material/info:")
+
+    st.fragment(body, run_every="1s" if active else None)()
+
+
+def _parity(report: export.ExportReport) -> None:
+    rows = [{
+        "Format": a.label, "Runtime": a.runtime, "Size (KiB)": a.size_bytes / 1024,
+        "Accuracy": None if a.accuracy is None else 100 * a.accuracy,
+        "Δ vs Keras (points)": None if a.accuracy_drop is None else -a.accuracy_drop,
+        "Flipped": None if a.accuracy is None else len(a.flipped),
+        "Mean |Δp|": a.mean_abs_prob_diff,
+        "Latency 1 img (ms)": a.latency_ms_median, "p95 (ms)": a.latency_ms_p95,
+        f"Batch of {a.batch_size} (ms)": a.batch_latency_ms_median,
+        "Gate": "✅ passed" if a.passed else "❌ failed",
+    } for a in report.artifacts]
+    number = st.column_config.NumberColumn
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown(f"**Parity on {report.test_size} test images** · Keras model "
+                    f"{widgets.pct(report.reference_accuracy)} · max drop {report.max_drop:g} points · "
+                    f"INT8 calibrated on {report.calibration_size} training images")
+        st.dataframe(pd.DataFrame(rows), key="export.parity", hide_index=True, width="stretch", placeholder="—",
+                     column_config={"Size (KiB)": number(format="%.1f"), "Accuracy": number(format="%.2f%%"),
+                                    "Δ vs Keras (points)": number(format="%+.2f"), "Mean |Δp|": number(format="%.5f"),
+                                    "Latency 1 img (ms)": number(format="%.2f"), "p95 (ms)": number(format="%.2f"),
+                                    f"Batch of {export.BATCH_SIZE} (ms)": number(format="%.1f")})
+        st.caption("Each artifact is loaded back in its own runtime (LiteRT, TensorFlow, onnxruntime, Keras) and run "
+                   "on the test split; latency is measured on this machine's CPU.")
+    with right:
+        st.plotly_chart(export_figures.size_vs_accuracy(report), key="export.chart", width="stretch")
+    for a in report.artifacts:
+        if a.error:
+            st.error(f"**{a.label} failed:** {a.error}. Try: {a.suggestion}.", icon=":material/error:")
+        elif not a.passed:
+            st.warning(f"**{a.label} lost {a.accuracy_drop:.2f} points** (over the {report.max_drop:g}-point limit). "
+                       f"Try: {a.suggestion}.", icon=":material/warning:")
+        if a.flipped:
+            with st.expander(f"{a.label}: {len(a.flipped)} test images changed their prediction"):
+                st.write(", ".join(f"`{i}`" for i in a.flipped[:200]))
+                worst = sorted(((d, report.class_names[c]) for c, d in enumerate(a.per_class_delta) if d), reverse=True)
+                if worst:
+                    st.caption("Per-class accuracy change (points): "
+                               + ", ".join(f"{name} {-d:+.1f}" for d, name in worst[:10]))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _zip_folder(folder: str, mtime: float) -> bytes:
+    buffer = io.BytesIO()
+    root = Path(folder)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                archive.write(path, Path(root.name) / path.relative_to(root))
+    return buffer.getvalue()
+
+
+def _downloads(run: Run, report: export.ExportReport | None) -> None:
+    workspace = state.workspace()
+    st.markdown("**Downloads**")
+    artifacts = [a for a in (report.artifacts if report else []) if not a.error]
+    columns = st.columns(4)
+    slot = 0
+    for a in artifacts:
+        path = export.artifact_path(workspace, run.id, a)
+        if not path.exists():
+            continue
+        if path.is_dir():
+            data, name, mime = (lambda p=path: _zip_folder(str(p), p.stat().st_mtime)), f"{path.name}.zip", \
+                "application/zip"
+        else:
+            data, name, mime = path.read_bytes, path.name, "application/octet-stream"
+        columns[slot % 4].download_button(f"{a.label} · {a.size_bytes / 1024:,.0f} KiB", data=data, file_name=name,
+                                          mime=mime, key=f"export.download.{a.format}", icon=":material/download:",
+                                          width="stretch", on_click="ignore")
+        slot += 1
+    metadata = workspace.run_file(run.id, st_store.EXPORT_METADATA_FILE)
+    if metadata.exists():
+        columns[slot % 4].download_button("Metadata (JSON)", data=metadata.read_bytes, file_name="metadata.json",
+                                          mime="application/json", key="export.download.metadata",
+                                          icon=":material/data_object:", width="stretch", on_click="ignore")
+        slot += 1
+
+    card_md = workspace.run_file(run.id, st_store.MODEL_CARD_FILE)
+    card_html = workspace.run_file(run.id, st_store.MODEL_CARD_HTML_FILE)
+    if not card_md.exists() or not card_html.exists():
+        write_model_card(workspace, run.id)  # no TensorFlow: reads the run folder only
+    columns[slot % 4].download_button("Model card (Markdown)", data=card_md.read_bytes, file_name="model_card.md",
+                                      mime="text/markdown", key="export.download.card_md", icon=":material/description:",
+                                      width="stretch", on_click="ignore")
+    slot += 1
+    columns[slot % 4].download_button("Model card (HTML)", data=card_html.read_bytes, file_name="model_card.html",
+                                      mime="text/html", key="export.download.card_html", icon=":material/description:",
+                                      width="stretch", on_click="ignore")
+    with st.expander("Model card preview", icon=":material/badge:"):
+        st.markdown(card_md.read_text())
+
+
+def main() -> None:
+    widgets.page_header(":material/ios_share:", "Export",
+                        "Ship a finished run as TFLite, SavedModel or ONNX — each file checked against the Keras "
+                        "model before you trust it.")
+    workspace = state.workspace()
+    jobs.refresh(workspace)
+    runs = [r for r in workspace.list_runs()
+            if r.status == COMPLETED and workspace.run_file(r.id, st_store.MODEL_FILE).exists()]
+    if not runs:
+        st.info("No finished run to export yet — train one first.", icon=":material/info:")
+        st.page_link(widgets.PAGES["train"], label="Go to Train", icon=":material/model_training:")
+        return
+    run = _select_run(runs)
+    job = workspace.latest_job(run.id, export.EXPORT_JOB)
+    busy = job is not None and job.status in ACTIVE
+    _form(run, busy)
+    _progress(run)
+    report = export.read_report(workspace, run.id)
+    if report is None:
+        if not busy:
+            st.info("This run has not been exported yet: pick formats and start.", icon=":material/info:")
+    else:
+        st.divider()
+        _parity(report)
+        st.page_link(DEMO_PAGE, label="Open the demo of this model", icon=":material/slideshow:",
+                     query_params={"run": run.id})
+    st.divider()
+    _downloads(run, report)
+
+
+main()

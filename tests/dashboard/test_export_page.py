@@ -1,0 +1,135 @@
+"""The Export and Demo pages in AppTest: a real tiny model, real exports, real store."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from engine import export
+from engine.store import HOME_ENV, Workspace
+from tests.export_helpers import train_tiny_run
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+@pytest.fixture(scope="module")
+def exported_home(tmp_path_factory):
+    """A workspace with one tiny digits run exported as float32 and INT8 TFLite."""
+    workspace = Workspace(tmp_path_factory.mktemp("export-page") / "workspace")
+    run_id = train_tiny_run(workspace)
+    export.export_run(workspace, run_id, export.ExportRequest(formats=("float32", "int8", "saved_model"),
+                                                              latency_runs=5))
+    return workspace, run_id
+
+
+@pytest.fixture
+def home(exported_home, monkeypatch):
+    workspace, run_id = exported_home
+    monkeypatch.setenv(HOME_ENV, str(workspace.root))
+    return workspace, run_id
+
+
+def open_page(page: str, **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=90)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+def test_export_page_empty_state(workspace):
+    at = open_page("export")
+    assert "No finished run to export yet" in texts(at.info)
+
+
+def test_export_page_shows_the_parity_table_chart_and_downloads(home):
+    workspace, run_id = home
+    at = open_page("export", run=run_id)
+    assert at.selectbox(key="export.run").value == run_id
+    table = next(f.value for f in at.dataframe if "Gate" in f.value.columns)
+    assert list(table["Format"]) == ["TFLite float32", "TFLite INT8 (int8 I/O)", "TF SavedModel"]
+    assert set(table["Gate"]) == {"✅ passed"}
+    assert len(at.get("plotly_chart")) == 1
+    buttons = {b.proto.label for b in at.get("download_button")}
+    assert {"Model card (Markdown)", "Model card (HTML)", "Metadata (JSON)"} <= buttons
+    assert any(label.startswith("TF SavedModel") for label in buttons)
+
+
+def test_export_page_starts_an_export_job(home, monkeypatch):
+    workspace, run_id = home
+    monkeypatch.setenv("APERTURE_MAX_JOBS", "1")
+    at = open_page("export", run=run_id)
+    at.multiselect(key="export.formats").set_value(["float16"]).run()
+    at.number_input(key="export.max_drop").set_value(0.5).run()
+    at.button(key="export.start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = workspace.latest_job(run_id, "export")
+    try:
+        assert job is not None and job.kind == "export"
+        request = json.loads(workspace.run_file(run_id, "exports/request.json").read_text())
+        assert request["formats"] == ["float16"] and request["max_drop"] == 0.5
+        assert at.button(key="export.start").disabled  # one export at a time
+    finally:
+        from engine import jobs
+
+        jobs.cancel_job(job.id, workspace)
+
+
+def test_demo_page_predicts_an_uploaded_image_with_int8_and_keras(home):
+    workspace, run_id = home
+    data = export.load_run_split(workspace, run_id)
+    index = data["test_indices"][0]
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(data["images"][index])).save(buffer, format="PNG")
+    at = open_page("demo", run=run_id)
+    assert at.segmented_control(key="demo.artifact").value == "int8"
+    assert "Upload an image or take a photo" in texts(at.info)
+    at.file_uploader(key="demo.upload").upload("digit.png", buffer.getvalue(), "image/png").run()
+    assert not at.exception, [e.value for e in at.exception]
+    prediction = {m.label: m.value for m in at.metric}["Prediction"]
+    assert prediction in data["class_names"]
+    assert len(at.get("plotly_chart")) == 1 and len(at.image) >= 2
+    assert "agree" in texts(at.success) or "disagree" in texts(at.warning)
+
+
+def test_demo_link_to_a_missing_run_says_so(home):
+    at = open_page("demo", run="no-such-run")
+    assert "No finished run `no-such-run` to demo" in texts(at.error)
+
+
+def test_export_page_and_demo_before_an_upload_never_import_tensorflow(home):
+    workspace, run_id = home
+    script = f"""
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({APP!r}, default_timeout=60)
+at.query_params["run"] = {run_id!r}
+at.run()
+seen = {{}}
+for page in ("export", "demo"):
+    at.switch_page(f"views/{{page}}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    seen[page] = "tensorflow" in sys.modules or "keras" in sys.modules
+print(json.dumps(seen))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"export": False, "demo": False}, seen
