@@ -309,7 +309,7 @@ at.segmented_control(key="data.kind").set_value("Folder on the server").run()
 at.text_input(key="data.folder").input({str(image_folder)!r}).run()
 at.button(key="data.use").click().run()
 seen = {{"data+train": "tensorflow" in sys.modules}}
-for page in ("data", "train", "runs", "evaluate"):
+for page in ("data", "train", "runs", "evaluate", "export"):
     at.switch_page(f"views/{{page}}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     seen[page] = "tensorflow" in sys.modules or "keras" in sys.modules
