@@ -9,34 +9,35 @@ from engine.export import FORMAT_LABELS, ExportReport
 
 PASS_COLOR = "#2f9e44"
 FAIL_COLOR = "#e03131"
+PALETTE = ("#3b5bdb", "#0c8599", "#2f9e44", "#f08c00", "#e8590c", "#7048e8", "#c2255c", "#495057")
 
 
 def size_vs_accuracy(report: ExportReport) -> go.Figure:
     """One marker per exported artifact: file size (KiB, log axis) against test accuracy (%)."""
     fig = go.Figure()
     done = [a for a in report.artifacts if a.accuracy is not None]
-    for passed, name, color in ((True, "within the max drop", PASS_COLOR), (False, "over the max drop", FAIL_COLOR)):
-        points = [a for a in done if a.passed == passed]
-        if not points:
-            continue
+    for i, a in enumerate(done):
+        # One legend entry per format (labels on the markers would collide: most formats share an accuracy).
         fig.add_scatter(
-            x=[a.size_bytes / 1024 for a in points], y=[100 * a.accuracy for a in points], mode="markers+text",
-            name=name, text=[FORMAT_LABELS.get(a.format, a.format) for a in points], textposition="top center",
-            marker={"size": 12, "color": color, "line": {"width": 1, "color": "white"}},
-            customdata=[[len(a.flipped), a.latency_ms_median or 0] for a in points],
-            hovertemplate="%{text}<br>%{x:,.1f} KiB · %{y:.2f}%<br>%{customdata[0]} flipped · "
-                          "%{customdata[1]:.2f} ms<extra></extra>")
+            x=[a.size_bytes / 1024], y=[100 * a.accuracy], mode="markers", name=FORMAT_LABELS.get(a.format, a.format),
+            marker={"size": 13, "color": PALETTE[i % len(PALETTE)], "symbol": "circle" if a.passed else "x",
+                    "line": {"width": 1, "color": "white"}},
+            customdata=[[len(a.flipped), a.latency_ms_median or 0, "passed" if a.passed else "failed"]],
+            hovertemplate="%{fullData.name}<br>%{x:,.1f} KiB · %{y:.2f}%<br>%{customdata[0]} flipped · "
+                          "%{customdata[1]:.2f} ms · %{customdata[2]}<extra></extra>")
     fig.add_hline(y=100 * report.reference_accuracy, line={"color": "#868e96", "dash": "dash"},
                   annotation_text=f"Keras {100 * report.reference_accuracy:.2f}%", annotation_position="bottom right")
     floor = 100 * report.reference_accuracy - report.max_drop
     fig.add_hline(y=floor, line={"color": FAIL_COLOR, "dash": "dot", "width": 1},
-                  annotation_text=f"max drop ({report.max_drop:g} points)", annotation_position="bottom left")
+                  annotation_text=f"max drop ({report.max_drop:g} point{'' if report.max_drop == 1 else 's'})",
+                  annotation_position="bottom left")
     lows = [100 * a.accuracy for a in done] + [floor]
     fig.update_yaxes(range=[min(lows) - 1.5, min(100.5, 100 * report.reference_accuracy + 1.5)])
     fig.update_xaxes(type="log")
-    fig = _layout(fig, "Size vs accuracy", "File size (KiB, log scale)", "Test accuracy (%)", height=380)
-    fig.update_xaxes(tickformat=",.0f")
-    fig.update_layout(hovermode="closest")
+    fig = _layout(fig, "Size vs accuracy", "File size (KiB, log scale)", "Test accuracy (%)", height=400)
+    fig.update_xaxes(tickformat=",.0f", dtick="D2")
+    fig.update_layout(hovermode="closest", legend={"orientation": "v", "y": 0.5, "yanchor": "middle", "x": 1.02,
+                                                   "xanchor": "left"})
     return fig
 
 

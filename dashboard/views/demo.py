@@ -140,7 +140,7 @@ def _show(run: Run, fmt: str, servers: dict[str, Path], data: bytes) -> None:
         st.image(_big(image), caption=f"What the model sees ({size}×{size})")
     with right:
         st.metric("Prediction", names[top] if names else str(top), f"{100 * probabilities[top]:.1f}% confident",
-                  delta_color="off")
+                  delta_color="off", delta_arrow="off")
         st.plotly_chart(export_figures.top_k_bar(names, probabilities, k=min(5, len(names)),
                                                  title=f"Top {min(5, len(names))} · served by {SERVERS[fmt]}"),
                         key="demo.topk", width="stretch")

@@ -99,20 +99,29 @@ def _parity(report: export.ExportReport) -> None:
         "Gate": "✅ passed" if a.passed else "❌ failed",
     } for a in report.artifacts]
     number = st.column_config.NumberColumn
+    points = "point" if report.max_drop == 1 else "points"
+    st.markdown(f"**Parity on {report.test_size} test images** · Keras model "
+                f"{widgets.pct(report.reference_accuracy)} · max drop {report.max_drop:g} {points} · "
+                f"INT8 calibrated on {report.calibration_size} training images")
+    st.dataframe(pd.DataFrame(rows), key="export.parity", hide_index=True, width="stretch", placeholder="—",
+                 column_config={"Size (KiB)": number(format="%.1f"), "Accuracy": number(format="%.2f%%"),
+                                "Δ vs Keras (points)": number(format="%+.2f"), "Mean |Δp|": number(format="%.5f"),
+                                "Latency 1 img (ms)": number(format="%.2f"), "p95 (ms)": number(format="%.2f"),
+                                f"Batch of {export.BATCH_SIZE} (ms)": number(format="%.1f")})
+    st.caption("Each artifact is loaded back in its own runtime (LiteRT, TensorFlow, onnxruntime, Keras) and run on "
+               "the test split; Δ and flipped count against the Keras model; latency is measured on this machine's "
+               "CPU.")
     left, right = st.columns([3, 2])
-    with left:
-        st.markdown(f"**Parity on {report.test_size} test images** · Keras model "
-                    f"{widgets.pct(report.reference_accuracy)} · max drop {report.max_drop:g} points · "
-                    f"INT8 calibrated on {report.calibration_size} training images")
-        st.dataframe(pd.DataFrame(rows), key="export.parity", hide_index=True, width="stretch", placeholder="—",
-                     column_config={"Size (KiB)": number(format="%.1f"), "Accuracy": number(format="%.2f%%"),
-                                    "Δ vs Keras (points)": number(format="%+.2f"), "Mean |Δp|": number(format="%.5f"),
-                                    "Latency 1 img (ms)": number(format="%.2f"), "p95 (ms)": number(format="%.2f"),
-                                    f"Batch of {export.BATCH_SIZE} (ms)": number(format="%.1f")})
-        st.caption("Each artifact is loaded back in its own runtime (LiteRT, TensorFlow, onnxruntime, Keras) and run "
-                   "on the test split; latency is measured on this machine's CPU.")
+    left.plotly_chart(export_figures.size_vs_accuracy(report), key="export.chart", width="stretch")
     with right:
-        st.plotly_chart(export_figures.size_vs_accuracy(report), key="export.chart", width="stretch")
+        _gate_notes(report)
+
+
+def _gate_notes(report: export.ExportReport) -> None:
+    """What failed and why, and which test images changed their answer."""
+    if all(a.passed and not a.flipped for a in report.artifacts):
+        st.success(f"All {len(report.artifacts)} artifacts give the same answers as the Keras model on every test "
+                   "image.", icon=":material/check_circle:")
     for a in report.artifacts:
         if a.error:
             st.error(f"**{a.label} failed:** {a.error}. Try: {a.suggestion}.", icon=":material/error:")
