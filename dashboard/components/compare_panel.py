@@ -32,7 +32,8 @@ def show(run: Run, others: list[Run], predictions: ev.Predictions, images: np.nd
         st.warning(f"These two runs cannot be compared: {error}.", icon=":material/block:")
         return
     a, b = comparison.a, comparison.b
-    st.caption(f"A = {run.label} (`{run.id}`) · B = {other.label} (`{other.id}`) · {a.num_samples} shared test images")
+    st.caption(f"A = {run.label}, run {run.id} · B = {other.label}, run {other.id} · {a.num_samples} shared test "
+               "images")
     rows = [("Accuracy", a.accuracy, b.accuracy), ("Macro F1", a.macro_f1, b.macro_f1),
             ("Weighted F1", a.weighted_f1, b.weighted_f1), ("Macro precision", a.macro_precision, b.macro_precision),
             ("Macro recall", a.macro_recall, b.macro_recall), ("Calibration error (ECE)", a.ece, b.ece)]

@@ -49,7 +49,9 @@ def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], *, norm
     shares = np.divide(counts, rows, out=np.zeros(counts.shape, float), where=rows > 0)
     names = [str(class_names[i]) for i in classes]
     z = shares if normalized else counts
-    text = [[f"{100 * v:.0f}%" if normalized else f"{int(c)}" for v, c in zip(rs, rc)] for rs, rc in zip(shares, counts)]
+    # Empty cells stay blank: a wall of zeros hides the few cells that matter.
+    text = [["" if c == 0 else f"{100 * v:.0f}%" if normalized else f"{int(c)}" for v, c in zip(rs, rc)]
+            for rs, rc in zip(shares, counts)]
     fig = go.Figure(go.Heatmap(
         z=z, x=names, y=names, colorscale="Blues", hoverinfo="skip", showscale=True,
         zmin=0, zmax=1 if normalized else max(1, int(counts.max())),
@@ -111,7 +113,9 @@ def reliability_diagram(bins: Sequence[CalibrationBin], ece: float) -> go.Figure
                               "(%{customdata[0]} images)<extra></extra>")
     fig.add_scatter(x=[100 * b.confidence for b in used], y=[100 * b.accuracy for b in used], mode="markers",
                     name="mean confidence", marker={"color": VAL_COLOR, "size": 8}, hoverinfo="skip")
-    _base(fig, f"Reliability diagram (ECE {100 * ece:.1f}%)", height=340)
+    _base(fig, f"Reliability diagram (ECE {100 * ece:.1f}%)", height=360)
+    fig.update_layout(legend={"orientation": "h", "y": -0.22, "yanchor": "top", "x": 0, "xanchor": "left"},
+                      margin={"l": 10, "r": 10, "t": 46, "b": 60})
     fig.update_xaxes(title_text="Confidence (%)", range=[0, 100])
     fig.update_yaxes(title_text="Accuracy (%)", range=[0, 105])
     return fig

@@ -76,7 +76,7 @@ def _headline(result: ev.Evaluation) -> None:
     cols[2].metric("Macro F1", widgets.pct(result.macro_f1))
     cols[3].metric("Weighted F1", widgets.pct(result.weighted_f1))
     cols[4].metric("Mistakes", f"{result.mistakes:,} of {result.num_samples:,}")
-    cols[5].metric("Calibration error (ECE)", widgets.pct(result.ece, 1),
+    cols[5].metric("ECE", widgets.pct(result.ece, 1),
                    help="Expected calibration error over 15 confidence bins: how far the model's confidence is "
                         "from its accuracy, on average. 0% is perfectly calibrated.")
 

@@ -81,7 +81,7 @@ def test_a_completed_run_shows_metrics_matrix_and_mistakes(workspace):
     metrics = {m.label: m.value for m in at.metric}
     accuracy = workspace.get_run(run_id).test_accuracy
     assert metrics["Accuracy"] == f"{100 * accuracy:.2f}%"
-    assert {"Top-5 accuracy", "Macro F1", "Weighted F1", "Mistakes", "Calibration error (ECE)"} <= set(metrics)
+    assert {"Top-5 accuracy", "Macro F1", "Weighted F1", "Mistakes", "ECE"} <= set(metrics)
     charts = " ".join(c.proto.id for c in at.get("plotly_chart"))
     assert all(key in charts for key in ("eval.cm.chart", "eval.reliability", "eval.per_class.chart"))
     per_class = next(f.value for f in at.dataframe if "Support" in f.value.columns)

@@ -108,5 +108,5 @@ def test_click_a_confusion_cell_to_filter_the_gallery(server, page):
     page.get_by_role("tab", name="Compare").click()
     _wait_idle(page)
     page.get_by_text(re.compile("McNemar's test")).wait_for()
-    page.get_by_text(re.compile(f"B = .*{weaker}")).filter(visible=True).first.wait_for()
+    page.get_by_text(re.compile(f"B = .*run {weaker}")).filter(visible=True).first.wait_for()
     _shot(page, "05-compare")
