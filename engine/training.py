@@ -18,6 +18,7 @@ from engine import store as st
 from engine.config import RunConfig
 from engine.data import ImageSet, Split, load_images, make_dataset, split_indices
 from engine.devices import configure_devices
+from engine.evaluation import save_predictions
 from engine.jobs import JobCancelled, JobContext
 from engine.models import describe_model, make_model
 
@@ -121,8 +122,10 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
 
 def _labelled(dataset, num_classes: int):
     """One-hot labels, so label smoothing works with the categorical loss."""
-    return dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes)),
-                       num_parallel_calls=tf.data.AUTOTUNE)
+    def one_hot(images, labels):  # a named function: autograph warns about converting lambdas
+        return images, tf.one_hot(tf.cast(labels, tf.int32), num_classes)
+
+    return dataset.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _make_optimizer(config: RunConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -145,15 +148,6 @@ def data_report(images: ImageSet, split: Split) -> dict:
     return {"source": images.source, "class_names": list(images.class_names), "fingerprint": images.fingerprint,
             "counts": {"train": counts(split.train), "val": counts(split.val), "test": counts(split.test)},
             "skipped": [{"path": s.path, "reason": s.reason} for s in images.skipped]}
-
-
-def save_predictions(path, probabilities, labels, ids, indices, class_names) -> None:
-    """Writes the test predictions atomically (temp file, then rename)."""
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, probabilities=probabilities, labels=np.asarray(labels, np.int32),
-                        ids=np.asarray(ids, dtype=str), indices=np.asarray(indices, np.int64),
-                        class_names=np.asarray(class_names, dtype=str))
-    os.replace(tmp, path)
 
 
 def _versions_json() -> str:

@@ -30,39 +30,75 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real Streamlit server with its own workspace; yields (base url, workspace root)."""
-    home = tmp_path_factory.mktemp("e2e") / "workspace"
-    port = _free_port()
+def start_server(home: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Starts `streamlit run dashboard/app.py` on a loopback port for workspace `home`; waits until healthy."""
+    port = port or _free_port()
     env = dict(os.environ, APERTURE_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2")
-    log = open(home.parent / "streamlit.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    log_path = home.parent / f"streamlit-{port}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
         try:
             if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read().decode() == "ok":
-                break
+                return process, url
         except OSError:
             pass
         if process.poll() is not None or time.time() > deadline:
             process.kill()
-            pytest.fail(f"streamlit did not start: {(home.parent / 'streamlit.log').read_text()[-2000:]}")
+            pytest.fail(f"streamlit did not start: {log_path.read_text()[-2000:]}")
         time.sleep(0.3)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real Streamlit server with its own workspace; yields (base url, workspace root)."""
+    home = tmp_path_factory.mktemp("e2e") / "workspace"
+    home.mkdir()
+    process, url = start_server(home)
     try:
         yield url, home
     finally:
         _stop_jobs(home)
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+        stop_server(process)
+
+
+class RestartableServer:
+    """A server the test may restart on the same port and workspace, as an operator would."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.process, self.url = start_server(home)
+
+    def restart(self) -> None:
+        stop_server(self.process)
+        self.process, _ = start_server(self.home, port=int(self.url.rsplit(":", 1)[1]))
+
+
+@pytest.fixture
+def restartable_server(tmp_path):
+    home = tmp_path / "workspace"
+    home.mkdir()
+    server = RestartableServer(home)
+    try:
+        yield server
+    finally:
+        _stop_jobs(home)
+        stop_server(server.process)
 
 
 def _stop_jobs(home: Path) -> None:

@@ -167,3 +167,33 @@ def test_train_digits_watch_reload_and_cancel(server, page):
 
     statuses = {run.id: run.status for run in Workspace(home).list_runs()}
     assert statuses == {run_id: "completed", second: "cancelled"}
+
+
+def test_server_restart_mid_run_loses_nothing(restartable_server, page):
+    """The run started from the browser keeps training while the server is down, and the new server shows it live."""
+    from engine.store import Workspace
+
+    server = restartable_server
+    page.goto(server.url + "/train")
+    _title(page, "Train").wait_for()
+    run_id = _start_run(page, epochs=200)
+    _wait_progress_above(page, 0.0)
+    workspace = Workspace(server.home)
+    deadline = time.time() + 120
+    while workspace.get_run(run_id).epochs_done < 1 and time.time() < deadline:
+        time.sleep(0.5)
+    before = workspace.get_run(run_id).epochs_done
+    assert before >= 1
+
+    server.restart()  # SIGTERM to the server's process group; the job lives in its own session
+    assert workspace.get_run(run_id).status == "running"
+    page.reload()
+    _title(page, "Runs").wait_for()
+    assert f"run={run_id}" in page.url
+    page.wait_for_function(
+        """(before) => [...document.querySelectorAll('[data-testid="stMetric"]')].some(
+            m => /Epoch/.test(m.innerText) && parseInt(m.innerText.split('\\n').pop()) > before)""",
+        arg=before, timeout=RUN_TIMEOUT_MS)
+    _wait_status(page, "Running")
+    _shot(page, "09-runs-after-server-restart")
+    assert workspace.get_run(run_id).epochs_done > before
