@@ -18,7 +18,9 @@ exports through it; TensorFlow is imported by the functions that need it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -418,7 +420,8 @@ def convert_tflite(model, fmt: str, calibration_images: np.ndarray | None = None
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = tf.int8 if fmt == "int8" else tf.uint8
-    return converter.convert()
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints a "Saved artifact at ..." block
+        return converter.convert()
 
 
 def export_onnx(model, path: Path, *, opset: int = ONNX_OPSET) -> Path:
