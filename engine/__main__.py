@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("evaluate", help="metrics of a completed run's test predictions (or of a new folder)")
     p.add_argument("run")
-    p.add_argument("--data", help="an image folder or .zip (one sub-folder per class) to evaluate the model on")
+    p.add_argument("--data", help="an image folder or .zip (one sub-folder per class) to evaluate the model on, "
+                   "or split:train / split:val / split:test to re-predict one of the run's own splits")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass with --data")
     p.add_argument("--json", action="store_true", help="print the evaluation as one JSON object")
     p.set_defaults(handler=cmd_evaluate)
@@ -214,14 +215,13 @@ def cmd_evaluate(args, workspace: Workspace) -> int:
         if args.data is None:
             predictions = evaluation.load_predictions(workspace, run_id)
         else:
-            path = Path(args.data).expanduser()
-            if not path.exists():
-                raise UsageError(f"--data {args.data}: no such folder or .zip")
             if args.batch_size < 1:
                 raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
-            predictions = evaluation.predict_folder(workspace, run_id, path.resolve(), batch_size=args.batch_size)
+            predictions = evaluation.predict_source(workspace, run_id, args.data, batch_size=args.batch_size)
     except evaluation.NoPredictions as error:
         raise UsageError(str(error)) from None
+    except evaluation.EvaluationError as error:
+        raise UsageError(f"--data {error}") from None
     result = evaluation.evaluate(predictions)
     if args.json:
         print(json.dumps({"run_id": run_id, "data": args.data or "test split", **result.to_dict()}))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -9,10 +12,14 @@ import streamlit as st
 from dashboard.components import evaluate_figures as figs
 from dashboard.components import compare_panel, gallery, state, widgets
 from engine import evaluation as ev
+from engine import jobs
 from engine.data import DatasetError
-from engine.store import COMPLETED, PREDICTIONS_FILE, Run
+from engine.store import COMPLETED, EVALUATION_REQUEST_FILE, FAILED, PREDICTIONS_FILE, Run
 
 PICKER_KEY = "eval.picker"
+SOURCE_KEY, PENDING_SOURCE_KEY = "eval.source", "eval.source.pending"
+TEST = ""  # the source option meaning the run's saved test predictions
+SPLIT_LABELS = {"train": "Training split", "val": "Validation split", "test": "Test split"}
 TAB_KEY = "eval.tab"
 TRUE_KEY, PRED_KEY, MISTAKES_KEY = "eval.filter.true", "eval.filter.pred", "eval.filter.mistakes"
 CHART_KEY = "eval.cm.chart"
@@ -26,23 +33,44 @@ def _load(root: str, run_id: str, mtime: float) -> tuple[ev.Predictions, ev.Eval
     return predictions, ev.evaluate(predictions), ev.find_label_issues(predictions)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _load_evaluation(root: str, run_id: str, name: str, mtime: float):
+    predictions = ev.load_evaluation(state.workspace(), run_id, name)
+    return predictions, ev.evaluate(predictions), ev.find_label_issues(predictions)
+
+
 def load(run: Run):
     path = state.workspace().run_file(run.id, PREDICTIONS_FILE)
     return _load(str(state.workspace().root), run.id, path.stat().st_mtime)
 
 
-def dataset_images(run: Run, predictions: ev.Predictions) -> np.ndarray | None:
-    """The run's dataset images (for thumbnails), if the data still loads and matches the predictions."""
+def load_chosen(run: Run, name: str):
+    """The run's test predictions (`name` empty) or one of its saved fresh evaluations, with metrics."""
+    if name == TEST:
+        return load(run)
+    path = ev.evaluation_path(state.workspace(), run.id, name)
+    return _load_evaluation(str(state.workspace().root), run.id, name, path.stat().st_mtime)
+
+
+def dataset_images(run: Run, predictions: ev.Predictions, source: str | None = None) -> np.ndarray | None:
+    """The images behind the predictions (for thumbnails), if the data still loads and matches them.
+
+    `source` is a fresh evaluation's folder/zip (loaded as `predict_folder` loads it); by default,
+    and for `split:*`, the run's own dataset.
+    """
     data = run.config.data
     try:
-        images = state.load_dataset(data.source, data.image_size, data.max_per_class, data.seed)
+        if source and not source.startswith(ev.SPLIT_PREFIX):
+            images = state.load_dataset(source, data.image_size)
+        else:
+            images = state.load_dataset(data.source, data.image_size, data.max_per_class, data.seed)
     except (DatasetError, OSError) as error:
         st.caption(f"Thumbnails unavailable: the run's data does not load any more ({error}).")
         return None
     ids = images.ids
     if (predictions.indices.size and int(predictions.indices.max()) >= len(ids)) or any(
             ids[int(i)] != str(sample_id) for i, sample_id in zip(predictions.indices, predictions.ids)):
-        st.caption("Thumbnails unavailable: the run's data has changed since it was trained.")
+        st.caption("Thumbnails unavailable: the images have changed since they were predicted.")
         return None
     return images.images
 
@@ -65,6 +93,99 @@ def _select_run(runs: list[Run]) -> Run:
     if st.query_params.get("run") != wanted:
         st.query_params["run"] = wanted
     return by_id[wanted]
+
+
+def _source_label(run: Run, name: str) -> str:
+    if name == TEST:
+        return "Test split (from training)"
+    source = ev.evaluation_source(state.workspace(), run.id, name) or ""
+    if source.startswith(ev.SPLIT_PREFIX):
+        return f"{name} · {SPLIT_LABELS.get(source[len(ev.SPLIT_PREFIX):], source)} (fresh)"
+    return f"{name} · {source}" if source else name
+
+
+def _select_source(run: Run) -> str:
+    """The "Predictions" picker: the run's saved test predictions or one of its fresh evaluations."""
+    options = [TEST, *ev.saved_evaluations(state.workspace(), run.id)]
+    pending = st.session_state.pop(PENDING_SOURCE_KEY, None)
+    if pending in options:
+        st.session_state[SOURCE_KEY] = pending
+    elif st.session_state.get(SOURCE_KEY) not in options:
+        st.session_state[SOURCE_KEY] = TEST
+
+    def changed() -> None:
+        for key in (TRUE_KEY, PRED_KEY):
+            st.session_state.pop(key, None)
+        gallery.reset("eval.gallery")
+
+    return st.selectbox("Predictions", options, key=SOURCE_KEY, on_change=changed,
+                        format_func=lambda name: _source_label(run, name),
+                        help="The run's test predictions saved at the end of training, or a fresh evaluation "
+                             "of another split or image folder (see *Evaluate on other data* below).")
+
+
+def _evaluate_other(run: Run) -> None:
+    """The form that queues an `evaluate` job, and that job's live progress or error."""
+    workspace = state.workspace()
+    latest = workspace.latest_job(run.id, ev.EVALUATE_JOB)
+    busy = latest is not None and latest.active
+    with st.expander("Evaluate on other data", icon=":material/playlist_add_check:", expanded=busy):
+        with st.form("eval.other.form", border=False):
+            c1, c2 = st.columns([1, 2])
+            kind = c1.radio("Data", ["A split of the run's data", "A folder or .zip on the server"],
+                            key="eval.other.kind")
+            split = c2.selectbox("Split", list(SPLIT_LABELS), format_func=SPLIT_LABELS.get, key="eval.other.split")
+            path = c2.text_input("Folder or .zip path", key="eval.other.path", placeholder="/data/new-photos",
+                                 help="One sub-folder per class, named like the run's classes.")
+            name = c2.text_input("Save as (optional)", key="eval.other.name",
+                                 placeholder="e.g. val-split or the folder's name")
+            start = st.form_submit_button("Start evaluation", type="primary", icon=":material/play_arrow:",
+                                          disabled=busy)
+        if start:
+            source = f"{ev.SPLIT_PREFIX}{split}" if kind.startswith("A split") else path.strip()
+            try:
+                if not source:
+                    raise ev.EvaluationError("enter a folder or .zip path")
+                ev.request_evaluation(workspace, run.id, source, name.strip() or None)
+            except (ev.EvaluationError, ev.NoPredictions) as error:
+                st.error(str(error), icon=":material/error:")
+            else:
+                st.rerun()
+        _progress(run)
+
+
+def _progress(run: Run) -> None:
+    """The evaluate job's live progress; polls every 2 s while it is active, then redraws the page once."""
+    workspace = state.workspace()
+    first = workspace.latest_job(run.id, ev.EVALUATE_JOB)
+    active = first is not None and first.active
+
+    def body() -> None:
+        jobs.refresh(workspace)
+        job = workspace.latest_job(run.id, ev.EVALUATE_JOB)
+        if job is None:
+            return
+        if active and not job.active:
+            if job.status == COMPLETED:
+                with contextlib.suppress(OSError, ValueError):
+                    request = workspace.run_file(run.id, EVALUATION_REQUEST_FILE).read_text()
+                    st.session_state[PENDING_SOURCE_KEY] = json.loads(request)["name"]
+            st.rerun()
+        if job.active:
+            text = "Queued: waits for the running job" if job.status == "queued" else (
+                f"{(job.message or 'starting').capitalize()} · {job.progress:.0%}")
+            c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
+            c1.progress(min(max(job.progress, 0.0), 1.0), text=text)
+            c2.button("Cancel", key="eval.other.cancel", icon=":material/stop_circle:", width="stretch",
+                      on_click=jobs.cancel_job, args=(job.id, workspace))
+        elif job.status == FAILED:
+            st.error(f"**The evaluation failed:** {job.error or 'no reason was recorded'}", icon=":material/error:")
+        elif job.status == COMPLETED:
+            st.caption(f"Last evaluation: {job.message}")
+        else:
+            st.info(f"The last evaluation was {job.status}.", icon=":material/info:")
+
+    st.fragment(body, run_every="2s" if active else None)()
 
 
 def _headline(result: ev.Evaluation) -> None:
@@ -194,10 +315,20 @@ def main() -> None:
         st.info("No completed run yet — train one, and its test-set evaluation appears here.", icon=":material/info:")
         st.page_link(widgets.PAGES["train"], label="Go to Train", icon=":material/model_training:")
         return
-    run = _select_run(runs)
-    predictions, result, issues = load(run)
+    left, right = st.columns(2)
+    with left:
+        run = _select_run(runs)
+    with right:
+        chosen = _select_source(run)
+    _evaluate_other(run)
+    try:
+        predictions, result, issues = load_chosen(run, chosen)
+    except (ev.NoPredictions, OSError, ValueError, KeyError) as error:
+        st.error(f"These predictions do not load: {error}", icon=":material/error:")
+        return
     _headline(result)
-    images = dataset_images(run, predictions)
+    source = None if chosen == TEST else ev.evaluation_source(state.workspace(), run.id, chosen)
+    images = dataset_images(run, predictions, source)
     overview, mistakes, label_errors, compare = st.tabs(TABS, key=TAB_KEY, on_change="rerun")
     with overview:
         _overview(predictions, result)

@@ -168,3 +168,47 @@ print(json.dumps({{"tf": "tensorflow" in sys.modules, "keras": "keras" in sys.mo
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"tf": False, "keras": False}
+
+
+def saved_evaluation(workspace: Workspace, run_id: str, name: str, *, count: int = 25, source: str = "split:val"):
+    """A fresh evaluation as an evaluate job would have saved it: all predicted as class 0."""
+    from engine.evaluation import evaluation_path, save_predictions
+
+    labels = np.arange(count) % 10
+    probs = np.full((count, 10), 0.02, np.float32)
+    probs[:, 0] = 0.82
+    path = evaluation_path(workspace, run_id, name)
+    path.parent.mkdir(exist_ok=True)
+    save_predictions(path, probs, labels, [f"digits/{i}" for i in range(count)], np.arange(count),
+                     [str(i) for i in range(10)])
+    write_json_atomic(evaluation_path(workspace, run_id, name, ".json"), {"source": source})
+
+
+def test_the_predictions_selector_lists_saved_evaluations(workspace):
+    run_id = completed_run(workspace)
+    saved_evaluation(workspace, run_id, "val-split")
+    at = open_evaluate()
+    selector = at.selectbox(key="eval.source")
+    assert selector.options == ["Test split (from training)", "val-split · Validation split (fresh)"]
+    assert selector.value == ""
+    selector.set_value("val-split").run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Accuracy"] == "12.00%" and metrics["Mistakes"] == "22 of 25"  # 3 of 25 are class 0
+    at.selectbox(key="eval.source").set_value("").run()
+    accuracy = workspace.get_run(run_id).test_accuracy
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{100 * accuracy:.2f}%"
+
+
+def test_evaluate_on_other_data_shows_request_errors_and_the_jobs_error(workspace, tmp_path):
+    run_id = completed_run(workspace)  # no model.keras: a request is refused before it is queued
+    at = open_evaluate()
+    at.radio(key="eval.other.kind").set_value("A folder or .zip on the server")
+    at.text_input(key="eval.other.path").input(str(tmp_path / "nowhere"))
+    at.button[[b.proto.label for b in at.button].index("Start evaluation")].click().run()
+    assert "no such folder or .zip" in texts(at.error)
+    job = workspace.create_job(run_id, "evaluate")  # a job that failed the way a class mismatch fails
+    workspace.finish_job(job.id, "failed", error="DatasetError: the folder's classes do not match the run's "
+                                                 "(missing '2'); it needs one sub-folder per class named 0, 1, 2")
+    at = open_evaluate()
+    assert "The evaluation failed:** DatasetError: the folder's classes do not match" in texts(at.error)

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -189,13 +190,25 @@ def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny digits run (16 px, 2 epochs, 40 images per class), trained for real once per module."""
+    """One tiny digits run (16 px, 2 epochs, 40 images per class), trained for real by a job once per module."""
+    from engine import jobs
+    from engine.config import RunConfig
+
     home = tmp_path_factory.mktemp("eval") / "workspace"
-    out = cli(home, "train", "--data", "digits", "--image-size", "16", "--epochs", "2",
-              "--set", "data.max_per_class=40", "--wait", "--json")
-    run = json.loads(out.stdout.strip().splitlines()[-1])
-    assert run["status"] == "completed", run
-    return home, run["run_id"]
+    previous = os.environ.get(jobs.STANDBY_ENV)
+    os.environ[jobs.STANDBY_ENV] = "0"
+    try:
+        workspace = Workspace(home)
+        config = RunConfig.from_dict({"data": {"source": "digits", "image_size": 16, "max_per_class": 40},
+                                      "train": {"epochs": 2}})
+        run = jobs.wait(jobs.submit(config, workspace).id, workspace, poll_seconds=0.3)
+    finally:
+        if previous is None:
+            os.environ.pop(jobs.STANDBY_ENV, None)
+        else:
+            os.environ[jobs.STANDBY_ENV] = previous
+    assert run.status == "completed", (run.job.error, jobs.read_log_tail(workspace, run.id))
+    return home, run.id
 
 
 @pytest.mark.slow
@@ -251,3 +264,92 @@ def test_cli_evaluate_a_new_folder(trained, tmp_path):
     assert data["num_samples"] == 60 and data["class_names"] == [str(i) for i in range(10)]
     assert [c["support"] for c in data["per_class"]] == np.bincount(digits.target[:60], minlength=10).tolist()
     assert data["accuracy"] > 0.3  # two epochs on 400 images; chance is 0.1
+
+
+# -- evaluate jobs (the dashboard's "Evaluate on other data") ---------------------------------------
+
+
+def run_evaluate_job(home: Path, run_id: str, source: str, name: str | None = None):
+    from engine import evaluation, jobs
+
+    workspace = Workspace(home)
+    job = evaluation.request_evaluation(workspace, run_id, source, name)
+    deadline = time.monotonic() + 240
+    while workspace.get_job(job.id).active and time.monotonic() < deadline:
+        jobs.refresh(workspace)
+        time.sleep(0.3)
+    return workspace, workspace.get_job(job.id)
+
+
+@pytest.mark.slow
+def test_evaluate_job_over_the_validation_split(trained):
+    from engine import evaluation
+
+    home, run_id = trained
+    workspace, job = run_evaluate_job(home, run_id, "split:val")
+    assert job.status == "completed", (job.error, job.traceback)
+    assert job.progress == 1.0 and job.message.startswith("done:")
+    path = workspace.run_dir(run_id) / st.EVALUATIONS_DIR / "val-split.npz"
+    with np.load(path) as saved:
+        assert set(saved.files) == {"probabilities", "labels", "ids", "indices", "class_names"}
+        with np.load(workspace.run_file(run_id, st.PREDICTIONS_FILE)) as test:
+            assert set(saved.files) == set(test.files)
+    report = json.loads(workspace.run_file(run_id, st.DATA_REPORT_FILE).read_text())
+    predictions = evaluation.load_evaluation(workspace, run_id, "val-split")
+    assert predictions.probabilities.shape == (sum(report["counts"]["val"]), 10)
+    assert np.bincount(predictions.labels, minlength=10).tolist() == report["counts"]["val"]
+    assert predictions.fingerprint == load_predictions(workspace, run_id).fingerprint
+    assert not set(predictions.indices) & set(load_predictions(workspace, run_id).indices)  # val, not test
+    result = evaluate(predictions)
+    assert result.num_samples == len(predictions) and 0.0 <= result.accuracy <= 1.0
+    find_label_issues(predictions)
+    assert evaluation.saved_evaluations(workspace, run_id) == ["val-split"]
+    assert evaluation.evaluation_source(workspace, run_id, "val-split") == "split:val"
+    assert not (workspace.run_dir(run_id) / st.EVALUATIONS_DIR / "val-split.tmp.npz").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_job_over_a_new_folder_and_a_mismatched_one(trained, tmp_path):
+    from sklearn.datasets import load_digits
+
+    from engine import evaluation
+
+    home, run_id = trained
+    digits = load_digits()
+    for i in range(50):
+        folder = tmp_path / "new" / str(digits.target[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (digits.images[i] * 255 / 16).astype(np.uint8)
+        Image.fromarray(np.stack([pixels] * 3, axis=-1)).save(folder / f"{i}.png")
+    workspace, job = run_evaluate_job(home, run_id, str(tmp_path / "new"), "fresh")
+    assert job.status == "completed", (job.error, job.traceback)
+    predictions = evaluation.load_evaluation(workspace, run_id, "fresh")
+    assert predictions.probabilities.shape == (50, 10)
+    assert predictions.class_names == [str(i) for i in range(10)]
+    assert np.bincount(predictions.labels, minlength=10).tolist() == np.bincount(digits.target[:50],
+                                                                                 minlength=10).tolist()
+    assert evaluate(predictions).accuracy > 0.3  # two epochs on 400 images; chance is 0.1
+
+    shapes = write_image_folder(tmp_path / "shapes", classes=("0", "1", "cat"), per_class=3)
+    workspace, job = run_evaluate_job(home, run_id, str(shapes), "shapes")
+    assert job.status == "failed"
+    assert "missing '2', '3'" in job.error and "not known to the model 'cat'" in job.error
+    assert "shapes" not in evaluation.saved_evaluations(workspace, run_id)
+
+
+def test_evaluation_requests_are_checked_before_queueing(workspace, tmp_path):
+    from engine import evaluation
+    from engine.config import RunConfig
+
+    run = workspace.create_run(RunConfig())
+    with pytest.raises(evaluation.EvaluationError, match="no such folder"):
+        evaluation.request_evaluation(workspace, run.id, str(tmp_path / "nowhere"))
+    with pytest.raises(evaluation.EvaluationError, match="expected one of"):
+        evaluation.request_evaluation(workspace, run.id, "split:holdout")
+    with pytest.raises(evaluation.EvaluationError, match="evaluation name"):
+        evaluation.request_evaluation(workspace, run.id, "split:val", "../escape")
+    with pytest.raises(evaluation.NoPredictions, match="no saved model"):
+        evaluation.request_evaluation(workspace, run.id, "split:val")
+    assert evaluation.default_evaluation_name("split:val") == "val-split"
+    assert evaluation.default_evaluation_name("/data/new photos.zip") == "new_photos"
+    assert workspace.latest_job(run.id, "evaluate") is None
