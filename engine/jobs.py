@@ -85,6 +85,33 @@ def submit_job(run_id: str, kind: str, workspace: Workspace | None = None) -> Jo
     return workspace.get_job(job.id)
 
 
+def can_resume(run: Run, workspace: Workspace) -> bool:
+    """True if a failed or cancelled run has a last checkpoint to continue from."""
+    return (run.status in (st.FAILED, st.CANCELLED) and run.epochs_done < run.epochs_total
+            and workspace.run_file(run.id, st.LAST_CHECKPOINT_FILE).exists()
+            and workspace.run_file(run.id, st.LAST_CHECKPOINT_INFO_FILE).exists())
+
+
+def resume(run_id: str, workspace: Workspace) -> Job:
+    """Queues a new train job for the same run that continues from its last checkpoint.
+
+    The job loads `last.keras` (weights and optimizer state, so a schedule continues where
+    it was) and trains epochs k+1..N; the run's metrics continue from epoch k+1.
+
+    Raises:
+        ValueError: the run is active or finished, or has no last checkpoint (the message says which).
+    """
+    run = workspace.get_run(run_id)
+    if run.status not in (st.FAILED, st.CANCELLED):
+        raise ValueError(f"run {run_id} is {run.status}: only a failed or cancelled run can be resumed")
+    if not can_resume(run, workspace):
+        raise ValueError(f"run {run_id} has no last checkpoint to resume from (it stopped before finishing "
+                         "an epoch, or all its epochs are done); start it again with Clone")
+    job = workspace.create_job(run_id, "train")
+    refresh(workspace)
+    return workspace.get_job(job.id)
+
+
 def cancel_job(job_id: str, workspace: Workspace) -> Job:
     """Asks one job to stop (a queued one is cancelled at once); returns it as it stands."""
     job = workspace.get_job(job_id)

@@ -31,6 +31,9 @@ UPLOADS_DIR = "uploads"
 # Files inside runs/<id>/ (the contract between processes).
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"  # best checkpoint (by validation loss), saved atomically
+LAST_CHECKPOINT_FILE = "last.keras"  # the latest epoch's model with optimizer state, saved atomically (for Resume)
+LAST_CHECKPOINT_INFO_FILE = "last.json"  # {"epoch": epochs in last.keras, "logs": that epoch's Keras logs}
+PUBLISHED_FILE = "published"  # present: the run's demo page may be opened by link without the password
 PREDICTIONS_FILE = "predictions.npz"  # test split: probabilities, labels, ids, class_names
 DATA_REPORT_FILE = "data_report.json"  # class counts per split, skipped files
 LOG_FILE = "job.log"
@@ -337,6 +340,12 @@ class Workspace:
                 f" ON CONFLICT (run_id, epoch) DO UPDATE SET {updates}",
                 (run_id, *values.values()))
             db.execute("UPDATE runs SET epochs_done = ? WHERE id = ?", (metrics.epoch, run_id))
+
+    def truncate_epochs(self, run_id: str, epochs: int) -> None:
+        """Drops metrics after epoch `epochs` (a resumed run continues from its last checkpoint)."""
+        with self._connect() as db:
+            db.execute("DELETE FROM metrics WHERE run_id = ? AND epoch > ?", (run_id, epochs))
+            db.execute("UPDATE runs SET epochs_done = ? WHERE id = ?", (epochs, run_id))
 
     def epochs(self, run_id: str) -> list[EpochMetrics]:
         with self._connect() as db:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -78,27 +79,37 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
                                training=(name == "train"), augment=config.augment, seed=config.train.seed),
                   num_classes)
         for name, idx in (("train", split.train), ("val", split.val), ("test", split.test)))
+    if config.train.batch_size > len(split.train):
+        raise TrainingFailed(f"train.batch_size={config.train.batch_size} is larger than the {len(split.train)} "
+                             f"training images: choose a batch size of at most {len(split.train)}, or add images")
     steps_per_epoch = math.ceil(len(split.train) / batch_size)
 
+    resumed = _read_last_checkpoint(context)
     with devices.strategy.scope():
-        decoupled = config.train.optimizer == "adamw"
-        model = make_model(config.model, (config.data.image_size, config.data.image_size, 3), num_classes,
-                           weight_decay=0.0 if decoupled else config.train.weight_decay, seed=config.train.seed)
-        model.compile(optimizer=_make_optimizer(config, steps_per_epoch),
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
-                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        if resumed is not None:  # Resume: weights, optimizer state and schedule position as saved
+            model = keras.models.load_model(context.run_file(st.LAST_CHECKPOINT_FILE), safe_mode=True)
+        else:
+            decoupled = config.train.optimizer == "adamw"
+            model = make_model(config.model, (config.data.image_size, config.data.image_size, 3), num_classes,
+                               weight_decay=0.0 if decoupled else config.train.weight_decay, seed=config.train.seed)
+            model.compile(optimizer=_make_optimizer(config, steps_per_epoch),
+                          loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
+                          metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     workspace.update_run(run_id, params=describe_model(model)["params"])
 
     progress = StoreProgress(context, config.train.epochs, steps_per_epoch, len(split.train))
     checkpoint = BestCheckpoint(str(context.run_file(st.MODEL_FILE)))
-    # The checkpoint comes first: once the store shows an epoch, its checkpoint is on disk.
-    callbacks = [checkpoint, progress, EpochSummaries(context.run_file(st.TENSORBOARD_DIR))]
+    initial_epoch = _continue_from(resumed, context, progress, checkpoint) if resumed is not None else 0
+    last = LastCheckpoint(context, progress)
+    # The checkpoints come first: once the store shows an epoch, its checkpoints are on disk.
+    callbacks = [checkpoint, last, progress, EpochSummaries(context.run_file(st.TENSORBOARD_DIR))]
     if config.train.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping,
                                                        restore_best_weights=True))
     started = time.monotonic()
-    context.report(0.0, f"epoch 1/{config.train.epochs}")
-    model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=2)
+    context.report(initial_epoch / config.train.epochs, f"epoch {initial_epoch + 1}/{config.train.epochs}")
+    model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, initial_epoch=initial_epoch,
+              callbacks=callbacks, verbose=2)
     train_seconds = time.monotonic() - started
     if progress.failure:
         raise TrainingFailed(progress.failure)
@@ -118,6 +129,35 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     context.report(1.0, f"done: test accuracy {test_accuracy:.4f}")
     log.info("test accuracy %.4f after %d epochs in %.1f s", test_accuracy, progress.epochs_done, train_seconds)
     return TrainResult(test_accuracy, best_val, progress.epochs_done, train_seconds)
+
+
+def _read_last_checkpoint(context: JobContext) -> dict | None:
+    """The saved `last.json` if this run has a last checkpoint to resume from, else None."""
+    info_path, model_path = context.run_file(st.LAST_CHECKPOINT_INFO_FILE), context.run_file(st.LAST_CHECKPOINT_FILE)
+    if not (info_path.exists() and model_path.exists()):
+        return None
+    info = json.loads(info_path.read_text())
+    return info if int(info.get("epoch", 0)) > 0 else None
+
+
+def _continue_from(resumed: dict, context: JobContext, progress: StoreProgress, checkpoint: BestCheckpoint) -> int:
+    """Lines the store and the callbacks up with the last checkpoint; returns the epochs it holds."""
+    workspace, run_id = context.workspace, context.run_id
+    epoch = int(resumed["epoch"])
+    history = [m for m in workspace.epochs(run_id) if m.epoch <= epoch]
+    if len(history) < epoch and resumed.get("metrics"):  # killed between the checkpoint and the store write
+        workspace.add_epoch(run_id, st.EpochMetrics(**resumed["metrics"]))
+    workspace.truncate_epochs(run_id, epoch)
+    losses = [m.val_loss for m in workspace.epochs(run_id) if m.val_loss is not None and math.isfinite(m.val_loss)]
+    checkpoint.best_loss = min(losses, default=math.inf)
+    best_path = context.run_file(st.MODEL_FILE)
+    if best_path.exists():
+        checkpoint.best_weights = keras.models.load_model(best_path, compile=False, safe_mode=True).get_weights()
+    accuracies = [m.val_accuracy for m in workspace.epochs(run_id) if m.val_accuracy is not None]
+    progress.best_val_accuracy = max(accuracies, default=None)
+    progress.epochs_done = epoch
+    log.info("resuming from the last checkpoint after epoch %d", epoch)
+    return epoch
 
 
 def _labelled(dataset, num_classes: int):
@@ -270,6 +310,33 @@ class BestCheckpoint(keras.callbacks.Callback):
         tmp = self.path.removesuffix(".keras") + ".tmp.keras"
         self.model.save(tmp)
         os.replace(tmp, self.path)
+
+
+class LastCheckpoint(keras.callbacks.Callback):
+    """Saves every finished epoch's model with its optimizer state to `last.keras` (for Resume).
+
+    Written to a temporary name and renamed, then `last.json` names the epoch it holds, so a
+    kill or a full disk at any moment leaves the previous pair usable. Skips a cancelled
+    (partial) epoch and a diverged one.
+    """
+
+    def __init__(self, context: JobContext, progress: StoreProgress):
+        super().__init__()
+        self.context = context
+        self.progress = progress
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.progress.cancelled or (loss is not None and not math.isfinite(loss)):
+            return
+        path = self.context.run_file(st.LAST_CHECKPOINT_FILE)
+        tmp = path.with_name(path.name.removesuffix(".keras") + ".tmp.keras")
+        self.model.save(tmp)
+        os.replace(tmp, path)
+        metrics = {k: _float(v) for k, v in (logs or {}).items()
+                   if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        st.write_json_atomic(self.context.run_file(st.LAST_CHECKPOINT_INFO_FILE),
+                             {"epoch": epoch + 1, "metrics": {"epoch": epoch + 1, **metrics}})
 
 
 def _current_learning_rate(model) -> float:
