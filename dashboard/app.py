@@ -10,12 +10,17 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from dashboard.components import gate  # noqa: E402 - needs the path set above
+
 # The page scripts live in views/, not pages/: a pages/ folder beside this file makes Streamlit fall
 # back to its old multipage mode, which runs a page opened by URL (e.g. /runs?run=…) without this file.
 st.set_page_config(page_title="Aperture", page_icon=":material/camera:", layout="wide")
 
 # A demo opened by link (/demo?run=ID) is for stakeholders: read-only, without the sidebar.
 _SHARED_DEMO = "run" in st.query_params and (st.context.url or "").split("?")[0].rstrip("/").endswith("/demo")
+
+if not gate.require_password(_SHARED_DEMO):  # APERTURE_PASSWORD set: nothing else runs until it is typed
+    st.stop()
 
 st.navigation([
     st.Page("views/data.py", title="Data", icon=":material/photo_library:", default=True),

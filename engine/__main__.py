@@ -82,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait until it has stopped")
     p.set_defaults(handler=cmd_cancel)
 
+    p = commands.add_parser("resume", help="continue a failed or cancelled run from its last checkpoint")
+    p.add_argument("run")
+    p.add_argument("--wait", action="store_true", help="follow the run to its end with a progress bar")
+    p.set_defaults(handler=cmd_resume)
+
+    p = commands.add_parser("publish", help="let anyone with the link open a run's demo page (read-only)")
+    p.add_argument("run")
+    p.add_argument("--off", action="store_true", help="withdraw it (the demo then needs the password again)")
+    p.set_defaults(handler=cmd_publish)
+
     p = commands.add_parser("delete", help="delete a run and its files (cancels it first)")
     p.add_argument("run")
     p.set_defaults(handler=cmd_delete)
@@ -197,6 +207,25 @@ def cmd_cancel(args, workspace: Workspace) -> int:
     if args.wait:
         jobs.wait(run_id, workspace, poll_seconds=0.5)
     print(f"{run_id}: {workspace.get_run(run_id).status if args.wait else 'cancel requested'}")
+    return 0
+
+
+def cmd_resume(args, workspace: Workspace) -> int:
+    run_id = workspace.resolve_run_id(args.run)
+    jobs.resume(run_id, workspace)
+    print(f"{run_id}: resumed from epoch {workspace.get_run(run_id).epochs_done}")
+    if not args.wait:
+        return 0
+    run = jobs.wait(run_id, workspace, on_poll=_progress_printer(workspace))
+    print(file=sys.stderr)
+    _print_run(run, workspace)
+    return 0 if run.status == st.COMPLETED else 1
+
+
+def cmd_publish(args, workspace: Workspace) -> int:
+    run_id = workspace.resolve_run_id(args.run)
+    workspace.set_published(run_id, not args.off)
+    print(f"{run_id}: {'not ' if args.off else ''}published" + ("" if args.off else f" (/demo?run={run_id})"))
     return 0
 
 
@@ -348,10 +377,14 @@ def config_from_args(args) -> RunConfig:
 
 def resolve_source(text: str) -> str:
     """A built-in dataset name as is, or an existing folder/zip as an absolute path."""
-    from engine.data import BUILTIN_SOURCES
+    from engine.data import BUILTIN_SOURCES, DatasetError, check_source_allowed
 
     if text in BUILTIN_SOURCES:
         return text
+    try:
+        check_source_allowed(text)
+    except DatasetError as error:
+        raise UsageError(f"--data {error}") from None
     path = Path(text).expanduser()
     if not path.exists():
         raise UsageError(f"--data {text}: not a built-in dataset ({', '.join(BUILTIN_SOURCES)}) "

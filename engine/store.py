@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -299,6 +300,20 @@ class Workspace:
             for job in db.execute("SELECT * FROM jobs WHERE kind = 'train' ORDER BY created_at, id"):
                 latest[job["run_id"]] = job
             return [self._make_run(row, latest.get(row["id"])) for row in rows]
+
+    def is_published(self, run_id: str) -> bool:
+        """True if the run's demo page may be opened by link without the password (see PUBLISHED_FILE)."""
+        if not isinstance(run_id, str) or not re.fullmatch(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}", run_id):
+            return False  # not an id (e.g. `..` from a hand-made link)
+        return self.run_file(run_id, PUBLISHED_FILE).is_file()
+
+    def set_published(self, run_id: str, published: bool = True) -> None:
+        self.get_run(run_id)
+        marker = self.run_file(run_id, PUBLISHED_FILE)
+        if published:
+            marker.write_text(str(time.time()))
+        else:
+            marker.unlink(missing_ok=True)
 
     def update_run(self, run_id: str, **values: Any) -> None:
         """Records facts about a run, e.g. `update_run(id, device="CPU", params=61706)`."""

@@ -13,7 +13,7 @@ import streamlit as st
 from dashboard.components import figures, state, widgets
 from dashboard.components.polling import when_ready
 from engine.config import AugmentConfig, DataConfig
-from engine.data import DatasetError, ImageSet, extract_zip, split_indices
+from engine.data import DatasetError, ImageSet, check_upload_size, extract_zip, split_indices
 from engine.store import UPLOADS_DIR
 
 BUILTIN, UPLOAD, FOLDER = "Built-in dataset", "Upload a zip", "Folder on the server"
@@ -47,6 +47,7 @@ def _class_mosaics(_images: ImageSet, fingerprint: str, per_class: int) -> list[
 
 def _save_upload(upload) -> Path:
     """Saves an uploaded zip under workspace/uploads and extracts it there; returns the class-folder root."""
+    check_upload_size(upload.size)
     data = upload.getvalue()
     digest = hashlib.sha256(data).hexdigest()[:12]
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(upload.name).stem)[:60] or "upload"

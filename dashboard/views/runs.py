@@ -229,9 +229,23 @@ def _confirmation(run: Run) -> None:
                   args=(CONFIRM_KEY, None))
 
 
+def _resume(run: Run) -> None:
+    try:
+        jobs.resume(run.id, state.workspace())
+    except ValueError as error:
+        st.toast(str(error), icon=":material/error:")
+    else:
+        st.toast(f"Resuming {run.label} from epoch {run.epochs_done + 1}", icon=":material/play_circle:")
+
+
 def _actions(run: Run) -> None:
     active = run.status in ACTIVE
-    slots = iter(st.columns([1, 1, 1, 3] if active else [1, 1, 4]))
+    resumable = not active and jobs.can_resume(run, state.workspace())
+    slots = iter(st.columns([1, 1, 1, 3] if active or resumable else [1, 1, 4]))
+    if resumable:
+        next(slots).button("Resume", key="runs.resume", icon=":material/play_circle:", width="stretch",
+                           help=f"Continue from the last checkpoint (epoch {run.epochs_done}), optimizer state "
+                           "included", on_click=_resume, args=(run,))
     if active:
         stopping = bool(run.job and run.job.cancel_requested_at)
         next(slots).button("Stopping…" if stopping else "Cancel run", key="runs.cancel", icon=":material/stop_circle:",

@@ -13,7 +13,7 @@ from dashboard.components.polling import when_ready
 from engine import jobs
 from engine.config import (ACTIVATIONS, MIXED_PRECISION, MODEL_NAMES, OPTIMIZERS, POOLINGS, SCHEDULES,
                            TRANSFER_BASES, ConfigError, RunConfig)
-from engine.data import BUILTIN_SOURCES, DatasetError, load_images
+from engine.data import BUILTIN_SOURCES, DatasetError, check_source_allowed, load_images
 from engine.store import DATA_DIR
 
 BUILTIN, PATH = "Built-in dataset", "Folder or zip on the server"
@@ -115,6 +115,10 @@ def _start() -> None:
         if st.session_state["cfg.data.kind"] == PATH:
             if not source:
                 raise ConfigError("data.source", source, "type the path of a folder or .zip on the server")
+            try:
+                check_source_allowed(source)
+            except DatasetError as error:
+                raise ConfigError("data.source", source, str(error)) from None
             if not Path(source).expanduser().exists():
                 raise ConfigError("data.source", source, "no such folder or file on the server")
             raw["data"]["source"] = str(Path(source).expanduser().resolve())
@@ -231,6 +235,11 @@ def _params_metric() -> None:
         st.caption("Parameters: fix the settings above to count them.")
         return
     source = config.data.source
+    try:
+        check_source_allowed(source)
+    except DatasetError:
+        st.caption("Parameters: choose a dataset inside the allowed data folders to count them.")
+        return
     if source not in BUILTIN_SOURCES and not Path(source).expanduser().exists():
         st.caption("Parameters: choose an existing dataset to count them.")
         return

@@ -22,9 +22,20 @@ MAX_TOTAL_BYTES = 4 * 1024**3
 MAX_COMPRESSION_RATIO = 200
 # Entries smaller than this are not ratio-checked: a tiny blank BMP legitimately compresses 1000:1.
 RATIO_CHECK_MIN_BYTES = 1024**2
+# Uploads larger than this are refused before they are written (also bounded by maxUploadSize in
+# .streamlit/config.toml, which the browser enforces; this is the engine's own check).
+MAX_UPLOAD_BYTES = 1024**3  # = maxUploadSize (MB)
 UPLOADS_DIR = "uploads"
 EXTRACTED_DIR = "files"
 _CHUNK = 1024**2
+
+
+def check_upload_size(size: int, limit: int | None = None) -> None:
+    """Raises DatasetError if an upload of `size` bytes exceeds `limit` (default MAX_UPLOAD_BYTES)."""
+    limit = MAX_UPLOAD_BYTES if limit is None else limit
+    if size > limit:
+        raise DatasetError(f"the upload is {size / 1024**2:,.0f} MB; the limit is {limit / 1024**2:,.0f} MB. "
+                           "Upload a smaller zip, or put the folder on the server and give its path.")
 
 
 def _entry_parts(info: zipfile.ZipInfo) -> list[str]:

@@ -16,6 +16,33 @@ from engine.data.imageset import DatasetError, ImageSet
 logger = logging.getLogger(__name__)
 
 
+DATA_ROOTS_ENV = "APERTURE_DATA_ROOTS"  # os.pathsep-separated folders; set: folder/zip sources must lie inside
+
+
+def data_roots() -> list[Path]:
+    """The configured data roots (resolved), or [] when any path on the server may be used."""
+    raw = os.environ.get(DATA_ROOTS_ENV, "")
+    return [Path(os.path.realpath(os.path.expanduser(p))) for p in raw.split(os.pathsep) if p.strip()]
+
+
+def check_source_allowed(source: str | os.PathLike) -> None:
+    """Raises DatasetError unless a folder/zip source lies inside `$APERTURE_DATA_ROOTS` (or the workspace).
+
+    Built-in names always pass; with no roots configured every path does. Symlinks and `..`
+    are resolved first, so a link inside a root that points outside is refused. The check
+    comes before any existence test, so nothing is revealed about paths outside the roots.
+    """
+    roots = data_roots()
+    if not roots or str(source) in BUILTIN_SOURCES:
+        return
+    from engine.store import default_root  # the workspace's own uploads are always allowed
+
+    real = Path(os.path.realpath(os.path.expanduser(str(source))))
+    if not any(real == root or root in real.parents for root in [*roots, default_root()]):
+        raise DatasetError(f"{source!r} is outside the allowed data folders ({DATA_ROOTS_ENV}): "
+                           f"{os.pathsep.join(str(r) for r in roots)}. Put the data there, or upload a zip.")
+
+
 def load_images(source: str, image_size: int, *, max_per_class: int = 0, seed: int = 0,
                 cache_dir: Path | None = None) -> ImageSet:
     """Loads a dataset as square uint8 RGB images with integer labels. Never imports TensorFlow.
@@ -43,6 +70,7 @@ def load_images(source: str, image_size: int, *, max_per_class: int = 0, seed: i
         raise DatasetError(f"max_per_class={max_per_class!r} must be 0 (all images) or more.")
     if source in BUILTIN_SOURCES:
         return load_builtin(source, image_size, max_per_class=max_per_class, seed=seed)
+    check_source_allowed(source)
     path = Path(os.path.expanduser(str(source)))
     if not path.exists():
         raise DatasetError(f"{source!r} is not a built-in dataset ({', '.join(BUILTIN_SOURCES)}) and no such "
