@@ -43,7 +43,7 @@ def build_resnet(config: ModelConfig, input_shape: tuple[int, int, int], num_cla
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     x = _conv(x, config.width, 3, 1, regularizer, "stem_conv")
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = _batch_norm("stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage in range(1, STAGES + 1):
         filters = config.width * 2 ** (stage - 1)
@@ -56,6 +56,12 @@ def build_resnet(config: ModelConfig, input_shape: tuple[int, int, int], num_cla
     return keras.Model(inputs, outputs, name="resnet_cbam" if attention else "resnet")
 
 
+def _batch_norm(name: str) -> layers.BatchNormalization:
+    # Momentum 0.9, not Keras's 0.99: the moving statistics must settle within the few hundred
+    # steps a small dataset gives, or validation runs on stale statistics and sits at chance.
+    return layers.BatchNormalization(momentum=0.9, name=name)
+
+
 def _conv(x, filters: int, kernel_size: int, strides: int, regularizer, name: str):
     # No bias: every conv here is followed by batch normalization.
     return layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
@@ -66,12 +72,12 @@ def _residual_block(x, filters: int, strides: int, *, attention: bool, regulariz
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv(x, filters, 1, strides, regularizer, f"{name}_proj_conv")
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = _batch_norm(f"{name}_proj_bn")(shortcut)
     y = _conv(x, filters, 3, strides, regularizer, f"{name}_conv1")
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = _batch_norm(f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv(y, filters, 3, 1, regularizer, f"{name}_conv2")
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = _batch_norm(f"{name}_bn2")(y)
     if attention:
         y = _cbam(y, regularizer=regularizer, name=f"{name}_cbam")
     y = layers.Add(name=f"{name}_add")([shortcut, y])
