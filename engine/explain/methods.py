@@ -1,0 +1,240 @@
+"""Grad-CAM, SHAP and LIME behind one call, each returning an `Explanation` with its cost and faithfulness.
+
+All functions are pure: a Keras model (as `engine.models.make_model` builds it, or loaded
+from its `.keras` file) and one `(H, W, 3)` float32 image in 0..255 in, data out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from engine.explain import faithfulness as fa
+
+METHODS = ("gradcam", "shap", "lime")
+LABELS = {"gradcam": "Grad-CAM", "shap": "SHAP", "lime": "LIME", "shap_gradient": "SHAP (gradients)"}
+SHAP_DEFAULTS = {"max_evals": 500, "batch_size": 50}
+LIME_DEFAULTS = {"num_samples": 1000, "batch_size": 200, "n_segments": 30, "seed": 0}
+
+
+@dataclass
+class Explanation:
+    """One attribution map for one image and class.
+
+    `attribution` is `(H, W)` float32 at the input's resolution; higher means more support
+    for the target class (SHAP and LIME maps are signed, Grad-CAM's are in [0, 1]).
+    """
+
+    method: str
+    attribution: np.ndarray
+    target: int
+    target_name: str
+    probability: float  # the model's probability of the target class on the untouched image
+    params: dict = field(default_factory=dict)
+    seconds: float = 0.0  # time to compute the map (not the faithfulness curves)
+    deletion_auc: float | None = None
+    insertion_auc: float | None = None
+    random_deletion_auc: float | None = None
+    random_insertion_auc: float | None = None
+    deletion_curve: list[float] | None = None
+    insertion_curve: list[float] | None = None
+
+    @property
+    def faithfulness_score(self) -> float | None:
+        """How much the map beats random on both curves (higher is better); None if not measured."""
+        if self.deletion_auc is None:
+            return None
+        return (self.random_deletion_auc - self.deletion_auc) + (self.insertion_auc - self.random_insertion_auc)
+
+    def heatmap(self) -> np.ndarray:
+        """The positive part scaled to [0, 1], for overlays."""
+        positive = np.clip(np.nan_to_num(self.attribution), 0, None)
+        peak = float(positive.max())
+        return (positive / peak if peak > 0 else np.zeros_like(positive)).astype(np.float32)
+
+    def summary(self) -> dict:
+        """The JSON-able fields (no map)."""
+        out = asdict(self)
+        out.pop("attribution")
+        out["label"] = LABELS.get(self.method, self.method)
+        out["faithfulness_score"] = self.faithfulness_score
+        return out
+
+
+def _image(image) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"image shape {image.shape}: expected (H, W, 3) (or (H, W, 1))")
+    return image
+
+
+def gradcam_map(model, image: np.ndarray, target: int, *, layer_name: str | None = None) -> tuple[np.ndarray, dict]:
+    """Grad-CAM on the last conv block (found by name when not given)."""
+    from engine.explain.gradcam import gradcam
+    from engine.models import describe_model
+
+    layer_name = layer_name or describe_model(model)["last_conv"]
+    if layer_name is None:
+        raise ValueError("the model has no convolutional layer for Grad-CAM")
+    return gradcam(model, image, layer_name, target), {"layer": layer_name}
+
+
+def shap_map(model, image: np.ndarray, target: int, *, max_evals: int = 500, batch_size: int = 50,
+             masker: str = "grey", predict=None) -> tuple[np.ndarray, dict]:
+    """SHAP partition explainer with an image masker; the map sums the channels' values.
+
+    `masker` is `"grey"` (hidden pixels turn mid-grey, as in the faithfulness curves) or an `shap.maskers.Image` string such as `"blur(9,9)"` (keeps colour, so it is
+    blind to colour cues).
+    """
+    import shap
+
+    predict = predict or fa.model_predict(model)
+    fill = fa.grey(image) if masker == "grey" else masker
+    image_masker = shap.maskers.Image(fill, image.shape)
+    explainer = shap.Explainer(lambda x: predict(np.asarray(x, dtype=np.float32)), image_masker)
+    result = explainer(image[None], max_evals=int(max_evals), batch_size=int(batch_size), outputs=[int(target)],
+                       silent=True)
+    values = np.asarray(result.values)[0, ..., 0]  # (H, W, C)
+    return values.sum(axis=-1).astype(np.float32), {"max_evals": int(max_evals), "batch_size": int(batch_size),
+                                                    "masker": masker}
+
+
+def shap_gradient_map(model, image: np.ndarray, target: int, *, background: np.ndarray, nsamples: int = 200,
+                      batch_size: int = 50) -> tuple[np.ndarray, dict]:
+    """`shap.GradientExplainer` (expected gradients) against a background sample of training images."""
+    import shap
+
+    background = np.asarray(background, dtype=np.float32)
+    explainer = shap.GradientExplainer(model, background, batch_size=int(batch_size))
+    values = explainer.shap_values(image[None], nsamples=int(nsamples))
+    values = np.asarray(values)  # (1, H, W, C, classes)
+    return values[0, ..., int(target)].sum(axis=-1).astype(np.float32), {
+        "nsamples": int(nsamples), "background": int(len(background))}
+
+
+def lime_map(model, image: np.ndarray, target: int, *, num_samples: int = 1000, batch_size: int = 200,
+             n_segments: int = 30, seed: int = 0, predict=None) -> tuple[np.ndarray, dict]:
+    """LIME over SLIC superpixels (~`n_segments`, a grid if SLIC finds none).
+
+    Hidden segments turn mid-grey, as in the faithfulness curves (LIME's default, each
+    segment's own mean colour, hides nothing of a flat-coloured region).
+    """
+    from lime import lime_image
+    from skimage.segmentation import slic
+
+    predict = predict or fa.model_predict(model)
+    rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
+    scaled = (rgb / 255.0).astype(np.float64)
+
+    def segment(x):
+        segments = slic(x, n_segments=int(n_segments), compactness=20, start_label=0, channel_axis=-1)
+        return segments if segments.max() >= 3 else _grid(x.shape[:2], int(n_segments))
+
+    def classify(batch):
+        batch = np.asarray(batch, dtype=np.float32) * 255.0
+        return predict(batch if image.shape[2] == 3 else batch[..., :1])
+
+    lime_image.tqdm = _silent  # lime 0.2.0.1 has no progress_bar switch; keep its bar out of logs
+    explainer = lime_image.LimeImageExplainer(random_state=seed)
+    explanation = explainer.explain_instance(scaled, classify, labels=(int(target),), top_labels=None,
+                                             hide_color=fa.GREY / 255.0, num_samples=int(num_samples),
+                                             batch_size=int(batch_size), segmentation_fn=segment,
+                                             random_seed=seed)
+    weights = dict(explanation.local_exp[int(target)])
+    segments = explanation.segments
+    attribution = np.vectorize(lambda s: weights.get(int(s), 0.0), otypes=[np.float64])(segments)
+    return attribution.astype(np.float32), {"num_samples": int(num_samples), "batch_size": int(batch_size),
+                                            "segments": int(segments.max()) + 1, "seed": int(seed)}
+
+
+def _silent(iterable, *args, **kwargs):
+    return iterable
+
+
+def _grid(shape: tuple[int, int], count: int) -> np.ndarray:
+    """A square grid of about `count` cells: LIME's segments when SLIC finds no structure (e.g. noise)."""
+    side = max(1, int(round(np.sqrt(count))))
+    rows = np.minimum(np.arange(shape[0]) * side // shape[0], side - 1)
+    cols = np.minimum(np.arange(shape[1]) * side // shape[1], side - 1)
+    return (rows[:, None] * side + cols[None, :]).astype(np.int64)
+
+
+def explain(model, image, method: str = "gradcam", *, target: int | None = None,
+            class_names: list[str] | None = None, faithfulness: bool = True, steps: int = fa.DEFAULT_STEPS,
+            **params) -> Explanation:
+    """Explains the model's score for one class on one image.
+
+    Args:
+        model: a Keras classifier returning probabilities.
+        image: `(H, W, 3)` pixels in 0..255.
+        method: `gradcam`, `shap`, `lime` or `shap_gradient` (needs `background=`).
+        target: the class index to explain. Default: the predicted class.
+        class_names: to name the target (default: its index).
+        faithfulness: also measure deletion/insertion AUCs against random orders.
+        steps: points on the deletion/insertion curves.
+        **params: passed to the method (`layer_name`; `max_evals`, `batch_size`; `num_samples`,
+            `n_segments`, `seed`; `background`, `nsamples`).
+
+    Returns:
+        An `Explanation`.
+
+    Raises:
+        ValueError: an unknown method, target or image shape.
+    """
+    image = _image(image)
+    predict = fa.model_predict(model)
+    probabilities = predict(image[None])[0]
+    if target is None:
+        target = int(np.argmax(probabilities))
+    if not 0 <= int(target) < probabilities.shape[0]:
+        raise ValueError(f"target={target}: the model has {probabilities.shape[0]} classes")
+    target = int(target)
+    started = time.perf_counter()
+    if method == "gradcam":
+        attribution, used = gradcam_map(model, image, target, **params)
+    elif method == "shap":
+        attribution, used = shap_map(model, image, target, predict=predict, **params)
+    elif method == "lime":
+        attribution, used = lime_map(model, image, target, predict=predict, **params)
+    elif method == "shap_gradient":
+        attribution, used = shap_gradient_map(model, image, target, **params)
+    else:
+        raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)} or shap_gradient")
+    seconds = time.perf_counter() - started
+    attribution = np.nan_to_num(np.asarray(attribution, dtype=np.float32))
+    result = Explanation(method=method, attribution=attribution, target=target,
+                         target_name=class_names[target] if class_names else str(target),
+                         probability=float(probabilities[target]), params=used, seconds=seconds)
+    if faithfulness:
+        scores = fa.deletion_insertion(predict, image, attribution, target, steps=steps)
+        result.deletion_auc, result.insertion_auc = scores.deletion_auc, scores.insertion_auc
+        result.random_deletion_auc, result.random_insertion_auc = scores.random_deletion_auc, \
+            scores.random_insertion_auc
+        result.deletion_curve, result.insertion_curve = scores.deletion_curve, scores.insertion_curve
+    return result
+
+
+def most_faithful(explanations: list[Explanation]) -> Explanation | None:
+    """The explanation that beats random by the most (None if none was measured)."""
+    scored = [e for e in explanations if e.faithfulness_score is not None]
+    return max(scored, key=lambda e: e.faithfulness_score) if scored else None
+
+
+def verdict(explanations: list[Explanation]) -> str:
+    """One plain-language line on which method to trust for this image."""
+    best = most_faithful(explanations)
+    if best is None:
+        return "Faithfulness was not measured."
+    label = LABELS.get(best.method, best.method)
+    beats_deletion = best.deletion_auc < best.random_deletion_auc
+    beats_insertion = best.insertion_auc > best.random_insertion_auc
+    if not (beats_deletion or beats_insertion):
+        return (f"No method beats a random pixel order on this image; treat these maps with caution "
+                f"({label} comes closest).")
+    how = ("removing its top pixels lowers the score faster, and adding them raises it faster, than a random order"
+           if beats_deletion and beats_insertion else
+           "removing its top pixels lowers the score faster than a random order" if beats_deletion else
+           "adding its top pixels back raises the score faster than a random order")
+    return f"{label} is the most faithful here: {how}."

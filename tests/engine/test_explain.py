@@ -1,0 +1,132 @@
+"""Explanations: every method on real Keras models (reloaded, nested transfer base), a planted cue, faithfulness."""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+
+from engine.config import ModelConfig
+from engine.explain import faithfulness as fa
+from engine.explain.methods import Explanation, explain, most_faithful, verdict
+from engine.models import BASE_LAYER_NAME, last_conv_layer_name, make_model
+
+SIZE = 32
+CUE = (slice(0, SIZE // 2), slice(0, SIZE // 2))  # the top-left quadrant carries the class
+COLOURS = np.array([[200, 40, 40], [40, 200, 40]], dtype=np.float32)
+FAST = {"shap": {"max_evals": 300, "batch_size": 100}, "lime": {"num_samples": 500, "batch_size": 250}}
+
+
+def planted(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each quadrant one of two colours at random; the label is the top-left quadrant's colour only."""
+    rng = np.random.default_rng(seed)
+    half = SIZE // 2
+    colours = rng.integers(0, 2, (count, 2, 2))
+    images = COLOURS[colours].repeat(half, axis=1).repeat(half, axis=2)
+    images = np.clip(images + rng.normal(0, 20, images.shape), 0, 255).astype(np.float32)
+    return images, colours[:, 0, 0].astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def cue_model(tmp_path_factory):
+    """A LeNet-5 trained in-process to read only the top-left quadrant, reloaded from its `.keras` file."""
+    images, labels = planted(768, seed=0)
+    model = make_model(ModelConfig(activation="relu", pooling="max"), (SIZE, SIZE, 3), 2, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(images, labels, epochs=6, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("cue") / "model.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, compile=False)
+    test_images, test_labels = planted(64, seed=1)
+    accuracy = float(np.mean(np.argmax(reloaded.predict(test_images, verbose=0), axis=1) == test_labels))
+    assert accuracy > 0.95, f"the planted-cue model did not learn the cue (accuracy {accuracy:.2f})"
+    return reloaded, test_images[:4], test_labels[:4]
+
+
+def _cue_share(attribution: np.ndarray) -> float:
+    positive = np.clip(attribution, 0, None)
+    return float(positive[CUE].sum() / max(positive.sum(), 1e-12))
+
+
+@pytest.mark.parametrize("method", ["gradcam", pytest.param("shap", marks=pytest.mark.slow), "lime"])
+def test_each_method_finds_the_planted_cue_and_beats_random(cue_model, method):
+    model, images, labels = cue_model
+    results = [explain(model, image, method, target=int(label), class_names=["red", "green"], **FAST.get(method, {}))
+               for image, label in zip(images, labels)]
+    for result in results:
+        assert isinstance(result, Explanation)
+        assert result.attribution.shape == (SIZE, SIZE) and np.all(np.isfinite(result.attribution))
+        assert result.seconds > 0 and result.target_name in ("red", "green")
+    shares = [_cue_share(r.attribution) for r in results]
+    assert np.mean(shares) > 0.5, f"{method}: {shares} of the positive mass in the cue quadrant (chance 0.25)"
+    # Faithfulness: deleting the top-attributed pixels hurts more, inserting them helps more, than random.
+    assert np.mean([r.deletion_auc for r in results]) < np.mean([r.random_deletion_auc for r in results])
+    assert np.mean([r.insertion_auc for r in results]) > np.mean([r.random_insertion_auc for r in results])
+    assert all(r.faithfulness_score is not None for r in results)
+
+
+def test_explain_defaults_to_the_predicted_class_and_rejects_bad_input(cue_model):
+    model, images, _ = cue_model
+    result = explain(model, images[0], "gradcam", faithfulness=False)
+    assert result.target == int(np.argmax(model.predict(images[:1], verbose=0)[0]))
+    assert result.deletion_auc is None and result.faithfulness_score is None
+    assert result.target_name == str(result.target)
+    with pytest.raises(ValueError, match="method"):
+        explain(model, images[0], "occlusion")
+    with pytest.raises(ValueError, match="target"):
+        explain(model, images[0], "gradcam", target=5)
+    with pytest.raises(ValueError, match="image shape"):
+        explain(model, images[0][..., 0], "gradcam")
+
+
+def test_faithfulness_ranks_a_true_map_above_an_inverted_one(cue_model):
+    model, images, labels = cue_model
+    predict = fa.model_predict(model)
+    truth = np.zeros((SIZE, SIZE), dtype=np.float32)
+    truth[CUE] = 1
+    good = fa.deletion_insertion(predict, images[0], truth, int(labels[0]))
+    bad = fa.deletion_insertion(predict, images[0], 1 - truth, int(labels[0]))
+    assert good.deletion_auc < good.random_deletion_auc < bad.deletion_auc
+    assert good.insertion_auc > bad.insertion_auc
+    assert len(good.deletion_curve) == fa.DEFAULT_STEPS + 1
+    assert good.deletion_curve[0] == pytest.approx(good.insertion_curve[-1], abs=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        fa.deletion_insertion(predict, images[0], truth[:4], 0)
+
+
+def test_most_faithful_and_verdict():
+    def fake(method, d, i, rd=0.5, ri=0.5):
+        return Explanation(method, np.zeros((2, 2)), 0, "a", 0.9, deletion_auc=d, insertion_auc=i,
+                           random_deletion_auc=rd, random_insertion_auc=ri)
+
+    results = [fake("gradcam", 0.3, 0.7), fake("lime", 0.1, 0.9), fake("shap", 0.6, 0.4)]
+    assert most_faithful(results).method == "lime"
+    assert verdict(results).startswith("LIME is the most faithful")
+    assert "caution" in verdict([fake("shap", 0.6, 0.4)])
+    assert most_faithful([]) is None
+
+
+def test_pointing_game():
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[:2, :2] = True
+    inside, outside = np.zeros((4, 4)), np.zeros((4, 4))
+    inside[1, 1], outside[3, 3] = 1, 1
+    assert fa.pointing_hit(inside, mask) and not fa.pointing_hit(outside, mask)
+    assert fa.pointing_game([inside, outside], [mask, mask]) == 0.5
+    assert np.isnan(fa.pointing_game([], []))
+
+
+def test_gradcam_through_a_nested_transfer_base(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no ImageNet weights: random initialisation, no download
+    config = ModelConfig(name="transfer", base="mobilenet_v2")
+    with caplog.at_level(logging.WARNING):
+        model = make_model(config, (SIZE, SIZE, 3), 3, seed=0)
+    assert BASE_LAYER_NAME in {layer.name for layer in model.layers}
+    image = np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+    result = explain(model, image, "gradcam", layer_name=last_conv_layer_name(config), steps=5)
+    assert result.attribution.shape == (SIZE, SIZE) and np.all(np.isfinite(result.attribution))
+    assert result.params["layer"] == "out_relu"
+    assert result.deletion_auc is not None
