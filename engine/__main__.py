@@ -126,6 +126,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (one object per format)")
     p.set_defaults(handler=cmd_export)
 
+    p = commands.add_parser("explain", help="explain one image's prediction: Grad-CAM, SHAP, LIME maps and faithfulness")
+    p.add_argument("run")
+    p.add_argument("--image", type=Path, required=True, help="an image file (resized as training resized)")
+    p.add_argument("--method", default="all", choices=["gradcam", "shap", "lime", "all"])
+    p.add_argument("--class", dest="class_name", help="the class to explain (default: the predicted one)")
+    p.add_argument("--out", type=Path, help="folder for the .npy maps and overlay PNGs (default: ./explain-RUN)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_explain)
+
     p = commands.add_parser("job", help=argparse.SUPPRESS)
     p.add_argument("job_id")
     commands.add_parser("standby", help=argparse.SUPPRESS)
@@ -257,6 +266,43 @@ def cmd_evaluate(args, workspace: Workspace) -> int:
     else:
         print(f"run {run_id} on {args.data or 'its test split'}")
         print(evaluation.format_table(result))
+    return 0
+
+
+def cmd_explain(args, workspace: Workspace) -> int:
+    from engine.data import DatasetError, read_image
+    from engine.explain import runs as explain_runs
+
+    run_id = workspace.resolve_run_id(args.run)
+    run = workspace.get_run(run_id)
+    if not workspace.run_file(run_id, st.MODEL_FILE).exists():
+        raise UsageError(f"run {run_id} has no trained model yet")
+    try:
+        image = read_image(args.image, run.config.data.image_size).astype("float32")
+    except (DatasetError, OSError) as error:
+        raise UsageError(f"--image {args.image}: {error}") from None
+    names = explain_runs.class_names(workspace, run_id)
+    target = explain_runs.resolve_class(args.class_name, names) if args.class_name else None
+    from engine.models import last_conv_layer_name  # imports TensorFlow
+
+    model = explain_runs.load_model(workspace, run_id)
+    methods = ("gradcam", "shap", "lime") if args.method == "all" else (args.method,)
+    results = explain_runs.explain_image(model, image, methods, target=target, names=names,
+                                         layer_name=last_conv_layer_name(run.config.model))
+    out = args.out or Path(f"explain-{run_id}")
+    rows = explain_runs.write_outputs(out, args.image.stem, image, results)
+    from engine.explain.methods import verdict
+
+    if args.json:
+        print(json.dumps({"run_id": run_id, "image": str(args.image), "out": str(out), "verdict": verdict(results),
+                          "methods": {row["method"]: row for row in rows}}))
+    else:
+        for row in rows:
+            print(f"{row['label']:<9} class {row['target_name']} ({100 * row['probability']:.1f}%) "
+                  f"{row['seconds']:.2f} s  deletion AUC {row['deletion_auc']:.3f} (random "
+                  f"{row['random_deletion_auc']:.3f})  insertion AUC {row['insertion_auc']:.3f} (random "
+                  f"{row['random_insertion_auc']:.3f})  {row['overlay_path']}")
+        print(verdict(results))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import keras
@@ -130,3 +131,52 @@ def test_gradcam_through_a_nested_transfer_base(monkeypatch, tmp_path, caplog):
     assert result.attribution.shape == (SIZE, SIZE) and np.all(np.isfinite(result.attribution))
     assert result.params["layer"] == "out_relu"
     assert result.deletion_auc is not None
+
+
+# -- the CLI -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_with_model(workspace):
+    """A completed digits run (16 px) whose model.keras is a freshly built LeNet-5."""
+    from tests.dashboard.test_evaluate_page import completed_run
+
+    from engine.store import MODEL_FILE
+
+    run_id = completed_run(workspace)
+    make_model(ModelConfig(), (16, 16, 3), 10, seed=0).save(workspace.run_file(run_id, MODEL_FILE))
+    return run_id
+
+
+def _png(path, size=20):
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_cli_explain_writes_maps_overlays_and_json(workspace, run_with_model, tmp_path):
+    from tests.engine.test_cli import cli
+
+    out = tmp_path / "out"
+    result = cli("explain", run_with_model, "--image", _png(tmp_path / "seven.png"), "--method", "gradcam",
+                 "--class", "7", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    row = report["methods"]["gradcam"]
+    assert row["target_name"] == "7" and row["seconds"] >= 0
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc"):
+        assert 0 <= row[key] <= 1
+    assert np.load(row["map_path"]).shape == (16, 16)
+    assert (out / "seven-gradcam.png").exists() and report["verdict"]
+
+
+def test_cli_explain_bad_input_exits_2(workspace, run_with_model, tmp_path):
+    from tests.engine.test_cli import cli
+
+    result = cli("explain", run_with_model, "--image", _png(tmp_path / "a.png"), "--class", "cat")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "unknown class 'cat'" in result.stderr
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    result = cli("explain", run_with_model, "--image", broken)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--image" in result.stderr

@@ -1,0 +1,72 @@
+"""Explaining a stored run's model: load it, name its classes, write maps and overlays to a folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from engine import store as st
+from engine.explain.methods import METHODS, Explanation, explain
+
+
+def class_names(workspace: st.Workspace, run_id: str) -> list[str]:
+    """The run's class names, from its data report or export metadata ([] if neither exists)."""
+    for name in (st.DATA_REPORT_FILE, st.EXPORT_METADATA_FILE):
+        path = workspace.run_file(run_id, name)
+        if path.exists():
+            return list(json.loads(path.read_text())["class_names"])
+    return []
+
+
+def load_model(workspace: st.Workspace, run_id: str):
+    """The run's best checkpoint as a Keras model (raises FileNotFoundError if it has none)."""
+    import keras
+
+    import engine.models  # noqa: F401 - registers the custom layers
+
+    path = workspace.run_file(run_id, st.MODEL_FILE)
+    if not path.exists():
+        raise FileNotFoundError(f"run {run_id} has no trained model yet ({st.MODEL_FILE})")
+    return keras.saving.load_model(path, compile=False)
+
+
+def resolve_class(name: str, names: list[str]) -> int:
+    """A class index from its name (or its index as text); ValueError naming the choices otherwise."""
+    if name in names:
+        return names.index(name)
+    if name.isdigit() and int(name) < len(names):
+        return int(name)
+    raise ValueError(f"unknown class {name!r}; the run's classes are: {', '.join(names)}")
+
+
+def explain_image(model, image: np.ndarray, methods=METHODS, *, target: int | None = None,
+                  names: list[str] | None = None, layer_name: str | None = None) -> list[Explanation]:
+    """Every requested method on one image (Grad-CAM on `layer_name` when given)."""
+    results = []
+    for method in methods:
+        params = {"layer_name": layer_name} if method == "gradcam" and layer_name else {}
+        results.append(explain(model, image, method, target=target, class_names=names, **params))
+    return results
+
+
+def write_outputs(out_dir: Path, stem: str, image: np.ndarray, explanations: list[Explanation]) -> list[dict]:
+    """Writes `<stem>-<method>.npy` (the map) and `<stem>-<method>.png` (overlay); returns JSON-able summaries."""
+    from PIL import Image
+
+    from engine.explain.gradcam import overlay
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pixels = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+    rows = []
+    for result in explanations:
+        npy, png = out_dir / f"{stem}-{result.method}.npy", out_dir / f"{stem}-{result.method}.png"
+        np.save(npy, result.attribution)
+        Image.fromarray(overlay(pixels, result.heatmap())).save(png)
+        row = result.summary()
+        row.pop("deletion_curve", None)
+        row.pop("insertion_curve", None)
+        rows.append({**row, "map_path": str(npy), "overlay_path": str(png)})
+    return rows
