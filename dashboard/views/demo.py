@@ -17,6 +17,7 @@ import streamlit as st
 from PIL import Image
 
 from dashboard.components import export_figures, state, widgets
+from dashboard.components.models import keras_model as _keras_model
 from engine import export
 from engine import store as st_store
 from engine.data import ImageReadError, read_image
@@ -72,15 +73,6 @@ def _servers(run_id: str) -> dict[str, Path]:
 def _runner(run_id: str, fmt: str, path: str, mtime: float) -> export.Runner:
     """A loaded artifact, cached per run, format and file time (the CPU is all a demo needs)."""
     return export.load_runner(path, fmt)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _keras_model(run_id: str, path: str, mtime: float):
-    import keras
-
-    import engine.models  # noqa: F401 - custom layers
-
-    return keras.saving.load_model(path, compile=False)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
