@@ -170,7 +170,7 @@ def _labelled(dataset, num_classes: int):
 
 def _make_optimizer(config: RunConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     t = config.train
-    rate = t.learning_rate
+    rate = float(t.learning_rate)  # an int (10 in a JSON config) is not accepted by Keras
     if t.schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch)
     if t.optimizer == "adamw":
