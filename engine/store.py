@@ -301,6 +301,15 @@ class Workspace:
                 latest[job["run_id"]] = job
             return [self._make_run(row, latest.get(row["id"])) for row in rows]
 
+    def damage(self, run_id: str) -> str | None:
+        """Why a run's files are unusable (its folder or config deleted by hand), or None if they look whole."""
+        folder = self.run_dir(run_id)
+        if not folder.is_dir():
+            return f"its folder {folder} is missing (deleted by hand?); its model and logs are gone"
+        if not (folder / CONFIG_FILE).is_file():
+            return f"its {CONFIG_FILE} is missing from {folder}"
+        return None
+
     def is_published(self, run_id: str) -> bool:
         """True if the run's demo page may be opened by link without the password (see PUBLISHED_FILE)."""
         if not isinstance(run_id, str) or not re.fullmatch(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}", run_id):

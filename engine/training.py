@@ -10,6 +10,7 @@ import platform
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -307,9 +308,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         self.best_loss = val_loss
         self.best_weights = self.model.get_weights()
-        tmp = self.path.removesuffix(".keras") + ".tmp.keras"
-        self.model.save(tmp)
-        os.replace(tmp, self.path)
+        save_atomic(self.model, Path(self.path))
 
 
 class LastCheckpoint(keras.callbacks.Callback):
@@ -329,14 +328,22 @@ class LastCheckpoint(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if self.progress.cancelled or (loss is not None and not math.isfinite(loss)):
             return
-        path = self.context.run_file(st.LAST_CHECKPOINT_FILE)
-        tmp = path.with_name(path.name.removesuffix(".keras") + ".tmp.keras")
-        self.model.save(tmp)
-        os.replace(tmp, path)
+        save_atomic(self.model, self.context.run_file(st.LAST_CHECKPOINT_FILE))
         metrics = {k: _float(v) for k, v in (logs or {}).items()
                    if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         st.write_json_atomic(self.context.run_file(st.LAST_CHECKPOINT_INFO_FILE),
                              {"epoch": epoch + 1, "metrics": {"epoch": epoch + 1, **metrics}})
+
+
+def save_atomic(model, path: Path) -> None:
+    """Saves to `<name>.tmp.keras`, then renames over `path`; a failed write (disk full) leaves `path` as it was."""
+    tmp = path.with_name(path.name.removesuffix(".keras") + ".tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _current_learning_rate(model) -> float:
