@@ -27,6 +27,7 @@ st.navigation([
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:"),
     st.Page("views/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+    st.Page("views/explain.py", title="Explain", icon=":material/visibility:"),
     st.Page("views/export.py", title="Export", icon=":material/ios_share:"),
     st.Page("views/demo.py", title="Demo", icon=":material/slideshow:"),
 ], position="hidden" if _SHARED_DEMO else "sidebar").run()

@@ -30,7 +30,8 @@ def default_caption(predictions: Predictions, position: int) -> str:
 
 
 def show(key: str, predictions: Predictions, positions: np.ndarray, images: np.ndarray | None, *,
-         caption: Callable[[Predictions, int], str] = default_caption, empty: str = "No images here.") -> None:
+         caption: Callable[[Predictions, int], str] = default_caption, empty: str = "No images here.",
+         explain_run: str | None = None) -> None:
     """Draws `positions` (into `predictions`) as pages of thumbnails with a Details button under each.
 
     Args:
@@ -40,6 +41,8 @@ def show(key: str, predictions: Predictions, positions: np.ndarray, images: np.n
         images: the run's dataset images (indexed by `predictions.indices`), or None to show text only.
         caption: one line under each thumbnail.
         empty: what to say when there is nothing to show.
+        explain_run: the run whose dataset the ids come from; the detail view then links to the
+            Explain page for that image (None: no link).
     """
     positions = np.asarray(positions, dtype=np.int64)
     if positions.size == 0:
@@ -49,7 +52,7 @@ def show(key: str, predictions: Predictions, positions: np.ndarray, images: np.n
     page = min(int(st.session_state.get(f"{key}.page", 0)), pages - 1)
     detail = st.session_state.get(f"{key}.detail")
     if detail is not None and int(detail) in set(positions.tolist()):
-        _detail(key, predictions, int(detail), images, caption)
+        _detail(key, predictions, int(detail), images, caption, explain_run)
 
     start = page * PAGE_SIZE
     shown = positions[start:start + PAGE_SIZE]
@@ -86,7 +89,7 @@ def reset(key: str) -> None:
 
 
 def _detail(key: str, predictions: Predictions, position: int, images: np.ndarray | None,
-            caption: Callable[[Predictions, int], str]) -> None:
+            caption: Callable[[Predictions, int], str], explain_run: str | None = None) -> None:
     names = predictions.class_names
     with st.container(border=True, key=f"{key}.detailbox"):
         left, right = st.columns([1, 2])
@@ -95,6 +98,9 @@ def _detail(key: str, predictions: Predictions, position: int, images: np.ndarra
                 st.image(upscale(np.asarray(images[int(predictions.indices[position])]), 280), width="stretch")
             st.text(caption(predictions, position))
             st.text(f"Image id: {predictions.ids[position]}")
+            if explain_run:
+                st.page_link("views/explain.py", label="Explain this prediction", icon=":material/visibility:",
+                             query_params={"run": explain_run, "image": str(predictions.ids[position])})
             st.button("Close", key=f"{key}.close", icon=":material/close:", on_click=st.session_state.pop,
                       args=(f"{key}.detail", None))
         with right:

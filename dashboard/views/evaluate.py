@@ -255,7 +255,7 @@ def _overview(predictions: ev.Predictions, result: ev.Evaluation) -> None:
     right.plotly_chart(figs.per_class_bars(result.per_class), key="eval.per_class.chart", width="stretch")
 
 
-def _mistakes(predictions: ev.Predictions, images: np.ndarray | None) -> None:
+def _mistakes(predictions: ev.Predictions, images: np.ndarray | None, explain_run: str | None = None) -> None:
     names = predictions.class_names
     options = [None, *range(len(names))]
 
@@ -274,7 +274,7 @@ def _mistakes(predictions: ev.Predictions, images: np.ndarray | None) -> None:
     st.caption(("Most confident mistakes first" if only else "Most confident first")
                + (f" · {what}" if what else "") + f" · {positions.size} image{'s' * (positions.size != 1)}")
     gallery.show("eval.gallery", predictions, positions, images,
-                 empty="No images match: the model makes no such mistake on the test set.")
+                 empty="No images match: the model makes no such mistake on the test set.", explain_run=explain_run)
 
 
 def _label_errors(run: Run, predictions: ev.Predictions, issues: list[ev.LabelIssue],
@@ -333,7 +333,9 @@ def main() -> None:
     with overview:
         _overview(predictions, result)
     with mistakes:
-        _mistakes(predictions, images)
+        # The Explain page finds the image by id in the run's own dataset (test set or a split:* evaluation).
+        own = source is None or source.startswith(ev.SPLIT_PREFIX)
+        _mistakes(predictions, images, run.id if own and images is not None else None)
     with label_errors:
         _label_errors(run, predictions, issues, images)
     with compare:

@@ -1,0 +1,228 @@
+"""Explain: why a model said what it said — Grad-CAM, SHAP and LIME side by side, each with its cost and faithfulness.
+
+Opened from the Evaluate gallery as `/explain?run=ID&image=SAMPLE_ID`. TensorFlow is imported
+only once a model is needed; Grad-CAM runs inline, SHAP and LIME behind a button.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from dashboard.components import export_figures, state, widgets
+from dashboard.components.models import keras_model
+from engine import evaluation as ev
+from engine.data import DatasetError, ImageReadError
+from engine.explain import runs as explain_runs
+from engine.explain.methods import LABELS, Explanation, verdict
+from engine.store import COMPLETED, MODEL_FILE, PREDICTIONS_FILE, Run, RunNotFound
+
+RUN_KEY, SOURCE_KEY, INDEX_KEY = "explain.run", "explain.source", "explain.index"
+CLASS_KEY, OPACITY_KEY, SLOW_KEY = "explain.class", "explain.opacity", "explain.slow"
+TEST_SET, UPLOAD = "Test set", "Upload"
+DISPLAY_SIDE = 240
+
+
+def _model(run: Run):
+    path = state.workspace().run_file(run.id, MODEL_FILE)
+    return keras_model(run.id, str(path), path.stat().st_mtime)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _explain(run_id: str, mtime: float, digest: str, image: np.ndarray, method: str, target: int | None,
+             layer: str, names: tuple[str, ...]) -> Explanation:
+    from engine.explain.methods import explain
+
+    path = state.workspace().run_file(run_id, MODEL_FILE)
+    params = {"layer_name": layer} if method == "gradcam" else {}
+    return explain(keras_model(run_id, str(path), mtime), image, method, target=target, class_names=list(names),
+                   **params)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _probabilities(run_id: str, mtime: float, digest: str, image: np.ndarray) -> np.ndarray:
+    path = state.workspace().run_file(run_id, MODEL_FILE)
+    return np.asarray(keras_model(run_id, str(path), mtime)(image[None], training=False))[0]
+
+
+def _choose_run(runs: list[Run]) -> Run:
+    by_id = {r.id: r for r in runs}
+    wanted = st.query_params.get("run")
+    if wanted and RUN_KEY not in st.session_state:
+        try:
+            resolved = state.workspace().resolve_run_id(wanted)
+        except RunNotFound:
+            resolved = None
+        if resolved in by_id:
+            st.session_state[RUN_KEY] = resolved
+        else:
+            st.warning(f"No finished run `{wanted}` with a model: showing the newest instead.", icon=":material/link_off:")
+    if st.session_state.get(RUN_KEY) not in by_id:
+        st.session_state[RUN_KEY] = runs[0].id
+
+    def sync() -> None:
+        st.query_params["run"] = st.session_state[RUN_KEY]
+        st.query_params.pop("image", None)
+        st.session_state.pop(INDEX_KEY, None)
+
+    st.selectbox("Run", list(by_id), key=RUN_KEY, format_func=lambda i: widgets.run_option_label(by_id[i]),
+                 on_change=sync)
+    return by_id[st.session_state[RUN_KEY]]
+
+
+def _test_set(run: Run) -> tuple[ev.Predictions, np.ndarray] | None:
+    """The run's test predictions and its dataset images, or None (with a note) when either is missing."""
+    if not state.workspace().run_file(run.id, PREDICTIONS_FILE).exists():
+        st.caption("This run has no saved test predictions: upload an image instead.")
+        return None
+    try:
+        predictions = ev.load_predictions(state.workspace(), run.id)
+        data = run.config.data
+        images = state.load_dataset(data.source, data.image_size, data.max_per_class, data.seed)
+    except (ev.NoPredictions, DatasetError, OSError, ValueError, KeyError) as error:
+        st.caption(f"The test set is unavailable ({error}): upload an image instead.")
+        return None
+    return predictions, images.images
+
+
+def _choose_image(run: Run) -> tuple[np.ndarray, str, int | None] | None:
+    """The image to explain (float32 0..255), a label for it, and its true class if known."""
+    wanted = st.query_params.get("image")
+    st.session_state.setdefault(SOURCE_KEY, TEST_SET)
+    source = st.segmented_control("Image", [TEST_SET, UPLOAD], key=SOURCE_KEY) or TEST_SET
+    if source == UPLOAD:
+        upload = st.file_uploader("Image", type=["png", "jpg", "jpeg", "bmp", "gif", "webp"], key="explain.upload",
+                                  label_visibility="collapsed")
+        if upload is None:
+            return None
+        import tempfile
+        from pathlib import Path
+
+        from engine.data import read_image
+
+        with tempfile.TemporaryDirectory(prefix="aperture-explain-") as scratch:
+            path = Path(scratch) / "upload"
+            path.write_bytes(upload.getvalue())
+            try:
+                image = read_image(path, run.config.data.image_size)
+            except ImageReadError as error:
+                st.error(f"This file can't be read as an image: {error}.", icon=":material/broken_image:")
+                return None
+        return image.astype(np.float32), upload.name, None
+    loaded = _test_set(run)
+    if loaded is None:
+        return None
+    predictions, images = loaded
+    ids = [str(i) for i in predictions.ids]
+    if wanted and wanted in ids and INDEX_KEY not in st.session_state:
+        st.session_state[INDEX_KEY] = ids.index(wanted)
+    position = st.number_input(f"Test image (0–{len(ids) - 1})", min_value=0, max_value=len(ids) - 1, step=1,
+                               key=INDEX_KEY)
+    position = int(position or 0)
+    image = np.asarray(images[int(predictions.indices[position])], dtype=np.float32)
+    return image, ids[position], int(predictions.labels[position])
+
+
+def _big(image: np.ndarray) -> Image.Image:
+    pixels = np.clip(image, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels).resize((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.NEAREST
+                                          if pixels.shape[0] <= 64 else Image.Resampling.BILINEAR)
+
+
+def _colour_bar() -> np.ndarray:
+    from engine.explain.gradcam import overlay
+
+    ramp = np.tile(np.linspace(0, 1, 256, dtype=np.float32), (12, 1))
+    return overlay(np.zeros((12, 256, 3), np.uint8), ramp, alpha=1.0)
+
+
+def _figures(result: Explanation) -> str:
+    return (f"{result.seconds:.2f} s · deletion AUC {result.deletion_auc:.2f} (random {result.random_deletion_auc:.2f},"
+            f" lower is better) · insertion AUC {result.insertion_auc:.2f} (random "
+            f"{result.random_insertion_auc:.2f}, higher is better)")
+
+
+def main() -> None:
+    widgets.page_header(":material/visibility:", "Explain",
+                        "Why did the model say that? Three methods side by side, each measured for how faithful it is.")
+    workspace = state.workspace()
+    runs = [r for r in workspace.list_runs()
+            if r.status == COMPLETED and workspace.run_file(r.id, MODEL_FILE).exists()]
+    if not runs:
+        st.info("No finished run to explain yet — train one first.", icon=":material/info:")
+        st.page_link(widgets.PAGES["train"], label="Go to Train", icon=":material/model_training:")
+        return
+    left, right = st.columns(2)
+    with left:
+        run = _choose_run(runs)
+    with right:
+        chosen = _choose_image(run)
+    if chosen is None:
+        st.info("Pick a test image or upload one to see what the model says and why.", icon=":material/image:")
+        return
+    image, label, true = chosen
+    names = explain_runs.class_names(workspace, run.id)
+    mtime = workspace.run_file(run.id, MODEL_FILE).stat().st_mtime
+    digest = hashlib.sha1(image.tobytes()).hexdigest()
+    with st.spinner("Loading the model (the first time loads TensorFlow, about 10 s)…"):
+        _model(run)
+        probabilities = _probabilities(run.id, mtime, digest, image)
+    names = names or [str(i) for i in range(len(probabilities))]
+    predicted = int(np.argmax(probabilities))
+
+    c1, c2, c3 = st.columns([1, 2, 2], vertical_alignment="top")
+    with c1:
+        st.image(_big(image), caption=f"{label}" + (f" · true class {names[true]}" if true is not None else ""))
+    with c2:
+        st.plotly_chart(export_figures.top_k_bar(names, probabilities, k=min(5, len(names)),
+                                                 title=f"Top {min(5, len(names))}"),
+                        key="explain.topk", width="stretch")
+    with c3:
+        options = [None, *range(len(names))]
+        target = st.selectbox("Explain for class…", options, key=CLASS_KEY,
+                              format_func=lambda i: f"the predicted class ({names[predicted]})" if i is None
+                              else names[i], help="Explain another class, e.g. the true one: why not that class?")
+        opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key=OPACITY_KEY)
+        st.image(_colour_bar(), caption="Attribution: blue = none, red = strongest support", width="stretch")
+    target_index = predicted if target is None else int(target)
+
+    from engine.models import last_conv_layer_name
+
+    layer = last_conv_layer_name(run.config.model)
+    key = f"{run.id}:{digest}"  # once asked for on an image, SHAP and LIME follow its class changes
+    args = (run.id, mtime, digest, image)
+    with st.spinner("Grad-CAM…"):
+        results = {"gradcam": _explain(*args, "gradcam", target_index, layer, tuple(names))}
+    slow_requested = st.session_state.get(SLOW_KEY) == key
+    if slow_requested:
+        with st.spinner("SHAP and LIME (a few seconds each; the first SHAP call warms up longer)…"):
+            for method in ("shap", "lime"):
+                results[method] = _explain(*args, method, target_index, layer, tuple(names))
+
+    columns = st.columns(3)
+    for column, method in zip(columns, ("gradcam", "shap", "lime")):
+        with column, st.container(border=True, key=f"explain.card.{method}"):
+            st.markdown(f"**{LABELS[method]}** · class {names[target_index]}")
+            result = results.get(method)
+            if result is None:
+                st.image(_big(image), width="stretch")
+                st.caption("Not run yet: SHAP and LIME each take a few seconds.")
+                continue
+            from engine.explain.gradcam import overlay
+
+            st.image(_big(overlay(np.clip(image, 0, 255).astype(np.uint8), result.heatmap(), alpha=opacity)),
+                     width="stretch")
+            st.caption(_figures(result))
+    if not slow_requested:
+        st.button("Run SHAP and LIME", key="explain.run_slow", icon=":material/play_arrow:", type="primary",
+                  on_click=st.session_state.__setitem__, args=(SLOW_KEY, key))
+    st.info(verdict(list(results.values())), icon=":material/insights:")
+    st.caption("Faithfulness: pixels are greyed out (deletion) or restored (insertion) in the order the map ranks "
+               "them, in 20 steps, while the model's probability for the class is tracked; the area under that curve "
+               "is compared with a random order. A map that beats random shows what the model really uses.")
+
+
+main()
