@@ -27,6 +27,8 @@ from engine.data.shapes import make_shapes
 logger = logging.getLogger(__name__)
 
 BUILTIN_SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "shapes")
+# Enough for a CNN to learn shape rather than colour (300 a class left a ResNet at chance).
+SHAPES_PER_CLASS = 1000
 # Where Keras downloads its datasets from; tests point these at a closed local port.
 KERAS_DATASETS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -242,7 +244,7 @@ def load_builtin(source: str, image_size: int, *, max_per_class: int = 0, seed: 
         raw = np.rint(pixels * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
         class_names = DIGIT_NAMES
     elif source == "shapes":
-        raw, labels, masks, class_names = make_shapes(image_size, per_class=max_per_class or 300, seed=seed)
+        raw, labels, masks, class_names = make_shapes(image_size, per_class=max_per_class or SHAPES_PER_CLASS, seed=seed)
     else:
         raw, labels, class_names = _read_keras_source(source)
     keep = cap_per_class(labels, max_per_class, seed)

@@ -71,8 +71,11 @@ def test_shapes_have_masks_that_match_the_drawn_objects():
     assert not np.array_equal(data.load_images("shapes", 32, max_per_class=20, seed=2).images, shapes.images)
 
 
-def test_shapes_default_to_300_per_class():
-    assert data.load_images("shapes", 8).class_counts() == {n: 300 for n in ("circle", "square", "triangle", "cross")}
+def test_shapes_default_per_class():
+    from engine.data.builtin import SHAPES_PER_CLASS
+
+    counts = data.load_images("shapes", 8).class_counts()
+    assert counts == {n: SHAPES_PER_CLASS for n in ("circle", "square", "triangle", "cross")}
 
 
 def test_mnist_is_read_from_the_keras_cache(keras_home):
