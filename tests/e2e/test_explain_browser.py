@@ -1,0 +1,44 @@
+"""Explain in a real browser: from the Evaluate gallery's detail view to the Explain page, Grad-CAM inline,
+then SHAP and LIME on request, each with its seconds and faithfulness.
+
+A tiny digits run is trained through the CLI against the server's workspace. Screenshots go to
+test-artifacts/screenshots/explain-*.png.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.test_export_browser import _shot, _train, _wait_idle
+
+pytestmark = pytest.mark.e2e
+
+
+def test_gallery_to_explain_then_shap_and_lime(server, page):
+    url, home = server
+    run_id = _train(home)
+
+    page.goto(f"{url}/evaluate?run={run_id}")
+    page.locator("h1").filter(has_text="Evaluate").wait_for()
+    page.get_by_role("tab", name="Mistakes").click()
+    page.get_by_role("button", name=re.compile("Details")).first.click()
+    link = page.get_by_role("link", name=re.compile("Explain this prediction"))
+    link.wait_for()
+    link.click()
+
+    page.locator("h1").filter(has_text="Explain").wait_for()
+    assert "image=" in page.url and f"run={run_id}" in page.url
+    page.get_by_role("button", name=re.compile("Run SHAP and LIME")).wait_for(timeout=120_000)
+    _wait_idle(page)
+    assert page.get_by_text(re.compile(r"deletion AUC")).count() == 1
+    assert page.get_by_text(re.compile("Not run yet")).count() == 2
+    _shot(page, "explain-01-gradcam")
+
+    page.get_by_role("button", name=re.compile("Run SHAP and LIME")).click()
+    page.get_by_text("Not run yet").first.wait_for(state="detached", timeout=120_000)
+    _wait_idle(page)
+    assert page.get_by_text(re.compile(r"deletion AUC")).count() == 3
+    assert page.get_by_text(re.compile("most faithful|caution")).count() >= 1
+    _shot(page, "explain-02-all-methods")
