@@ -128,9 +128,16 @@ def extract_zip(zip_path: str | os.PathLike, dest_dir: str | os.PathLike) -> Pat
                     target = staging.joinpath(*parts)
                     if not target.resolve().is_relative_to(staging.resolve()):
                         raise DatasetError(f"the zip entry {info.filename!r} leaves its folder; refusing to extract it.")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with archive.open(info) as source, open(target, "wb") as out:
-                        _copy_limited(source, out, info.file_size, info.filename)
+                    try:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        with archive.open(info) as source, open(target, "wb") as out:
+                            _copy_limited(source, out, info.file_size, info.filename)
+                    except (FileExistsError, IsADirectoryError, NotADirectoryError) as error:
+                        raise DatasetError(f"the zip holds both a file and a folder at {info.filename!r} "
+                                           f"({error.strerror}); re-create the zip from the image folder.") from None
+                    except OSError as error:  # e.g. a name too long for this file system, or a full disk
+                        raise DatasetError(f"the zip entry {info.filename!r} can't be written here "
+                                           f"({error.strerror or error}).") from None
         except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError) as error:
             raise DatasetError(f"{zip_path.name} is damaged or uses an unsupported zip feature ({error}). "
                                "Re-create the zip without encryption.") from None

@@ -1,4 +1,13 @@
-"""Hostile configs, names and model files through the real entry points (CLI, job, AppTest, loaders)."""
+"""Hostile configs, names and model files through the real entry points (CLI, job, AppTest, loaders).
+
+Every test in tests/hostile uses `untouched_outside` (tests/conftest.py): nothing outside the workspace
+may change. Image, archive and folder cases already covered by tests/engine/data/ are not repeated:
+zero-byte, truncated, non-image, CMYK/YCCK, 16-bit and palette PNG, RGBA, animated GIF/WebP, EXIF
+rotation, decompression bombs, 1x1, unicode names (test_data_images, test_data_folders); zip-slip,
+absolute paths, symlinks, zip bombs, too many files, __MACOSX/hidden files, a wrapping folder, empty
+and non-zip archives (test_data_archive); one class, tiny classes, duplicates (test_data_split,
+test_data_folders). The zip/folder fuzz is test_hostile_fuzz.py.
+"""
 
 from __future__ import annotations
 
