@@ -136,7 +136,7 @@ def _colour_bar() -> np.ndarray:
     from engine.explain.gradcam import overlay
 
     ramp = np.tile(np.linspace(0, 1, 256, dtype=np.float32), (12, 1))
-    return overlay(np.zeros((12, 256, 3), np.uint8), ramp, alpha=1.0)
+    return overlay(np.full((12, 256, 3), 255, np.uint8), ramp, alpha=1.0, weighted=True)
 
 
 def _figures(result: Explanation) -> str:
@@ -186,7 +186,7 @@ def main() -> None:
                               format_func=lambda i: f"the predicted class ({names[predicted]})" if i is None
                               else names[i], help="Explain another class, e.g. the true one: why not that class?")
         opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key=OPACITY_KEY)
-        st.image(_colour_bar(), caption="Attribution: blue = none, red = strongest support", width="stretch")
+        st.image(_colour_bar(), caption="Attribution: untinted = none, blue = weak, red = strongest support", width="stretch")
     target_index = predicted if target is None else int(target)
 
     from engine.models import last_conv_layer_name
@@ -213,7 +213,8 @@ def main() -> None:
                 continue
             from engine.explain.gradcam import overlay
 
-            st.image(_big(overlay(np.clip(image, 0, 255).astype(np.uint8), result.heatmap(), alpha=opacity)),
+            st.image(_big(overlay(np.clip(image, 0, 255).astype(np.uint8), result.heatmap(), alpha=opacity,
+                                     weighted=True)),
                      width="stretch")
             st.caption(_figures(result))
     if not slow_requested:

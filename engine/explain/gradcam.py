@@ -71,11 +71,15 @@ def _feature_and_score_model(model, layer_name: str, keras):
     return forward
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
-    """Blends a [0, 1] heat map (jet-like colours) over a uint8 RGB image; returns uint8 RGB."""
+def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45, weighted: bool = False) -> np.ndarray:
+    """Blends a [0, 1] heat map (jet-like colours) over a uint8 RGB image; returns uint8 RGB.
+
+    `weighted=True` scales the opacity by the map, so pixels without attribution stay untinted.
+    """
     h = np.clip(np.asarray(heatmap, dtype=np.float32), 0, 1)[..., None]
     # A compact blue -> cyan -> yellow -> red ramp, no matplotlib needed.
     colour = np.concatenate([np.clip(1.5 - np.abs(4 * h - 3), 0, 1), np.clip(1.5 - np.abs(4 * h - 2), 0, 1),
                              np.clip(1.5 - np.abs(4 * h - 1), 0, 1)], axis=-1)
-    blended = (1 - alpha) * np.asarray(image, dtype=np.float32) + alpha * 255 * colour
+    weight = alpha * h if weighted else alpha
+    blended = (1 - weight) * np.asarray(image, dtype=np.float32) + weight * 255 * colour
     return np.clip(blended, 0, 255).astype(np.uint8)

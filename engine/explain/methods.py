@@ -237,4 +237,6 @@ def verdict(explanations: list[Explanation]) -> str:
            if beats_deletion and beats_insertion else
            "removing its top pixels lowers the score faster than a random order" if beats_deletion else
            "adding its top pixels back raises the score faster than a random order")
+    if len([e for e in explanations if e.faithfulness_score is not None]) == 1:
+        return f"{label} beats chance here: {how}. Run the other methods to rank them."
     return f"{label} is the most faithful here: {how}."

@@ -54,7 +54,7 @@ def test_gradcam_inline_then_shap_and_lime_on_request(workspace):
     assert at.number_input(key="explain.index").value == 3
     captions = texts(at.caption)
     assert "deletion AUC" in captions and "Not run yet" in captions
-    assert "most faithful" in texts(at.info) or "caution" in texts(at.info)
+    assert "beats chance" in texts(at.info) or "caution" in texts(at.info)
     at.button(key="explain.run_slow").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert texts(at.caption).count("deletion AUC") == 3

@@ -107,6 +107,7 @@ def test_most_faithful_and_verdict():
     assert most_faithful(results).method == "lime"
     assert verdict(results).startswith("LIME is the most faithful")
     assert "caution" in verdict([fake("shap", 0.6, 0.4)])
+    assert verdict([fake("gradcam", 0.3, 0.4)]).startswith("Grad-CAM beats chance here: removing")
     assert most_faithful([]) is None
 
 
