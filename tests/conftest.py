@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from engine.jobs import STANDBY_ENV
 from engine.store import HOME_ENV, Workspace
+from tests.image_files import write_image_folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ[STANDBY_ENV] = "0"  # tests that want the warm standby turn it on themselves
@@ -22,19 +21,6 @@ def workspace(tmp_path, monkeypatch) -> Workspace:
     root = tmp_path / "workspace"
     monkeypatch.setenv(HOME_ENV, str(root))
     return Workspace(root)
-
-
-def write_image_folder(root, classes=("circle", "square", "cross"), per_class=12, size=16, seed=0):
-    """Writes `per_class` small PNGs per class whose class is visible in the pixels."""
-    rng = np.random.default_rng(seed)
-    for index, name in enumerate(classes):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-            pixels[:, :, index % 3] += 150  # one colour channel per class: learnable in a few steps
-            Image.fromarray(pixels).save(folder / f"{name}_{i}.png")
-    return root
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import stat
 import zipfile
 
 import pytest
-from conftest import write_image_folder
+from tests.image_files import write_image_folder
 
 import engine.data as data
 from engine.data.archive import EXTRACTED_DIR, UPLOADS_DIR
