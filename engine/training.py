@@ -75,14 +75,14 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     context.raise_if_cancelled()
 
     batch_size = config.train.batch_size * devices.replicas
+    if batch_size > len(split.train):  # not an error (the default 32 on a small folder): one partial batch per epoch
+        log.warning("train.batch_size=%d is larger than the %d training images: each epoch is one batch of %d",
+                    batch_size, len(split.train), len(split.train))
     train_ds, val_ds, test_ds = (
         _labelled(make_dataset(images.images, images.labels, indices=idx, batch_size=batch_size,
                                training=(name == "train"), augment=config.augment, seed=config.train.seed),
                   num_classes)
         for name, idx in (("train", split.train), ("val", split.val), ("test", split.test)))
-    if config.train.batch_size > len(split.train):
-        raise TrainingFailed(f"train.batch_size={config.train.batch_size} is larger than the {len(split.train)} "
-                             f"training images: choose a batch size of at most {len(split.train)}, or add images")
     steps_per_epoch = math.ceil(len(split.train) / batch_size)
 
     resumed = _read_last_checkpoint(context)
