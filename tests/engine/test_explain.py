@@ -118,6 +118,10 @@ def test_pointing_game():
     inside[1, 1], outside[3, 3] = 1, 1
     assert fa.pointing_hit(inside, mask) and not fa.pointing_hit(outside, mask)
     assert fa.pointing_game([inside, outside], [mask, mask]) == 0.5
+    near = np.zeros((4, 4))
+    near[2, 2] = 1  # one pixel diagonally off the mask's corner
+    assert not fa.pointing_hit(near, mask) and not fa.pointing_hit(near, mask, tolerance=1)
+    assert fa.pointing_hit(near, mask, tolerance=2) and not fa.pointing_hit(outside, mask, tolerance=2)
     assert np.isnan(fa.pointing_game([], []))
 
 
