@@ -7,6 +7,7 @@ tests/faults/test_fault_resume.py. Server restart mid-run: the restart test in t
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import threading
@@ -137,3 +138,31 @@ def test_a_run_whose_files_were_deleted_is_shown_as_damaged(workspace, damage):
     at.button(key="runs.delete").click().run()
     at.button(key="runs.delete.confirm").click().run()
     assert not at.exception and [r.id for r in workspace.list_runs()] == [keep]
+
+
+def test_runs_page_offers_resume_only_for_a_stopped_run_with_a_last_checkpoint(workspace, monkeypatch):
+    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "1")
+    whole = _finished(workspace, "done")
+    failed = workspace.create_run(RunConfig.from_dict({"name": "killed", "train": {"epochs": 3}}))
+    job = workspace.claim_next_job(limit=10)
+    workspace.add_epoch(failed.id, st.EpochMetrics(1, loss=1.0))
+    workspace.finish_job(job.id, st.FAILED, error="the job process died without reporting (killed, or out of memory)")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = failed.id
+    at.run()
+    at.switch_page("views/runs.py").run()
+    assert not any(b.key == "runs.resume" for b in at.button), "no last.keras yet: nothing to resume"
+    workspace.run_file(failed.id, st.LAST_CHECKPOINT_FILE).write_bytes(b"stands in for a checkpoint")
+    st.write_json_atomic(workspace.run_file(failed.id, st.LAST_CHECKPOINT_INFO_FILE), {"epoch": 1})
+    # Occupy the one job slot, so the resumed job stays queued instead of starting TensorFlow here.
+    workspace.create_run(RunConfig(name="blocker"))
+    blocker_job = workspace.claim_next_job(limit=10)
+    workspace.set_job_process(blocker_job.id, os.getpid())
+    at.run()
+    at.button(key="runs.resume").click().run()
+    assert not at.exception
+    run = workspace.get_run(failed.id)
+    assert run.status == st.QUEUED and run.job.id != job.id
+    assert workspace.get_run(whole).status == st.COMPLETED
+    jobs.cancel(failed.id, workspace)
+    workspace.finish_job(blocker_job.id, st.CANCELLED)
