@@ -231,3 +231,18 @@ def test_a_zip_with_a_file_and_a_folder_of_the_same_name_is_refused(workspace, u
             archive.writestr(name, b"x")
     with pytest.raises(DatasetError, match="both a file and a folder"):
         extract_zip(zip_path, workspace.root / "uploads" / "x")
+
+
+# -- resume and publish on the wrong runs ---------------------------------------------------------
+
+
+def test_cli_resume_and_publish_refuse_the_wrong_runs(workspace, untouched_outside, capsys):
+    run = workspace.create_run(RunConfig())
+    workspace.finish_job(workspace.claim_next_job(limit=10).id, st.COMPLETED)
+    for argv, message in ((["resume", run.id], "only a failed or cancelled run can be resumed"),
+                          (["resume", "no-such-run"], "no run with id"),
+                          (["publish", "../.."], "no run with id")):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert len(workspace.jobs()) == 1 and not workspace.is_published(run.id)
