@@ -19,10 +19,11 @@ st.set_page_config(page_title="Aperture", page_icon=":material/camera:", layout=
 # A demo opened by link (/demo?run=ID) is for stakeholders: read-only, without the sidebar.
 _SHARED_DEMO = "run" in st.query_params and (st.context.url or "").split("?")[0].rstrip("/").endswith("/demo")
 
-if not gate.require_password(_SHARED_DEMO):  # APERTURE_PASSWORD set: nothing else runs until it is typed
-    st.stop()
+# APERTURE_PASSWORD set: no page runs until it is typed (the router still reads the URL, so the page asked
+# for opens once the password is in).
+_LOCKED = not gate.require_password(_SHARED_DEMO)
 
-st.navigation([
+_NAVIGATION = st.navigation([
     st.Page("views/data.py", title="Data", icon=":material/photo_library:", default=True),
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:"),
@@ -30,4 +31,7 @@ st.navigation([
     st.Page("views/explain.py", title="Explain", icon=":material/visibility:"),
     st.Page("views/export.py", title="Export", icon=":material/ios_share:"),
     st.Page("views/demo.py", title="Demo", icon=":material/slideshow:"),
-], position="hidden" if _SHARED_DEMO else "sidebar").run()
+], position="hidden" if _SHARED_DEMO or _LOCKED else "sidebar")
+if _LOCKED:
+    st.stop()
+_NAVIGATION.run()

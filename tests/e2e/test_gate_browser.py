@@ -36,7 +36,7 @@ def test_gate_asks_everywhere_but_a_published_demo_link(tmp_path, page, monkeypa
         page.get_by_text("Wrong password.").wait_for()
         password.fill(PASSWORD)
         page.get_by_role("button", name="Open").click()
-        page.get_by_text("Where are the images?").wait_for()  # unlocked: the app opens (on its default page)
+        page.get_by_text("Every training run in this workspace").wait_for()  # unlocked: the page asked for opens
         assert password.count() == 0
     finally:
         stop_server(process)
