@@ -108,3 +108,33 @@ def config_table(config: RunConfig) -> pd.DataFrame:
 def run_option_label(run: Run) -> str:
     """How a run is named in pickers: label, status and a short id."""
     return f"{run.label} · {run.status} · {run.id}"
+
+
+def run_picker(runs: list[Run], key: str, *, on_change=None, label: str = "Run") -> Run:
+    """A run selectbox tied to `?run=` in the URL, so reloads and shared links keep the choice.
+
+    Args:
+        runs: the runs to choose from, newest first. Default: the run in the URL, else the one
+            picked earlier in this session, else the newest.
+        key: the widget key.
+        on_change: called after the URL is updated when the user picks another run.
+        label: the widget label.
+
+    Returns:
+        The chosen run.
+    """
+    by_id = {r.id: r for r in runs}
+    wanted = st.query_params.get("run")
+    if wanted not in by_id:  # no link: the run picked earlier in this session, else the newest
+        wanted = st.session_state.get(key) if st.session_state.get(key) in by_id else runs[0].id
+    st.session_state[key] = wanted
+
+    def sync() -> None:
+        st.query_params["run"] = st.session_state[key]
+        if on_change:
+            on_change()
+
+    st.selectbox(label, list(by_id), key=key, on_change=sync, format_func=lambda i: run_option_label(by_id[i]))
+    if st.query_params.get("run") != wanted:
+        st.query_params["run"] = wanted
+    return by_id[wanted]

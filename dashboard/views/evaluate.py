@@ -75,24 +75,11 @@ def dataset_images(run: Run, predictions: ev.Predictions, source: str | None = N
     return images.images
 
 
-def _select_run(runs: list[Run]) -> Run:
-    ids = [r.id for r in runs]
-    wanted = st.query_params.get("run")
-    if wanted not in ids:
-        wanted = ids[0]
-    st.session_state[PICKER_KEY] = wanted
-    by_id = {r.id: r for r in runs}
-
-    def sync() -> None:
-        st.query_params["run"] = st.session_state[PICKER_KEY]
-        for key in (TRUE_KEY, PRED_KEY, "eval.compare.other"):
-            st.session_state.pop(key, None)
-        gallery.reset("eval.gallery")
-
-    st.selectbox("Run", ids, key=PICKER_KEY, on_change=sync, format_func=lambda i: widgets.run_option_label(by_id[i]))
-    if st.query_params.get("run") != wanted:
-        st.query_params["run"] = wanted
-    return by_id[wanted]
+def _forget_run_state() -> None:
+    """A different run: its class pickers, comparison and gallery page no longer apply."""
+    for key in (TRUE_KEY, PRED_KEY, "eval.compare.other"):
+        st.session_state.pop(key, None)
+    gallery.reset("eval.gallery")
 
 
 def _source_label(run: Run, name: str) -> str:
@@ -317,7 +304,7 @@ def main() -> None:
         return
     left, right = st.columns(2)
     with left:
-        run = _select_run(runs)
+        run = widgets.run_picker(runs, PICKER_KEY, on_change=_forget_run_state)
     with right:
         chosen = _select_source(run)
     _evaluate_other(run)

@@ -19,23 +19,6 @@ PICKER_KEY = "export.run"
 DEMO_PAGE = "views/demo.py"
 
 
-def _select_run(runs: list[Run]) -> Run:
-    ids = [r.id for r in runs]
-    wanted = st.query_params.get("run")
-    if wanted not in ids:
-        wanted = st.session_state.get(PICKER_KEY) if st.session_state.get(PICKER_KEY) in ids else ids[0]
-    st.session_state[PICKER_KEY] = wanted
-    by_id = {r.id: r for r in runs}
-
-    def sync() -> None:
-        st.query_params["run"] = st.session_state[PICKER_KEY]
-
-    st.selectbox("Run", ids, key=PICKER_KEY, on_change=sync, format_func=lambda i: widgets.run_option_label(by_id[i]))
-    if st.query_params.get("run") != wanted:
-        st.query_params["run"] = wanted
-    return by_id[wanted]
-
-
 def _form(run: Run, busy: bool) -> None:
     c1, c2, c3 = st.columns([4, 1, 1])
     formats = c1.multiselect("Formats", export.FORMATS, default=list(export.DEFAULT_FORMATS), key="export.formats",
@@ -201,7 +184,7 @@ def main() -> None:
         st.info("No finished run to export yet — train one first.", icon=":material/info:")
         st.page_link(widgets.PAGES["train"], label="Go to Train", icon=":material/model_training:")
         return
-    run = _select_run(runs)
+    run = widgets.run_picker(runs, PICKER_KEY)
     job = workspace.latest_job(run.id, export.EXPORT_JOB)
     busy = job is not None and job.status in ACTIVE
     _form(run, busy)

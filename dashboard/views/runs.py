@@ -53,24 +53,6 @@ def _runs_table(runs: list[Run]) -> None:
                                 "ID": st.column_config.TextColumn(width="small")})
 
 
-def _select_run(runs: list[Run]) -> Run | None:
-    """The run named in `?run=` (newest if none), kept in sync with the picker."""
-    ids = [r.id for r in runs]
-    wanted = st.query_params.get("run")
-    if wanted not in ids:
-        wanted = ids[0]
-    st.session_state[PICKER_KEY] = wanted
-    by_id = {r.id: r for r in runs}
-
-    def sync() -> None:
-        st.query_params["run"] = st.session_state[PICKER_KEY]
-
-    st.selectbox("Run", ids, key=PICKER_KEY, on_change=sync, format_func=lambda i: widgets.run_option_label(by_id[i]))
-    if st.query_params.get("run") != wanted:
-        st.query_params["run"] = wanted
-    return by_id[wanted]
-
-
 def _eta(run: Run, history) -> float | None:
     job = run.job
     if job is None or job.status != RUNNING:
@@ -274,7 +256,7 @@ def main() -> None:
     any_active = any(r.status in ACTIVE for r in runs)
     st.fragment(lambda: _runs_table(workspace.list_runs()), run_every="2s" if any_active else None)()
     st.divider()
-    run = _select_run(runs)
+    run = widgets.run_picker(runs, PICKER_KEY)
     _actions(run)
     _live_view(run.id)
 
