@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,9 +87,14 @@ def test_click_a_confusion_cell_to_filter_the_gallery(server, page):
     _wait_idle(page)
     expected = f"✗ true {pair.true} → {pair.predicted}"
     page.get_by_text(expected).first.wait_for(timeout=20_000)
-    cards = _cards(page)
-    assert cards and all(c.startswith(expected) for c in cards), cards
-    assert len(cards) == min(pair.count, 24)
+    # Streamlit keeps the previous run's cards on screen (stale) until the rerun finishes: poll.
+    deadline = time.time() + 30
+    while True:
+        cards = _cards(page)
+        if cards and all(c.startswith(expected) for c in cards) and len(cards) == min(pair.count, 24):
+            break
+        assert time.time() < deadline, cards
+        page.wait_for_timeout(250)
     assert page.get_by_role("tab", name="Mistakes").get_attribute("aria-selected") == "true"
     _shot(page, "02-cell-filtered")
 
