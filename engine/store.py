@@ -116,7 +116,7 @@ class RunNotFound(LookupError):
 
 @dataclass(frozen=True)
 class Job:
-    """One execution of work for a run (kind `train` or `export`) in its own OS process."""
+    """One execution of work for a run (a kind in `jobs.JOB_KINDS`) in its own OS process."""
 
     id: str
     run_id: str

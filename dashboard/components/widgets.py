@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
 
 from engine.config import RunConfig
-from engine.store import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, Run
+from engine import jobs
+from engine.store import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, Job, Run, Workspace
 
 PAGES = {"data": "views/data.py", "train": "views/train.py", "runs": "views/runs.py"}
 
@@ -138,3 +140,51 @@ def run_picker(runs: list[Run], key: str, *, on_change=None, label: str = "Run")
     if st.query_params.get("run") != wanted:
         st.query_params["run"] = wanted
     return by_id[wanted]
+
+
+def job_progress(workspace: Workspace, run: Run, kind: str, noun: str, *,
+                 on_completed: Callable[[Job], None] | None = None, show_completed: bool = False) -> None:
+    """A run's latest job of one kind, live: progress bar and Cancel while it is active, then the outcome.
+
+    Polls every second while the job is queued or running and redraws the whole page once when it
+    ends, so the results it wrote appear without a click.
+
+    Args:
+        workspace: where the run lives.
+        run: the run whose job is shown.
+        kind: the job kind (`evaluate`, `export`, `explain`, ...).
+        noun: what the job does, for messages ("evaluation" gives "The evaluation failed: ...").
+        on_completed: called with the job when it completes while the page watches, before the redraw.
+        show_completed: show the completed job's last message as a caption.
+    """
+    first = workspace.latest_job(run.id, kind)
+    active = first is not None and first.active
+
+    def body() -> None:
+        jobs.refresh(workspace)
+        job = workspace.latest_job(run.id, kind)
+        if job is None:
+            return
+        if active and not job.active:
+            if job.status == COMPLETED and on_completed is not None:
+                on_completed(job)
+            st.rerun()
+        if job.active:
+            text = "Queued: waits for the running job" if job.status == QUEUED else (
+                f"{(job.message or 'starting').capitalize()} · {job.progress:.0%}")
+            c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
+            c1.progress(min(max(job.progress, 0.0), 1.0), text=text)
+            c2.button("Cancel", key=f"{kind}.job.cancel", icon=":material/stop_circle:", width="stretch",
+                      on_click=jobs.cancel_job, args=(job.id, workspace))
+        elif job.status == FAILED:
+            st.error(f"**The {noun} failed:** {job.error or 'no reason was recorded'}", icon=":material/error:")
+            if job.traceback:
+                with st.expander("Traceback", icon=":material/bug_report:"):
+                    st.code(job.traceback, language="text")
+        elif job.status == COMPLETED:
+            if show_completed and job.message:
+                st.caption(f"Last {noun}: {job.message}")
+        else:
+            st.info(f"The last {noun} was {job.status}.", icon=":material/info:")
+
+    st.fragment(body, run_every="1s" if active else None)()

@@ -12,9 +12,8 @@ import streamlit as st
 from dashboard.components import evaluate_figures as figs
 from dashboard.components import compare_panel, gallery, state, widgets
 from engine import evaluation as ev
-from engine import jobs
 from engine.data import DatasetError
-from engine.store import COMPLETED, EVALUATION_REQUEST_FILE, FAILED, PREDICTIONS_FILE, Run
+from engine.store import COMPLETED, EVALUATION_REQUEST_FILE, PREDICTIONS_FILE, Run
 
 PICKER_KEY = "eval.picker"
 SOURCE_KEY, PENDING_SOURCE_KEY = "eval.source", "eval.source.pending"
@@ -138,41 +137,15 @@ def _evaluate_other(run: Run) -> None:
                 st.error(str(error), icon=":material/error:")
             else:
                 st.rerun()
-        _progress(run)
+        widgets.job_progress(workspace, run, ev.EVALUATE_JOB, "evaluation", on_completed=_remember_source,
+                             show_completed=True)
 
 
-def _progress(run: Run) -> None:
-    """The evaluate job's live progress; polls every 2 s while it is active, then redraws the page once."""
-    workspace = state.workspace()
-    first = workspace.latest_job(run.id, ev.EVALUATE_JOB)
-    active = first is not None and first.active
-
-    def body() -> None:
-        jobs.refresh(workspace)
-        job = workspace.latest_job(run.id, ev.EVALUATE_JOB)
-        if job is None:
-            return
-        if active and not job.active:
-            if job.status == COMPLETED:
-                with contextlib.suppress(OSError, ValueError):
-                    request = workspace.run_file(run.id, EVALUATION_REQUEST_FILE).read_text()
-                    st.session_state[PENDING_SOURCE_KEY] = json.loads(request)["name"]
-            st.rerun()
-        if job.active:
-            text = "Queued: waits for the running job" if job.status == "queued" else (
-                f"{(job.message or 'starting').capitalize()} · {job.progress:.0%}")
-            c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
-            c1.progress(min(max(job.progress, 0.0), 1.0), text=text)
-            c2.button("Cancel", key="eval.other.cancel", icon=":material/stop_circle:", width="stretch",
-                      on_click=jobs.cancel_job, args=(job.id, workspace))
-        elif job.status == FAILED:
-            st.error(f"**The evaluation failed:** {job.error or 'no reason was recorded'}", icon=":material/error:")
-        elif job.status == COMPLETED:
-            st.caption(f"Last evaluation: {job.message}")
-        else:
-            st.info(f"The last evaluation was {job.status}.", icon=":material/info:")
-
-    st.fragment(body, run_every="2s" if active else None)()
+def _remember_source(job) -> None:
+    """Once an evaluation completes, pick its saved predictions in the source selector."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        request = state.workspace().run_file(job.run_id, EVALUATION_REQUEST_FILE).read_text()
+        st.session_state[PENDING_SOURCE_KEY] = json.loads(request)["name"]
 
 
 def _headline(result: ev.Evaluation) -> None:

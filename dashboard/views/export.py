@@ -13,7 +13,7 @@ from dashboard.components import export_figures, state, widgets
 from engine import export, jobs
 from engine import store as st_store
 from engine.model_card import write_model_card
-from engine.store import ACTIVE, COMPLETED, FAILED, Run
+from engine.store import ACTIVE, COMPLETED, Run
 
 PICKER_KEY = "export.run"
 DEMO_PAGE = "views/demo.py"
@@ -37,37 +37,6 @@ def _form(run: Run, busy: bool) -> None:
             st.error(str(error), icon=":material/error:")
         else:
             st.rerun()
-
-
-def _progress(run: Run) -> None:
-    """The export job's live progress; polls while it is active, then redraws the page once."""
-    workspace = state.workspace()
-    first = workspace.latest_job(run.id, export.EXPORT_JOB)
-    active = first is not None and first.active
-
-    def body() -> None:
-        jobs.refresh(workspace)
-        job = workspace.latest_job(run.id, export.EXPORT_JOB)
-        if job is None:
-            return
-        if active and not job.active:
-            st.rerun()
-        if job.active:
-            text = "Queued: waits for the running job" if job.status == "queued" else (
-                f"{(job.message or 'starting').capitalize()} · {job.progress:.0%}")
-            c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
-            c1.progress(min(max(job.progress, 0.0), 1.0), text=text)
-            c2.button("Cancel", key="export.cancel", icon=":material/stop_circle:", width="stretch",
-                      on_click=jobs.cancel_job, args=(job.id, workspace))
-        elif job.status == FAILED:
-            st.error(f"**The export failed:** {job.error or 'no reason was recorded'}", icon=":material/error:")
-            if job.traceback:
-                with st.expander("Traceback", icon=":material/bug_report:"):
-                    st.code(job.traceback, language="text")
-        elif job.status != COMPLETED:
-            st.info(f"The last export was {job.status}.", icon=":material/info:")
-
-    st.fragment(body, run_every="1s" if active else None)()
 
 
 def _parity(report: export.ExportReport) -> None:
@@ -188,7 +157,7 @@ def main() -> None:
     job = workspace.latest_job(run.id, export.EXPORT_JOB)
     busy = job is not None and job.status in ACTIVE
     _form(run, busy)
-    _progress(run)
+    widgets.job_progress(workspace, run, export.EXPORT_JOB, "export")
     report = export.read_report(workspace, run.id)
     if report is None:
         if not busy:
