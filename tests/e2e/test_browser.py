@@ -9,33 +9,22 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers import shot, wait_idle
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 RUN_TIMEOUT_MS = 240_000
 
 
-def _shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(400)  # let charts finish their transition
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 def _title(page, text: str):
     return page.locator("h1").filter(has_text=re.compile(rf"\b{text}$"))
 
 
-def _wait_idle(page) -> None:
-    """Waits until Streamlit has finished the current script run."""
-    page.wait_for_function("""() => {
-        const w = document.querySelector('[data-testid="stStatusWidget"]');
-        return !w || !/Running|Connecting/.test(w.innerText);
-    }""", timeout=30_000)
 
 
 def _progress(page) -> float:
@@ -64,7 +53,7 @@ def _set_number(page, key: str, value: int) -> None:
     field = page.locator(f".st-key-{key} input")
     field.fill(str(value))
     field.press("Enter")
-    _wait_idle(page)
+    wait_idle(page)
 
 
 def _start_run(page, epochs: int) -> str:
@@ -88,13 +77,13 @@ def test_train_digits_watch_reload_and_cancel(server, page):
     _title(page, "Data").wait_for()
     page.get_by_text("1,797").first.wait_for()
     page.get_by_text("Samples per class").wait_for()
-    _shot(page, "01-data-digits")
+    shot(page, "01-data-digits")
 
     # Augmentation preview renders in the background and then appears.
     page.locator(".st-key-data-aug-flip label").first.click()
     page.get_by_text("12 random draws of the augmentation").wait_for(timeout=90_000)
     page.get_by_text("Augmentation preview").scroll_into_view_if_needed()
-    _shot(page, "02-data-augment-preview")
+    shot(page, "02-data-augment-preview")
 
     # "Use this data" -> Train, with the source carried over.
     page.get_by_role("button", name=re.compile("Use this data")).click()
@@ -103,23 +92,23 @@ def test_train_digits_watch_reload_and_cancel(server, page):
     page.get_by_text(re.compile(r"^[\d,]+$")).locator("xpath=ancestor::*[@data-testid='stMetric']").first.wait_for(
         timeout=90_000)  # the parameter count arrives from its subprocess
     page.locator(".st-key-cfg-augment-flip label").first.click()  # flipped digits are not digits
-    _wait_idle(page)
-    _shot(page, "03-train-form")
+    wait_idle(page)
+    shot(page, "03-train-form")
 
     # Start a short run: Runs shows it live.
     run_id = _start_run(page, epochs=6)
     _wait_progress_above(page, 0.0)
     before = _progress(page)
     assert before < 100
-    _shot(page, "04-runs-running")
+    shot(page, "04-runs-running")
 
     # Reload mid-run: same run, still progressing.
     page.reload()
     _title(page, "Runs").wait_for()
     assert f"run={run_id}" in page.url
     _wait_progress_above(page, before)
-    _wait_idle(page)
-    _shot(page, "05-runs-after-reload")
+    wait_idle(page)
+    shot(page, "05-runs-after-reload")
 
     # It completes with a test accuracy.
     _wait_status(page, "Completed")
@@ -127,7 +116,7 @@ def test_train_digits_watch_reload_and_cancel(server, page):
     test_metric.get_by_text(re.compile(r"\d+\.\d+%")).wait_for()
     accuracy = float(test_metric.get_by_text(re.compile(r"\d+\.\d+%")).inner_text().rstrip("%"))
     assert accuracy > 50, accuracy
-    _shot(page, "06-runs-completed")
+    shot(page, "06-runs-completed")
 
     # A second, longer run: measure page switches and reruns while it trains, then cancel it.
     _nav(page, "Train")
@@ -158,10 +147,10 @@ def test_train_digits_watch_reload_and_cancel(server, page):
     assert f"run={second}" in page.url
     page.get_by_role("button", name=re.compile("Cancel run")).click()
     page.get_by_text(re.compile(r"^Cancel .+\? It stops after the current step")).wait_for()
-    _shot(page, "07-runs-cancel-confirm")
+    shot(page, "07-runs-cancel-confirm")
     page.get_by_role("button", name=re.compile("Yes, cancel it")).click()
     _wait_status(page, "Cancelled", timeout_ms=90_000)
-    _shot(page, "08-runs-cancelled")
+    shot(page, "08-runs-cancelled")
 
     from engine.store import Workspace
 
@@ -195,5 +184,5 @@ def test_server_restart_mid_run_loses_nothing(restartable_server, page):
             m => /Epoch/.test(m.innerText) && parseInt(m.innerText.split('\\n').pop()) > before)""",
         arg=before, timeout=RUN_TIMEOUT_MS)
     _wait_status(page, "Running")
-    _shot(page, "09-runs-after-server-restart")
+    shot(page, "09-runs-after-server-restart")
     assert workspace.get_run(run_id).epochs_done > before

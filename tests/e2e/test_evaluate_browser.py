@@ -6,43 +6,25 @@ test-artifacts/screenshots/evaluate-*.png.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers import shot, train, wait_idle
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
-def _shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(600)  # let charts finish their transition
-    page.screenshot(path=str(SHOTS / f"evaluate-{name}.png"))
 
 
-def _wait_idle(page) -> None:
-    page.wait_for_function("""() => {
-        const w = document.querySelector('[data-testid="stStatusWidget"]');
-        return !w || !/Running|Connecting/.test(w.innerText);
-    }""", timeout=30_000)
 
 
-def _train(home: Path, epochs: int) -> str:
-    env = dict(os.environ, APERTURE_HOME=str(home), APERTURE_STANDBY="0", TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "engine", "train", "--data", "digits", "--image-size", "16",
-                          "--epochs", str(epochs), "--set", "data.max_per_class=60", "--wait", "--json"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])["run_id"]
+
+
+def _digits(epochs: int) -> tuple[str, ...]:
+    return ("--data", "digits", "--image-size", "16", "--epochs", str(epochs), "--set", "data.max_per_class=60")
 
 
 def _cards(page) -> list[str]:
@@ -64,8 +46,8 @@ def _click_cell(page, row: int, column: int) -> None:
 
 def test_click_a_confusion_cell_to_filter_the_gallery(server, page):
     url, home = server
-    weaker = _train(home, epochs=1)
-    run_id = _train(home, epochs=3)
+    weaker = train(home, *_digits(epochs=1))
+    run_id = train(home, *_digits(epochs=3))
 
     from engine.evaluation import evaluate, load_predictions
     from engine.store import Workspace
@@ -79,12 +61,12 @@ def test_click_a_confusion_cell_to_filter_the_gallery(server, page):
     page.locator("h1").filter(has_text=re.compile(r"Evaluate$")).wait_for()
     page.locator('[data-testid="stMetric"]').filter(has_text="Accuracy").first.wait_for()
     page.locator(".st-key-eval-cm-chart .js-plotly-plot").first.wait_for()
-    _wait_idle(page)
-    _shot(page, "01-overview")
+    wait_idle(page)
+    shot(page, "evaluate-01-overview")
 
     # Click the most confused cell: the Mistakes tab opens, filtered to that pair.
     _click_cell(page, true, predicted)
-    _wait_idle(page)
+    wait_idle(page)
     expected = f"✗ true {pair.true} → {pair.predicted}"
     page.get_by_text(expected).first.wait_for(timeout=20_000)
     # Streamlit keeps the previous run's cards on screen (stale) until the rerun finishes: poll.
@@ -96,23 +78,23 @@ def test_click_a_confusion_cell_to_filter_the_gallery(server, page):
         assert time.time() < deadline, cards
         page.wait_for_timeout(250)
     assert page.get_by_role("tab", name="Mistakes").get_attribute("aria-selected") == "true"
-    _shot(page, "02-cell-filtered")
+    shot(page, "evaluate-02-cell-filtered")
 
     # Details of the first image: larger, with its top-5 probabilities.
     page.locator('[class*="st-key-eval-gallery-open-"] button').first.click()
     page.get_by_text(re.compile(r"^Image id: digits/")).wait_for()
     page.locator(".st-key-eval-gallery-detail-chart .js-plotly-plot").wait_for()
-    _shot(page, "03-detail")
+    shot(page, "evaluate-03-detail")
 
     # Suspected label errors, with the CSV download.
     page.get_by_role("tab", name="Label errors").click()
-    _wait_idle(page)
+    wait_idle(page)
     page.get_by_text(re.compile("Download CSV")).wait_for()
-    _shot(page, "04-label-errors")
+    shot(page, "evaluate-04-label-errors")
 
     # Compare with the weaker run (same data, same test set).
     page.get_by_role("tab", name="Compare").click()
-    _wait_idle(page)
+    wait_idle(page)
     page.get_by_text(re.compile("McNemar's test")).wait_for()
     page.get_by_text(re.compile(f"B = .*run {weaker}")).filter(visible=True).first.wait_for()
-    _shot(page, "05-compare")
+    shot(page, "evaluate-05-compare")

@@ -11,14 +11,15 @@ import re
 
 import pytest
 
-from tests.e2e.test_export_browser import _shot, _train, _wait_idle
+from tests.e2e.helpers import DIGITS_DEMO, shot, train, wait_idle
+
 
 pytestmark = pytest.mark.e2e
 
 
 def test_gallery_to_explain_then_shap_and_lime(server, page):
     url, home = server
-    run_id = _train(home)
+    run_id = train(home, *DIGITS_DEMO)
 
     page.goto(f"{url}/evaluate?run={run_id}")
     page.locator("h1").filter(has_text="Evaluate").wait_for()
@@ -31,14 +32,14 @@ def test_gallery_to_explain_then_shap_and_lime(server, page):
     page.locator("h1").filter(has_text="Explain").wait_for()
     assert "image=" in page.url and f"run={run_id}" in page.url
     page.get_by_role("button", name=re.compile("Run SHAP and LIME")).wait_for(timeout=120_000)
-    _wait_idle(page)
+    wait_idle(page)
     assert page.get_by_text(re.compile(r"deletion AUC")).count() == 1
     assert page.get_by_text(re.compile("Not run yet")).count() == 2
-    _shot(page, "explain-01-gradcam")
+    shot(page, "explain-01-gradcam")
 
     page.get_by_role("button", name=re.compile("Run SHAP and LIME")).click()
     page.get_by_text("Not run yet").first.wait_for(state="detached", timeout=120_000)
-    _wait_idle(page)
+    wait_idle(page)
     assert page.get_by_text(re.compile(r"deletion AUC")).count() == 3
     assert page.get_by_text(re.compile("most faithful|caution|beats chance")).count() >= 1
-    _shot(page, "explain-02-all-methods")
+    shot(page, "explain-02-all-methods")

@@ -7,61 +7,39 @@ test-artifacts/screenshots/export-*.png and demo-*.png.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.e2e.helpers import DIGITS_DEMO, shot, train, wait_idle
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 EXPORT_TIMEOUT_MS = 240_000
 
 
-def _shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(600)  # let charts finish their transition
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-def _wait_idle(page) -> None:
-    page.wait_for_function("""() => {
-        const w = document.querySelector('[data-testid="stStatusWidget"]');
-        return !w || !/Running|Connecting/.test(w.innerText);
-    }""", timeout=60_000)
 
 
-def _train(home: Path) -> str:
-    env = dict(os.environ, APERTURE_HOME=str(home), APERTURE_STANDBY="0", TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "engine", "train", "--data", "digits", "--image-size", "24",
-                          "--model", "lenet5", "--epochs", "4", "--augment", "none", "--name", "Digits demo",
-                          "--wait", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout)["run_id"]
 
 
 def test_export_then_demo_by_url(server, page, tmp_path):
     url, home = server
-    run_id = _train(home)
+    run_id = train(home, *DIGITS_DEMO)
 
     page.goto(f"{url}/export?run={run_id}")
     page.locator("h1").filter(has_text="Export").wait_for()
     page.get_by_text("has not been exported yet").wait_for()
-    _shot(page, "export-01-form")
+    shot(page, "export-01-form")
 
     page.get_by_role("button", name=re.compile("Export and check parity")).click()
     page.get_by_text(re.compile(r"Parity on \d+ test images")).wait_for(timeout=EXPORT_TIMEOUT_MS)
-    _wait_idle(page)
+    wait_idle(page)
     page.get_by_text("Size vs accuracy").first.wait_for()
-    _shot(page, "export-02-parity")
+    shot(page, "export-02-parity")
 
     with page.expect_download() as download_info:
         page.locator(".st-key-export-download-int8 button").click()
@@ -70,13 +48,13 @@ def test_export_then_demo_by_url(server, page, tmp_path):
     download.save_as(saved)
     assert saved.name == "model_int8.tflite" and saved.stat().st_size > 1000
     page.get_by_text("Model card preview").scroll_into_view_if_needed()
-    _shot(page, "export-03-downloads")
+    shot(page, "export-03-downloads")
 
     # The shareable demo: no sidebar navigation, read-only.
     page.goto(f"{url}/demo?run={run_id}")
     page.locator("h1").filter(has_text="Digits demo").wait_for()
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
-    _shot(page, "demo-01-shared-link")
+    shot(page, "demo-01-shared-link")
 
     from engine import export
     from engine.store import Workspace
@@ -89,7 +67,7 @@ def test_export_then_demo_by_url(server, page, tmp_path):
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(png))
     page.get_by_text("Where the model looked (Grad-CAM)").wait_for(timeout=120_000)
     page.get_by_text(re.compile("The exported model and the Keras model (agree|disagree)")).wait_for(timeout=60_000)
-    _wait_idle(page)
+    wait_idle(page)
     prediction = page.locator('[data-testid="stMetric"]').filter(has_text="Prediction")
     assert prediction.locator('[data-testid="stMetricValue"]').inner_text().strip() in data["class_names"]
-    _shot(page, "demo-02-prediction")
+    shot(page, "demo-02-prediction")
