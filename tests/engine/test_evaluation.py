@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from engine import store as st
 from engine.evaluation import (NotComparable, Predictions, calibration_bins, compare_runs, evaluate,
                                find_label_issues, label_issues_csv, load_predictions, mcnemar, ranked_mistakes)
 from engine.store import Workspace
-from tests.conftest import write_image_folder
+from tests.image_files import write_digit_folder, write_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -251,18 +250,11 @@ def test_cli_evaluate_refuses_runs_without_predictions_and_bad_paths(trained, tm
 def test_cli_evaluate_a_new_folder(trained, tmp_path):
     """Fresh predictions over a folder of digit PNGs named like the run's classes (streams through the model)."""
     home, run_id = trained
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    for i in range(60):
-        folder = tmp_path / "new" / str(digits.target[i])
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels = (digits.images[i] * 255 / 16).astype(np.uint8)
-        Image.fromarray(np.stack([pixels] * 3, axis=-1)).save(folder / f"{i}.png")
+    labels = write_digit_folder(tmp_path / "new", 60)
     data = json.loads(cli(home, "evaluate", run_id, "--data", str(tmp_path / "new"), "--batch-size", "16",
                           "--json").stdout)
     assert data["num_samples"] == 60 and data["class_names"] == [str(i) for i in range(10)]
-    assert [c["support"] for c in data["per_class"]] == np.bincount(digits.target[:60], minlength=10).tolist()
+    assert [c["support"] for c in data["per_class"]] == np.bincount(labels, minlength=10).tolist()
     assert data["accuracy"] > 0.3  # two epochs on 400 images; chance is 0.1
 
 
@@ -310,24 +302,16 @@ def test_evaluate_job_over_the_validation_split(trained):
 
 @pytest.mark.slow
 def test_evaluate_job_over_a_new_folder_and_a_mismatched_one(trained, tmp_path):
-    from sklearn.datasets import load_digits
-
     from engine import evaluation
 
     home, run_id = trained
-    digits = load_digits()
-    for i in range(50):
-        folder = tmp_path / "new" / str(digits.target[i])
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels = (digits.images[i] * 255 / 16).astype(np.uint8)
-        Image.fromarray(np.stack([pixels] * 3, axis=-1)).save(folder / f"{i}.png")
+    labels = write_digit_folder(tmp_path / "new", 50)
     workspace, job = run_evaluate_job(home, run_id, str(tmp_path / "new"), "fresh")
     assert job.status == "completed", (job.error, job.traceback)
     predictions = evaluation.load_evaluation(workspace, run_id, "fresh")
     assert predictions.probabilities.shape == (50, 10)
     assert predictions.class_names == [str(i) for i in range(10)]
-    assert np.bincount(predictions.labels, minlength=10).tolist() == np.bincount(digits.target[:50],
-                                                                                 minlength=10).tolist()
+    assert np.bincount(predictions.labels, minlength=10).tolist() == np.bincount(labels, minlength=10).tolist()
     assert evaluate(predictions).accuracy > 0.3  # two epochs on 400 images; chance is 0.1
 
     shapes = write_image_folder(tmp_path / "shapes", classes=("0", "1", "cat"), per_class=3)
