@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.set_defaults(handler=cmd_delete)
 
+    p = commands.add_parser("cache", help="show the data cache (decoded images, extracted uploads); --prune to shrink it")
+    p.add_argument("--prune", action="store_true", help="drop least-recently-used entries down to the cap")
+    p.add_argument("--max-gb", type=float, help="the cap for --prune (default $APERTURE_CACHE_LIMIT_GB or 20; "
+                   "0 empties the cache)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_cache)
+
     p = commands.add_parser("evaluate", help="metrics of a completed run's test predictions (or of a new folder)")
     p.add_argument("run")
     p.add_argument("--data", help="an image folder or .zip (one sub-folder per class) to evaluate the model on, "
@@ -242,6 +249,27 @@ def cmd_delete(args, workspace: Workspace) -> int:
     run_id = workspace.resolve_run_id(args.run)
     jobs.delete(run_id, workspace)
     print(f"{run_id}: deleted")
+    return 0
+
+
+def cmd_cache(args, workspace: Workspace) -> int:
+    from engine.data import cache
+
+    if args.max_gb is not None and not args.max_gb >= 0:  # also refuses nan
+        raise UsageError(f"--max-gb={args.max_gb}: must be 0 or more")
+    removed = []
+    if args.prune:
+        cap = cache.limit_bytes() if args.max_gb is None else int(args.max_gb * 1e9)
+        removed = cache.prune(workspace.cache_dir, cap)
+    left = cache.entries(workspace.cache_dir)
+    summary = {"cache_dir": str(workspace.cache_dir), "entries": len(left),
+               "size_bytes": sum(e.size_bytes for e in left), "removed": len(removed),
+               "freed_bytes": sum(e.size_bytes for e in removed)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['cache_dir']}: {len(left)} entries, {summary['size_bytes'] / 1e6:.1f} MB"
+              + (f" (removed {len(removed)}, freed {summary['freed_bytes'] / 1e6:.1f} MB)" if args.prune else ""))
     return 0
 
 

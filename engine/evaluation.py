@@ -537,7 +537,7 @@ def predict_folder(workspace: st.Workspace, run_id: str, folder: str | Path, *, 
     if not workspace.run_file(run_id, st.MODEL_FILE).exists():
         raise NoPredictions(f"run {run_id} has no saved model (status: {run.status})")
     run_classes = _run_classes(workspace, run_id)
-    images = load_images(str(folder), run.config.data.image_size, cache_dir=workspace.root / "cache")
+    images = load_images(str(folder), run.config.data.image_size, cache_dir=workspace.cache_dir)
     missing = sorted(set(run_classes) - set(images.class_names))
     extra = sorted(set(images.class_names) - set(run_classes))
     if missing or extra:
@@ -573,7 +573,7 @@ def predict_split(workspace: st.Workspace, run_id: str, split: str, *, batch_siz
     data = run.config.data
     run_classes = _run_classes(workspace, run_id)
     images = load_images(data.source, data.image_size, max_per_class=data.max_per_class, seed=data.seed,
-                         cache_dir=workspace.root / "cache")
+                         cache_dir=workspace.cache_dir)
     if list(images.class_names) != run_classes:
         raise DatasetError(f"the run's data now has classes {', '.join(images.class_names)}; it was trained on "
                            f"{', '.join(run_classes)}")

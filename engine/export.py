@@ -342,7 +342,7 @@ def load_run_split(workspace: Workspace, run_id: str, config: RunConfig | None =
 
     config = config or workspace.get_run(run_id).config
     images = load_images(config.data.source, config.data.image_size, max_per_class=config.data.max_per_class,
-                         seed=config.data.seed, cache_dir=workspace.root / "cache")
+                         seed=config.data.seed, cache_dir=workspace.cache_dir)
     split = split_indices(images.labels, config.data.val_fraction, config.data.test_fraction, config.data.seed,
                           class_names=images.class_names)
     with np.load(workspace.run_file(run_id, st.PREDICTIONS_FILE)) as saved:

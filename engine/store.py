@@ -28,6 +28,7 @@ HOME_ENV = "APERTURE_HOME"
 DB_FILE = "aperture.db"
 RUNS_DIR = "runs"
 UPLOADS_DIR = "uploads"
+CACHE_DIR = "cache"  # extracted uploads and decoded-image caches, shared by the dashboard and every job
 
 # Files inside runs/<id>/ (the contract between processes).
 CONFIG_FILE = "config.json"
@@ -39,13 +40,15 @@ PREDICTIONS_FILE = "predictions.npz"  # test split: probabilities, labels, ids, 
 DATA_REPORT_FILE = "data_report.json"  # class counts per split, skipped files
 LOG_FILE = "job.log"
 TENSORBOARD_DIR = "tensorboard"
-DATA_DIR = "data"  # extracted uploads and decoded-image caches
 EXPORTS_DIR = "exports"  # exported artifacts (.tflite, saved_model/, .onnx, .keras) and their reports
 EXPORT_REQUEST_FILE = "exports/request.json"  # the options of the latest export job
 EXPORT_REPORT_FILE = "exports/report.json"  # the parity report of the latest export
 EXPORT_METADATA_FILE = "exports/metadata.json"  # class names, input size/range, quantization params
 EVALUATIONS_DIR = "evaluations"  # fresh evaluations: <name>.npz (keys as predictions.npz) + <name>.json (source)
 EVALUATION_REQUEST_FILE = "evaluations/request.json"  # {"name", "source"} of the latest evaluate job
+EXPLANATIONS_DIR = "explanations"  # batch explanations: <batch>/ folders of maps, overlays and images
+EXPLANATION_REQUEST_FILE = "explanations/request.json"  # {"count", "methods", "params"} of the latest explain job
+EXPLANATION_RESULTS_FILE = "explanations/mistakes.json"  # the stored batch: rows, per-method summary, its folder
 MODEL_CARD_FILE = "model_card.md"
 MODEL_CARD_HTML_FILE = "model_card.html"
 
@@ -251,6 +254,11 @@ class Workspace:
 
     def run_file(self, run_id: str, name: str) -> Path:
         return self.run_dir(run_id) / name
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where decoded images and extracted uploads are cached (everything in it can be rebuilt)."""
+        return self.root / CACHE_DIR
 
     def relative(self, path: Path) -> str:
         """A path relative to the workspace root, as stored in the index."""

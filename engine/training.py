@@ -64,7 +64,7 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
 
     context.report(0.0, "loading data")
     images = load_images(config.data.source, config.data.image_size, max_per_class=config.data.max_per_class,
-                         seed=config.data.seed, cache_dir=workspace.root / "cache")
+                         seed=config.data.seed, cache_dir=workspace.cache_dir)
     split = split_indices(images.labels, config.data.val_fraction, config.data.test_fraction, config.data.seed,
                           class_names=images.class_names)
     st.write_json_atomic(context.run_file(st.DATA_REPORT_FILE), data_report(images, split))

@@ -22,7 +22,7 @@ import streamlit as st
 
 from engine.config import AugmentConfig, RunConfig
 from engine.data import ImageSet, SourceInfo, list_sources, load_images
-from engine.store import DATA_DIR, Workspace, default_root
+from engine.store import CACHE_DIR, Workspace, default_root
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_SECONDS = 180
@@ -50,7 +50,7 @@ def sources() -> list[SourceInfo]:
 @st.cache_resource(max_entries=6, show_spinner=False)
 def _load(source: str, image_size: int, max_per_class: int, seed: int, cache_root: str) -> ImageSet:
     return load_images(source, image_size, max_per_class=max_per_class, seed=seed,
-                       cache_dir=Path(cache_root) / DATA_DIR)
+                       cache_dir=Path(cache_root) / CACHE_DIR)
 
 
 def load_dataset(source: str, image_size: int, max_per_class: int = 0, seed: int = 0) -> ImageSet:

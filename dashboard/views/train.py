@@ -14,7 +14,7 @@ from engine import jobs
 from engine.config import (ACTIVATIONS, MIXED_PRECISION, MODEL_NAMES, OPTIMIZERS, POOLINGS, SCHEDULES,
                            TRANSFER_BASES, ConfigError, RunConfig)
 from engine.data import BUILTIN_SOURCES, DatasetError, check_source_allowed, load_images
-from engine.store import DATA_DIR
+from engine.store import CACHE_DIR
 
 BUILTIN, PATH = "Built-in dataset", "Folder or zip on the server"
 ERROR_KEY = "train.error"  # {"field": "train.learning_rate", "message": ..., "raw": {...}}
@@ -223,7 +223,7 @@ def _describe(config: RunConfig, cache_root: str) -> dict:
     """Counts the classes (TF-free) and builds the model in a subprocess; runs on a background thread."""
     source = config.data.source
     classes = KNOWN_CLASS_COUNTS.get(source) or len(
-        load_images(source, 8, max_per_class=1, cache_dir=Path(cache_root) / DATA_DIR).class_names)
+        load_images(source, 8, max_per_class=1, cache_dir=Path(cache_root) / CACHE_DIR).class_names)
     return {**state.count_params(config, classes), "classes": classes}
 
 

@@ -179,5 +179,6 @@ def extract_upload(zip_path: Path, cache_dir: Path) -> Path:
     dest = Path(cache_dir) / UPLOADS_DIR / file_digest(zip_path)[:16]
     if (dest / EXTRACTED_DIR).is_dir():
         logger.info("reusing the extracted upload in %s", dest)
+        os.utime(dest)  # the cache's least-recently-used clock
         return find_class_root(dest / EXTRACTED_DIR)
     return extract_zip(zip_path, dest)

@@ -155,6 +155,7 @@ def load_folder(folder: Path, image_size: int, *, source: str, max_per_class: in
     if cache_dir is not None:
         cached = _read_cache(Path(cache_dir) / DECODED_DIR, key, source)
         if cached is not None:
+            _touch(Path(cache_dir) / DECODED_DIR / f"{key}.json")  # the cache's least-recently-used clock
             logger.info("loaded %d decoded images from the cache (%s)", len(cached), key[:12])
             return cached
     started = time.perf_counter()
@@ -183,6 +184,13 @@ def load_folder(folder: Path, image_size: int, *, source: str, max_per_class: in
     if cache_dir is not None:
         _write_sidecar(Path(cache_dir) / DECODED_DIR, key, result)
     return result
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 def _size_and_mtime(path: Path) -> tuple[int, int]:

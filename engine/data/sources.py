@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
 from engine.data.archive import extract_upload, extract_zip
 from engine.data.builtin import BUILTIN_SOURCES, load_builtin
+from engine.data.cache import prune
 from engine.data.folders import load_folder
 from engine.data.imageset import DatasetError, ImageSet
 
@@ -71,6 +73,15 @@ def load_images(source: str, image_size: int, *, max_per_class: int = 0, seed: i
     if source in BUILTIN_SOURCES:
         return load_builtin(source, image_size, max_per_class=max_per_class, seed=seed)
     check_source_allowed(source)
+    if cache_dir is None:
+        return _load_path(source, image_size, max_per_class, seed, None)
+    started = time.time() - 1  # mtimes may be rounded down to the second
+    images = _load_path(source, image_size, max_per_class, seed, Path(cache_dir))
+    prune(cache_dir, keep_used_since=started)
+    return images
+
+
+def _load_path(source: str, image_size: int, max_per_class: int, seed: int, cache_dir: Path | None) -> ImageSet:
     path = Path(os.path.expanduser(str(source)))
     if not path.exists():
         raise DatasetError(f"{source!r} is not a built-in dataset ({', '.join(BUILTIN_SOURCES)}) and no such "
@@ -82,7 +93,7 @@ def load_images(source: str, image_size: int, *, max_per_class: int = 0, seed: i
         raise DatasetError(f"{path.name} is neither a folder nor a zip archive. Give a folder holding one "
                            "sub-folder of images per class, or a .zip of it.")
     if cache_dir is not None:
-        folder = extract_upload(path, Path(cache_dir))
+        folder = extract_upload(path, cache_dir)
         return load_folder(folder, image_size, source=str(source), max_per_class=max_per_class, seed=seed,
                            cache_dir=cache_dir)
     with tempfile.TemporaryDirectory(prefix="aperture-zip-") as scratch:
