@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import streamlit as st
 from dashboard.components import figures, state, widgets
 from dashboard.components.polling import when_ready
 from engine.config import AugmentConfig, DataConfig
-from engine.data import DatasetError, ImageSet, check_upload_size, extract_zip, split_indices
+from engine.data import DatasetError, ImageSet, check_upload_size, download_source, extract_zip, split_indices
 from engine.store import UPLOADS_DIR
 
 BUILTIN, UPLOAD, FOLDER = "Built-in dataset", "Upload a zip", "Folder on the server"
@@ -92,10 +93,37 @@ def _choose_source() -> str | None:
                                                                                  else " (not available)"))
     info = infos[name]
     if not info.available:
-        st.warning(f"**{name}** is not available offline: {info.detail}.", icon=":material/cloud_off:")
+        st.warning(f"**{name}** is not on this machine yet: it {info.detail}.", icon=":material/cloud_off:")
+        _download(name)
         return None
     st.caption(f":material/check_circle: {info.detail}")
     return name
+
+
+def _download(name: str) -> None:
+    """A Download button for a Keras dataset; the download runs on a background thread and survives reruns."""
+    attempt_key = f"data.download.{name}"
+    if st.button(f"Download {name}", key=f"data.download.start.{name}", icon=":material/download:"):
+        st.session_state[attempt_key] = uuid.uuid4().hex  # a new download per click, never an old result
+    attempt = st.session_state.get(attempt_key)
+    if not attempt:
+        return
+
+    def done(_) -> None:
+        state.sources.clear()
+        if any(info.name == name and info.available for info in state.sources()):
+            st.rerun()
+        st.error(f"The download of {name} finished but the files are still missing: {_source_detail(name)}.",
+                 icon=":material/error:")
+
+    when_ready(state.start_task(f"download:{name}:{attempt}", download_source, name), done,
+               waiting=lambda: st.info(f"Downloading {name} into Keras's dataset cache…",
+                                       icon=":material/hourglass_top:"),
+               failed=lambda error: st.error(str(error), icon=":material/error:"))
+
+
+def _source_detail(name: str) -> str:
+    return next((info.detail for info in state.sources() if info.name == name), "")
 
 
 def _augment_controls() -> AugmentConfig:

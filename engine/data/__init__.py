@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine.data.archive import MAX_UPLOAD_BYTES, check_upload_size, extract_zip
-from engine.data.builtin import BUILTIN_SOURCES, list_sources
+from engine.data.builtin import BUILTIN_SOURCES, download_source, list_sources
 from engine.data.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 from engine.data.imageset import DatasetError, ImageSet, SkippedFile, SourceInfo
 from engine.data.sources import DATA_ROOTS_ENV, check_source_allowed, data_roots, load_images
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 _LAZY = {"make_augmenter", "make_dataset"}
 
 __all__ = [
-    "BUILTIN_SOURCES", "DATA_ROOTS_ENV", "IMAGE_EXTENSIONS", "check_source_allowed", "data_roots", "DatasetError", "ImageReadError", "MAX_UPLOAD_BYTES", "check_upload_size", "ImageSet", "SkippedFile",
+    "BUILTIN_SOURCES", "DATA_ROOTS_ENV", "IMAGE_EXTENSIONS", "check_source_allowed", "data_roots", "DatasetError", "ImageReadError", "MAX_UPLOAD_BYTES", "check_upload_size", "download_source", "ImageSet", "SkippedFile",
     "SourceInfo", "Split", "extract_zip", "list_sources", "load_images", "make_augmenter", "make_dataset",
     "read_image", "split_indices",
 ]

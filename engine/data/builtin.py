@@ -51,6 +51,9 @@ DESCRIPTIONS = {
 }
 
 
+_KERAS_SOURCES = ("mnist", "fashion_mnist", "cifar10")
+
+
 def datasets_dir() -> Path:
     """Keras's dataset cache: `$KERAS_HOME/datasets`, else `~/.keras/datasets`."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -129,8 +132,14 @@ def _download(url: str, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _ensure_cached(source: str) -> None:
-    """Downloads a Keras source's missing files into Keras's cache, or raises DatasetError saying what to do."""
+def download_source(source: str) -> None:
+    """Downloads a Keras source's missing files into Keras's cache (no-op when cached).
+
+    Raises:
+        DatasetError: the download failed; the message says where to put the files by hand.
+    """
+    if source not in _KERAS_SOURCES:
+        raise DatasetError(f"{source!r} is not a downloadable dataset ({', '.join(_KERAS_SOURCES)})")
     if _is_cached(source):
         return
     hint = _missing_hint(source)
@@ -163,7 +172,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _read_keras_source(source: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Reads train + test of a Keras source from its cache files into one pool (train first)."""
-    _ensure_cached(source)
+    download_source(source)
     try:
         if source == "mnist":
             with np.load(_needed_files(source)[0][0], allow_pickle=False) as npz:

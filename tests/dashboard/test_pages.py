@@ -114,6 +114,66 @@ def test_data_page_names_a_missing_folder(workspace, tmp_path):
     assert "no such file or folder" in texts(at.error)
 
 
+@pytest.fixture
+def mnist_server(tmp_path, monkeypatch):
+    """An empty KERAS_HOME and a local HTTP server offering a 50-image mnist.npz where Keras's URL would be."""
+    import http.server
+    import socketserver
+    import threading
+
+    import numpy as np
+
+    from dashboard.components import state
+    from engine.data import builtin
+
+    served = tmp_path / "served"
+    served.mkdir()
+    rng = np.random.default_rng(0)
+    labels = np.arange(50) % 10
+    np.savez(served / "mnist.npz", x_train=rng.integers(0, 255, (40, 28, 28), dtype=np.uint8), y_train=labels[:40],
+             x_test=rng.integers(0, 255, (10, 28, 28), dtype=np.uint8), y_test=labels[40:])
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(served))  # noqa: E731
+    with socketserver.TCPServer(("127.0.0.1", 0), handler) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+        monkeypatch.setenv("no_proxy", "*")
+        monkeypatch.setattr(builtin, "KERAS_DATASETS_URL", f"http://127.0.0.1:{httpd.server_address[1]}/")
+        state.sources.clear()
+        yield served
+        httpd.shutdown()
+    state.sources.clear()
+
+
+def _until(at: AppTest, ready, seconds: float = 30) -> AppTest:
+    deadline = time.monotonic() + seconds
+    while not ready(at) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        at.run()
+    return at
+
+
+def test_data_page_downloads_a_missing_keras_dataset(workspace, mnist_server):
+    at = open_page()
+    at.selectbox(key="data.builtin").set_value("mnist").run()
+    assert "not on this machine yet" in texts(at.warning)
+    at.button(key="data.download.start.mnist").click().run()
+    _until(at, lambda a: "Images" in {m.label for m in a.metric})
+    assert not at.exception and not at.error, texts(at.error)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "50" and metrics["Classes"] == "10"
+
+
+def test_data_page_says_why_a_download_failed(workspace, mnist_server):
+    (mnist_server / "mnist.npz").unlink()  # the server answers 404
+    at = open_page()
+    at.selectbox(key="data.builtin").set_value("mnist").run()
+    at.button(key="data.download.start.mnist").click().run()
+    _until(at, lambda a: bool(a.error))
+    assert "mnist is not cached and could not be downloaded" in texts(at.error)
+    assert "put mnist.npz in" in texts(at.error)  # and how to do it by hand
+    assert not at.exception
+
+
 def _zip(entries: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
