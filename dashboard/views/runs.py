@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard.components import figures, state, widgets
 from engine import jobs
+from engine.data import BUILTIN_SOURCES
 from engine.store import ACTIVE, FAILED, RUNNING, STATUSES, Run, RunNotFound
 
 PICKER_KEY = "runs.picker"
@@ -154,8 +155,11 @@ def _run_details(run: Run) -> None:
             st.warning(f"The stored config can't be read: {error}")
         else:
             st.dataframe(table, key=f"runs.config.{run.id}", hide_index=True, width="stretch",
-                         column_config={"Value": st.column_config.TextColumn(width="large")},
+                         column_config={"Section": st.column_config.TextColumn(width="small"),
+                                        "Value": st.column_config.TextColumn(width="large")},
                          height=min(36 * (len(table) + 1) + 2, 560))
+            if run.config.data.source not in BUILTIN_SOURCES:  # a path: in full, to copy (the table cuts it)
+                st.code(run.config.data.source, language=None, wrap_lines=True)
         if run.params:
             st.caption(f"{run.params:,} parameters" + (f" · {run.num_classes} classes" if run.num_classes else ""))
     with right:
