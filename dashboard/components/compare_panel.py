@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -9,16 +10,26 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components import evaluate_figures as figs
-from dashboard.components import gallery, widgets
+from dashboard.components import gallery, state, widgets
 from engine import evaluation as ev
 from engine.store import Run
 
 OTHER_KEY = "eval.compare.other"
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
 
 
-def show(run: Run, others: list[Run], predictions: ev.Predictions, images: np.ndarray | None,
-         load: Callable[[Run], tuple]) -> None:
-    """Draws the comparison of `run` (A) with a second completed run the user picks (B)."""
+def show(run: Run, others: list[Run], predictions: ev.Predictions, images: np.ndarray | None, source: str | None,
+         same_data: Callable[[Run, str | None], ev.Predictions | None]) -> None:
+    """Draws the comparison of `run` (A) with a second completed run the user picks (B).
+
+    Args:
+        run: run A; `predictions` are its predictions on the data being looked at.
+        others: the runs B can be.
+        predictions: A's predictions (its test set, or a fresh evaluation of `source`).
+        images: the images behind `predictions`, for the gallery (None: no thumbnails).
+        source: what A's fresh evaluation predicted (`split:val`, a folder or zip); None for the test set.
+        same_data: B's predictions on the same data, or None when B has not been evaluated on it.
+    """
     if not others:
         st.info("Train a second run on the same data to compare the two here.", icon=":material/compare_arrows:")
         return
@@ -26,14 +37,18 @@ def show(run: Run, others: list[Run], predictions: ev.Predictions, images: np.nd
     other_id = st.selectbox("Compare with", list(by_id), key=OTHER_KEY,
                             format_func=lambda i: widgets.run_option_label(by_id[i]))
     other = by_id[other_id]
+    other_predictions = same_data(other, source)
+    if other_predictions is None:
+        _offer_evaluation(other, source)
+        return
     try:
-        comparison = ev.compare_runs(predictions, load(other)[0])
+        comparison = ev.compare_runs(predictions, other_predictions)
     except ev.NotComparable as error:
         st.warning(f"These two runs cannot be compared: {error}.", icon=":material/block:")
         return
     a, b = comparison.a, comparison.b
-    st.caption(f"A = {run.label}, run {run.id} · B = {other.label}, run {other.id} · {a.num_samples} shared test "
-               "images")
+    st.caption(f"A = {run.label}, run {run.id} · B = {other.label}, run {other.id} · {a.num_samples} shared "
+               + ("test images" if source is None else "images"))
     rows = [("Accuracy", a.accuracy, b.accuracy), ("Macro F1", a.macro_f1, b.macro_f1),
             ("Weighted F1", a.weighted_f1, b.weighted_f1), ("Macro precision", a.macro_precision, b.macro_precision),
             ("Macro recall", a.macro_recall, b.macro_recall), ("Calibration error (ECE)", a.ece, b.ece)]
@@ -55,7 +70,7 @@ def show(run: Run, others: list[Run], predictions: ev.Predictions, images: np.nd
                         width="stretch")
 
     names = predictions.class_names
-    b_predicted = ev.align(predictions, load(other)[0]).predicted  # in A's order, like the positions
+    b_predicted = ev.align(predictions, other_predictions).predicted  # in A's order, like the positions
 
     def caption(p: ev.Predictions, position: int) -> str:
         return (f"true {names[p.labels[position]]} · A: {names[p.predicted[position]]} · "
@@ -69,4 +84,28 @@ def show(run: Run, others: list[Run], predictions: ev.Predictions, images: np.nd
     positions = {"Only A right": comparison.a_only, "Only B right": comparison.b_only}.get(
         view or "", comparison.disagreements)
     gallery.show("eval.compare.gallery", predictions, np.array(positions, dtype=np.int64), images, caption=caption,
-                 empty="The two runs predict the same class for every test image.")
+                 empty="The two runs predict the same class for every image.")
+
+
+def _offer_evaluation(other: Run, source: str) -> None:
+    """B has no predictions on A's evaluated data: offer to make them with an evaluate job."""
+    workspace = state.workspace()
+    job = workspace.latest_job(other.id, ev.EVALUATE_JOB)
+    if job is None or not job.active:
+        st.info(f"Run {other.id} has not been evaluated on {_describe(source)} yet: evaluate it on the "
+                "same data to compare the two.", icon=":material/compare_arrows:")
+        if st.button("Evaluate B on the same data", key="eval.compare.evaluate", icon=":material/play_arrow:"):
+            try:
+                ev.request_evaluation(workspace, other.id, source)
+            except (ev.EvaluationError, ev.NoPredictions) as error:
+                st.error(str(error), icon=":material/error:")
+            else:
+                st.rerun()
+    widgets.job_progress(workspace, other, ev.EVALUATE_JOB, "evaluation of B")
+
+
+def _describe(source: str) -> str:
+    if source.startswith(ev.SPLIT_PREFIX):
+        split = source.removeprefix(ev.SPLIT_PREFIX)
+        return f"its {SPLIT_NAMES.get(split, split)} split"
+    return f"“{Path(source).name}”"

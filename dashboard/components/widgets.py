@@ -174,7 +174,7 @@ def job_progress(workspace: Workspace, run: Run, kind: str, noun: str, *,
                 f"{(job.message or 'starting').capitalize()} · {job.progress:.0%}")
             c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
             c1.progress(min(max(job.progress, 0.0), 1.0), text=text)
-            c2.button("Cancel", key=f"{kind}.job.cancel", icon=":material/stop_circle:", width="stretch",
+            c2.button("Cancel", key=f"{kind}.job.cancel.{run.id}", icon=":material/stop_circle:", width="stretch",
                       on_click=jobs.cancel_job, args=(job.id, workspace))
         elif job.status == FAILED:
             st.error(f"**The {noun} failed:** {job.error or 'no reason was recorded'}", icon=":material/error:")

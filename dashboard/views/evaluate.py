@@ -51,6 +51,18 @@ def load_chosen(run: Run, name: str):
     return _load_evaluation(str(state.workspace().root), run.id, name, path.stat().st_mtime)
 
 
+def same_data_predictions(other: Run, source: str | None) -> ev.Predictions | None:
+    """Another run's predictions on the data behind the chosen ones: its test set for `source` None, else
+    its newest saved evaluation of the same split, folder or zip (None if it has none)."""
+    if source is None:
+        return load(other)[0]
+    workspace = state.workspace()
+    for name in ev.saved_evaluations(workspace, other.id):
+        if ev.evaluation_source(workspace, other.id, name) == source:
+            return load_chosen(other, name)[0]
+    return None
+
+
 def dataset_images(run: Run, predictions: ev.Predictions, source: str | None = None) -> np.ndarray | None:
     """The images behind the predictions (for thumbnails), if the data still loads and matches them.
 
@@ -299,7 +311,8 @@ def main() -> None:
     with label_errors:
         _label_errors(run, predictions, issues, images)
     with compare:
-        compare_panel.show(run, [r for r in runs if r.id != run.id], predictions, images, load)
+        compare_panel.show(run, [r for r in runs if r.id != run.id], predictions, images, source,
+                           same_data_predictions)
 
 
 main()

@@ -212,3 +212,26 @@ def test_evaluate_on_other_data_shows_request_errors_and_the_jobs_error(workspac
                                                  "(missing '2'); it needs one sub-folder per class named 0, 1, 2")
     at = open_evaluate()
     assert "The evaluation failed:** DatasetError: the folder's classes do not match" in texts(at.error)
+
+
+def test_compare_pairs_an_evaluation_with_the_other_runs_evaluation_of_the_same_data(workspace):
+    other = completed_run(workspace, seed=1)
+    run_id = completed_run(workspace, seed=2)
+    saved_evaluation(workspace, run_id, "val-split")
+    at = open_evaluate(run=run_id)
+    at.selectbox(key="eval.source").set_value("val-split").run()
+    assert at.selectbox(key="eval.compare.other").value == other
+    assert f"Run {other} has not been evaluated on its validation split yet" in texts(at.info)
+    assert has_button(at, "eval.compare.evaluate")
+
+    saved_evaluation(workspace, other, "validation", source="split:val")  # B's own name for the same data
+    saved_evaluation(workspace, other, "elsewhere", source="/data/other")
+    at.run()
+    assert not at.exception
+    assert not has_button(at, "eval.compare.evaluate")
+    assert "25 shared images" in texts(at.caption)
+    assert "predict the same class for every image" in texts(at.info)  # both say class 0 throughout
+
+
+def has_button(at: AppTest, key: str) -> bool:
+    return any(b.key == key for b in at.button)
