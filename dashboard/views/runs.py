@@ -149,17 +149,16 @@ def _run_details(run: Run) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Configuration**")
+        if run.config.data.source not in BUILTIN_SOURCES:  # a path, in full and easy to copy (the table cuts it)
+            st.code(run.config.data.source, language=None, wrap_lines=True)
         try:
             table = widgets.config_table(run.config)
         except Exception as error:  # noqa: BLE001 - an old or hand-edited config must not break the page
             st.warning(f"The stored config can't be read: {error}")
         else:
             st.dataframe(table, key=f"runs.config.{run.id}", hide_index=True, width="stretch",
-                         column_config={"Section": st.column_config.TextColumn(width="small"),
-                                        "Value": st.column_config.TextColumn(width="large")},
+                         column_config={"Value": st.column_config.TextColumn(width="large")},
                          height=min(36 * (len(table) + 1) + 2, 560))
-            if run.config.data.source not in BUILTIN_SOURCES:  # a path: in full, to copy (the table cuts it)
-                st.code(run.config.data.source, language=None, wrap_lines=True)
         if run.params:
             st.caption(f"{run.params:,} parameters" + (f" · {run.num_classes} classes" if run.num_classes else ""))
     with right:

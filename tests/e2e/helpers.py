@@ -28,7 +28,7 @@ def wait_idle(page, timeout_ms: int = 60_000) -> None:
     """Waits until Streamlit has finished the current script run."""
     page.wait_for_function("""() => {
         const w = document.querySelector('[data-testid="stStatusWidget"]');
-        return !w || !/Running|Connecting/.test(w.innerText);
+        return !w || !/Running|Connecting|Stop/.test(w.innerText);
     }""", timeout=timeout_ms)
 
 
