@@ -1,0 +1,187 @@
+"""The `export` job: export a run in the requested formats, check each artifact, write the report and metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engine import store as st
+from engine.config import RunConfig
+from engine.export.convert import artifact_size, export_artifact
+from engine.export.report import (
+    ARTIFACT_NAMES,
+    FORMAT_LABELS,
+    FORMATS,
+    RUNTIMES,
+    ArtifactParity,
+    ExportReport,
+    ExportRequest,
+    check_exportable,
+    read_report,
+    suggest_fallback,
+)
+from engine.export.runners import load_runner, measure_parity, predict_batched
+from engine.jobs import JobCancelled
+from engine.store import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def run_export_job(context) -> ExportReport:
+    """The body of an `export` job: reads `exports/request.json` and exports with progress."""
+    path = context.run_file(st.EXPORT_REQUEST_FILE)
+    request = ExportRequest.from_dict(json.loads(path.read_text())) if path.is_file() else ExportRequest()
+    return export_run(context.workspace, context.run_id, request, report=context.report,
+                      should_stop=context.raise_if_cancelled)
+
+
+def export_run(workspace: Workspace, run_id: str, request: ExportRequest = ExportRequest(), *,
+               report: Callable[[float, str], None] | None = None, should_stop: Callable[[], None] | None = None,
+               calibration_images: np.ndarray | None = None) -> ExportReport:
+    """Exports a run in the requested formats and writes the parity report, metadata and model card.
+
+    Args:
+        workspace: the workspace holding the run.
+        run_id: a completed run.
+        request: formats, max accuracy drop, calibration size, latency runs.
+        report: `report(progress 0..1, message)`, called as the work advances.
+        should_stop: called between steps; raises to stop (e.g. `JobCancelled`).
+        calibration_images: `(N, H, W, 3)` images to calibrate INT8 with instead of the
+            training split (tests use this to break an export on purpose).
+
+    Returns:
+        The `ExportReport`, also written to `exports/report.json`.
+    """
+    request.validate()
+    check_exportable(workspace, run_id)
+    report = report or (lambda progress, message: None)
+    should_stop = should_stop or (lambda: None)
+    import keras
+
+    import engine.models  # noqa: F401 - registers custom layers before loading
+
+    report(0.0, "loading the model and test images")
+    config = workspace.get_run(run_id).config
+    model = keras.saving.load_model(workspace.run_file(run_id, st.MODEL_FILE), compile=False)
+    data = load_run_split(workspace, run_id, config)
+    if calibration_images is None:
+        rng = np.random.default_rng(config.data.seed)
+        chosen = rng.choice(data["train_indices"], size=min(request.calibration_size, len(data["train_indices"])),
+                            replace=False)
+        calibration_images = data["images"][np.sort(chosen)]
+    test_x = data["images"][data["test_indices"]].astype(np.float32)
+    labels, ids, class_names = data["labels"], data["ids"], data["class_names"]
+    reference = predict_batched(lambda x: np.asarray(model(x, training=False)), test_x)
+    reference_accuracy = float(np.mean(reference.argmax(1) == labels))
+
+    out_dir = workspace.run_dir(run_id) / st.EXPORTS_DIR
+    out_dir.mkdir(exist_ok=True)
+    artifacts: list[ArtifactParity] = []
+    steps = len(request.formats)
+    for step, fmt in enumerate(request.formats):
+        should_stop()
+        report(0.05 + 0.95 * step / steps, f"exporting {FORMAT_LABELS[fmt]} ({step + 1}/{steps})")
+        started = time.monotonic()
+        path = out_dir / ARTIFACT_NAMES[fmt]
+        try:
+            export_artifact(model, fmt, path, calibration_images=calibration_images,
+                            source=workspace.run_file(run_id, st.MODEL_FILE))
+            should_stop()
+            report(0.05 + 0.95 * (step + 0.5) / steps, f"checking {FORMAT_LABELS[fmt]} ({step + 1}/{steps})")
+            runner = load_runner(path, fmt)
+            parity = measure_parity(runner, fmt, test_x, labels, ids, reference, max_drop=request.max_drop,
+                                    latency_runs=request.latency_runs, calibration_size=len(calibration_images))
+            parity = dataclasses.replace(parity, path=str(path.relative_to(workspace.run_dir(run_id))),
+                                         size_bytes=artifact_size(path), quantization=runner.quantization,
+                                         seconds=time.monotonic() - started)
+        except JobCancelled:
+            raise
+        except Exception as error:  # noqa: BLE001 - one broken format must not hide the others
+            log.exception("exporting %s failed", fmt)
+            parity = ArtifactParity(format=fmt, path=str(path.relative_to(workspace.run_dir(run_id))),
+                                    size_bytes=artifact_size(path) if path.exists() else 0, runtime=RUNTIMES[fmt],
+                                    reference_accuracy=reference_accuracy, error=_one_line(error),
+                                    suggestion=suggest_fallback(fmt, len(calibration_images)),
+                                    seconds=time.monotonic() - started)
+        log.info("%s: accuracy %s (reference %.4f), %s bytes, passed=%s", fmt, parity.accuracy, reference_accuracy,
+                 parity.size_bytes, parity.passed)
+        artifacts.append(parity)
+
+    previous = read_report(workspace, run_id)
+    if previous is not None and abs(previous.reference_accuracy - reference_accuracy) < 1e-9:
+        kept = [a for a in previous.artifacts if a.format not in request.formats
+                and (workspace.run_dir(run_id) / a.path).exists()]
+        artifacts = sorted(kept + artifacts, key=lambda a: FORMATS.index(a.format))
+    result = ExportReport(run_id=run_id, created_at=time.time(), reference_accuracy=reference_accuracy,
+                          max_drop=float(request.max_drop), calibration_size=len(calibration_images),
+                          test_size=len(labels), class_names=list(class_names), artifacts=artifacts)
+    st.write_json_atomic(workspace.run_file(run_id, st.EXPORT_REPORT_FILE), result.to_dict())
+    write_metadata(workspace.run_file(run_id, st.EXPORT_METADATA_FILE), run_id, config, class_names, artifacts)
+    from engine.model_card import write_model_card
+
+    write_model_card(workspace, run_id)
+    passed = sum(a.passed for a in artifacts)
+    report(1.0, f"done: {passed}/{len(artifacts)} artifacts within {request.max_drop:g} points")
+    return result
+
+
+def load_run_split(workspace: Workspace, run_id: str, config: RunConfig | None = None) -> dict:
+    """The run's images with its train and test indices, as training split them.
+
+    Returns:
+        `{"images", "train_indices", "test_indices", "labels" (test), "ids" (test), "class_names"}`.
+    """
+    from engine.data import load_images, split_indices
+
+    config = config or workspace.get_run(run_id).config
+    images = load_images(config.data.source, config.data.image_size, max_per_class=config.data.max_per_class,
+                         seed=config.data.seed, cache_dir=workspace.cache_dir)
+    split = split_indices(images.labels, config.data.val_fraction, config.data.test_fraction, config.data.seed,
+                          class_names=images.class_names)
+    with np.load(workspace.run_file(run_id, st.PREDICTIONS_FILE)) as saved:
+        test = saved["indices"] if "indices" in saved else split.test
+    return {"images": images.images, "train_indices": np.asarray(split.train), "test_indices": np.asarray(test),
+            "labels": np.asarray(images.labels)[test], "ids": [images.ids[i] for i in test],
+            "class_names": list(images.class_names)}
+
+# -- metadata ---------------------------------------------------------------------------------
+
+
+def export_metadata(run_id: str, config: RunConfig, class_names: list[str], artifacts: list[ArtifactParity]) -> dict:
+    """What a consumer needs to feed an exported model and read its output."""
+    size = config.data.image_size
+    return {
+        "run_id": run_id,
+        "model": config.model.name,
+        "class_names": list(class_names),
+        "input": {
+            "name": "image", "shape": [None, size, size, 3], "dtype": "float32", "color": "RGB",
+            "range": [0.0, 255.0], "scale": 1.0, "mean": [0.0, 0.0, 0.0],
+            "resize": f"bilinear to {size}x{size}, aspect ratio not kept",
+            "preprocessing": ("none outside the model: pass raw 0..255 RGB pixels; the model rescales inside "
+                              "its graph"),
+        },
+        "output": {"name": "probabilities", "shape": [None, len(class_names)], "activation": "softmax"},
+        "artifacts": {a.format: {"path": a.path, "runtime": a.runtime, **a.quantization} for a in artifacts
+                      if not a.error},
+        "quantization_note": ("integer inputs: q = round(x / input_scale + input_zero_point); integer outputs: "
+                              "p = (q - output_zero_point) * output_scale"),
+    }
+
+
+def write_metadata(path: Path, run_id: str, config: RunConfig, class_names: list[str],
+                   artifacts: list[ArtifactParity]) -> dict:
+    metadata = export_metadata(run_id, config, class_names, artifacts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    st.write_json_atomic(path, metadata)
+    return metadata
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -1,0 +1,213 @@
+"""Export requests and parity reports, and queueing an export job (no TensorFlow)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import store as st
+from engine.jobs import submit_job
+from engine.store import Job, Workspace
+
+
+TFLITE_FORMATS = ("float32", "dynamic", "float16", "int8", "uint8")
+FORMATS = (*TFLITE_FORMATS, "saved_model", "onnx", "keras")
+DEFAULT_FORMATS = ("float32", "dynamic", "float16", "int8", "saved_model", "onnx", "keras")
+FORMAT_LABELS = {
+    "float32": "TFLite float32", "dynamic": "TFLite dynamic-range", "float16": "TFLite float16",
+    "int8": "TFLite INT8 (int8 I/O)", "uint8": "TFLite INT8 (uint8 I/O)", "saved_model": "TF SavedModel",
+    "onnx": "ONNX", "keras": "Keras (.keras)",
+}
+RUNTIMES = {**{f: "LiteRT" for f in TFLITE_FORMATS}, "saved_model": "TensorFlow", "onnx": "onnxruntime",
+            "keras": "Keras"}
+ARTIFACT_NAMES = {
+    "float32": "model_float32.tflite", "dynamic": "model_dynamic.tflite", "float16": "model_float16.tflite",
+    "int8": "model_int8.tflite", "uint8": "model_uint8.tflite", "saved_model": "saved_model",
+    "onnx": "model.onnx", "keras": "model.keras",
+}
+DEFAULT_MAX_DROP = 1.0  # accuracy points
+DEFAULT_CALIBRATION_SIZE = 200
+DEFAULT_LATENCY_RUNS = 50
+BATCH_SIZE = 32
+ONNX_OPSET = 17
+EXPORT_JOB = "export"
+
+
+class ExportError(ValueError):
+    """The run cannot be exported (not finished, no model, bad options); the message says why."""
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to export and how strictly to check it.
+
+    Args:
+        formats: any of `FORMATS`; default `DEFAULT_FORMATS` (all but `uint8`).
+        max_drop: the largest accepted test-accuracy loss against the Keras model, in
+            percentage points, 0 to 100. Default 1.0.
+        calibration_size: training images used to calibrate INT8 ranges, 1 to 10,000.
+            Default 200.
+        latency_runs: timed single-image predictions per artifact, 5 to 1,000. Default 50.
+    """
+
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    max_drop: float = DEFAULT_MAX_DROP
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
+    latency_runs: int = DEFAULT_LATENCY_RUNS
+
+    def validate(self) -> ExportRequest:
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if not self.formats or unknown:
+            raise ExportError(f"formats={list(self.formats)!r}: choose from {', '.join(FORMATS)}")
+        if not 0 <= float(self.max_drop) <= 100:
+            raise ExportError(f"max_drop={self.max_drop!r}: expected accuracy points between 0 and 100")
+        if not 1 <= int(self.calibration_size) <= 10_000:
+            raise ExportError(f"calibration_size={self.calibration_size!r}: expected 1 to 10,000 images")
+        if not 5 <= int(self.latency_runs) <= 1000:
+            raise ExportError(f"latency_runs={self.latency_runs!r}: expected 5 to 1,000")
+        return self
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "formats": list(self.formats)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ExportRequest:
+        values = dict(values)
+        if "formats" in values:
+            values["formats"] = tuple(values["formats"])
+        return cls(**values).validate()
+
+
+@dataclass(frozen=True)
+class ArtifactParity:
+    """One exported artifact, loaded back in its own runtime and compared with the Keras model.
+
+    Accuracies are fractions (0..1); `accuracy_drop` and `per_class_delta` are in
+    percentage points (positive = the artifact is worse). Latencies are milliseconds on
+    this CPU: single image (median, p95) and one batch of `batch_size` (median).
+    """
+
+    format: str
+    path: str  # relative to the run folder
+    size_bytes: int
+    runtime: str
+    accuracy: float | None = None
+    reference_accuracy: float | None = None
+    accuracy_drop: float | None = None
+    per_class_delta: list[float] = field(default_factory=list)
+    flipped: list[str] = field(default_factory=list)  # test image ids whose top-1 changed
+    mean_abs_prob_diff: float | None = None
+    latency_ms_median: float | None = None
+    latency_ms_p95: float | None = None
+    batch_latency_ms_median: float | None = None
+    batch_size: int = BATCH_SIZE
+    passed: bool = False
+    suggestion: str | None = None
+    error: str | None = None
+    quantization: dict = field(default_factory=dict)
+    seconds: float | None = None  # conversion + check
+
+    @property
+    def label(self) -> str:
+        return FORMAT_LABELS.get(self.format, self.format)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """The parity report of a run's exports (`exports/report.json`)."""
+
+    run_id: str
+    created_at: float
+    reference_accuracy: float
+    max_drop: float
+    calibration_size: int
+    test_size: int
+    class_names: list[str]
+    artifacts: list[ArtifactParity]
+
+    @property
+    def passed(self) -> bool:
+        return all(a.passed for a in self.artifacts)
+
+    def artifact(self, fmt: str) -> ArtifactParity | None:
+        return next((a for a in self.artifacts if a.format == fmt), None)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ExportReport:
+        values = dict(values)
+        values["artifacts"] = [ArtifactParity(**a) for a in values.get("artifacts", [])]
+        return cls(**values)
+
+
+def read_report(workspace: Workspace, run_id: str) -> ExportReport | None:
+    """The run's latest parity report, or None if it was never exported."""
+    path = workspace.run_file(run_id, st.EXPORT_REPORT_FILE)
+    try:
+        return ExportReport.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """Reads an export metadata JSON (class names, input spec, quantization per artifact)."""
+    return json.loads(Path(path).read_text())
+
+
+def check_exportable(workspace: Workspace, run_id: str) -> None:
+    """Raises ExportError unless the run finished training and has its model and test predictions."""
+    run = workspace.get_run(run_id)
+    if run.status != st.COMPLETED:
+        raise ExportError(f"run {run_id} is {run.status}: only a completed run can be exported")
+    for name in (st.MODEL_FILE, st.PREDICTIONS_FILE):
+        if not workspace.run_file(run_id, name).is_file():
+            raise ExportError(f"run {run_id} has no {name}")
+
+
+def request_export(workspace: Workspace, run_id: str, request: ExportRequest) -> Job:
+    """Writes the export options into the run folder and queues an export job.
+
+    Returns:
+        The job (queued or running). Raises ExportError for a run that cannot be
+        exported or when an export of this run is already active.
+    """
+    request.validate()
+    check_exportable(workspace, run_id)
+    current = workspace.latest_job(run_id, EXPORT_JOB)
+    if current is not None and current.active:
+        raise ExportError(f"run {run_id} is already being exported (job {current.id})")
+    path = workspace.run_file(run_id, st.EXPORT_REQUEST_FILE)
+    path.parent.mkdir(exist_ok=True)
+    st.write_json_atomic(path, request.to_dict())
+    return submit_job(run_id, EXPORT_JOB, workspace)
+
+
+def artifact_path(workspace: Workspace, run_id: str, artifact: ArtifactParity) -> Path:
+    return workspace.run_dir(run_id) / artifact.path
+
+
+def suggest_fallback(fmt: str, calibration_size: int) -> str:
+    """What to try when `fmt` loses too much accuracy."""
+    if fmt in ("int8", "uint8"):
+        return (f"use float16 or dynamic-range instead, or calibrate INT8 on more training images "
+                f"(now {calibration_size})")
+    if fmt in ("dynamic", "float16"):
+        return "use float32 TFLite (no quantization)"
+    return "the conversion changed the model: use the Keras or SavedModel artifact and report the problem"
+
+def summary(report: ExportReport, artifact: ArtifactParity, workspace: Workspace) -> dict[str, Any]:
+    """The CLI's JSON for one artifact."""
+    return {"run_id": report.run_id, "format": artifact.format,
+            "path": str(workspace.run_dir(report.run_id) / artifact.path), "size_bytes": artifact.size_bytes,
+            "accuracy": artifact.accuracy, "reference_accuracy": report.reference_accuracy,
+            "accuracy_drop_points": artifact.accuracy_drop, "flipped": len(artifact.flipped),
+            "flipped_ids": artifact.flipped, "mean_abs_prob_diff": artifact.mean_abs_prob_diff,
+            "latency_ms_median": artifact.latency_ms_median, "latency_ms_p95": artifact.latency_ms_p95,
+            "batch_latency_ms_median": artifact.batch_latency_ms_median, "passed": artifact.passed,
+            "max_drop": report.max_drop, "suggestion": artifact.suggestion, "error": artifact.error}
