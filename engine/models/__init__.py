@@ -18,7 +18,7 @@ from engine.models.layers import ChannelPool
 from engine.models.transfer import BASE_LAYER_NAME, imagenet_weights_path
 
 __all__ = ["BASE_LAYER_NAME", "ChannelPool", "describe_model", "imagenet_weights_path", "last_conv_layer_name",
-           "make_model"]
+           "load_run_model", "make_model"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,21 @@ def last_conv_layer_name(config: ModelConfig) -> str:
     if config.name == "transfer":
         return transfer.LAST_CONV[config.base]
     raise ValueError(f"config.name={config.name!r}: not a known model")
+
+
+def load_run_model(workspace, run_id: str) -> keras.Model:
+    """A run's best checkpoint (`model.keras`), loaded in safe mode: a Lambda layer or unknown code is refused.
+
+    Raises:
+        FileNotFoundError: the run has no trained model yet.
+        ValueError: the file is corrupt or holds layers safe mode refuses (the message says which).
+    """
+    from engine.store import MODEL_FILE
+
+    path = workspace.run_file(run_id, MODEL_FILE)
+    if not path.exists():
+        raise FileNotFoundError(f"run {run_id} has no trained model yet ({MODEL_FILE})")
+    return keras.saving.load_model(path, compile=False)
 
 
 def describe_model(model: keras.Model) -> dict:

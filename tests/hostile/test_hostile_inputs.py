@@ -129,7 +129,7 @@ def _completed_run_with_model(workspace, model_bytes: bytes | None = None, model
 def test_a_model_with_a_lambda_layer_is_refused_by_every_loader(workspace, untouched_outside, tmp_path):
     import keras
 
-    from engine import evaluation
+    from engine.models import load_run_model
 
     marker = tmp_path / "pwned"
     inputs = keras.Input((8, 8, 3))
@@ -137,7 +137,7 @@ def test_a_model_with_a_lambda_layer_is_refused_by_every_loader(workspace, untou
     outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(hostile))
     run_id = _completed_run_with_model(workspace, model=keras.Model(inputs, outputs))
     with pytest.raises(ValueError, match="(?i)lambda|safe_mode"):
-        evaluation._load_model(workspace, run_id)  # Evaluate (and the CLI `evaluate --data`)
+        load_run_model(workspace, run_id)  # Evaluate (and the CLI `evaluate --data`)
     with pytest.raises(ValueError, match="(?i)lambda|safe_mode"):
         keras.saving.load_model(workspace.run_file(run_id, st.MODEL_FILE), compile=False)  # Export, Demo
     assert not marker.exists()
@@ -162,11 +162,11 @@ def test_a_lambda_layer_in_a_resume_checkpoint_fails_the_job_clearly(workspace, 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip", b"\x00" * 1000, np.arange(500).tobytes()])
 def test_a_corrupt_model_file_gives_a_clear_error(workspace, untouched_outside, content):
-    from engine import evaluation
+    from engine.models import load_run_model
 
     run_id = _completed_run_with_model(workspace, content)
     with pytest.raises((ValueError, OSError)) as caught:
-        evaluation._load_model(workspace, run_id)
+        load_run_model(workspace, run_id)
     assert str(caught.value).strip(), "an error without a message"
 
 
