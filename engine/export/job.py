@@ -62,13 +62,11 @@ def export_run(workspace: Workspace, run_id: str, request: ExportRequest = Expor
     check_exportable(workspace, run_id)
     report = report or (lambda progress, message: None)
     should_stop = should_stop or (lambda: None)
-    import keras
-
-    import engine.models  # noqa: F401 - registers custom layers before loading
+    from engine.models import load_run_model  # imports TensorFlow
 
     report(0.0, "loading the model and test images")
     config = workspace.get_run(run_id).config
-    model = keras.saving.load_model(workspace.run_file(run_id, st.MODEL_FILE), compile=False)
+    model = load_run_model(workspace, run_id)
     data = load_run_split(workspace, run_id, config)
     if calibration_images is None:
         rng = np.random.default_rng(config.data.seed)
