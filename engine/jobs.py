@@ -408,8 +408,16 @@ def _run_evaluate(context: JobContext) -> None:
     run_evaluation_job(context)
 
 
+def _run_explain(context: JobContext) -> None:
+    from engine.devices import quiet_cuda_probe
+
+    with quiet_cuda_probe():
+        from engine.explain.batch import run_mistakes_job
+    run_mistakes_job(context)
+
+
 # What each job kind runs, given its context; the queue, heartbeat and cancel are shared.
-JOB_KINDS = {"train": _run_train, "export": _run_export, "evaluate": _run_evaluate}
+JOB_KINDS = {"train": _run_train, "export": _run_export, "evaluate": _run_evaluate, "explain": _run_explain}
 
 
 def _job_function(kind: str):

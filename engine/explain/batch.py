@@ -1,0 +1,437 @@
+"""Batch mode: explain a run's N most confident test-set mistakes as a job, and store them with the run.
+
+`request_mistakes` checks the request, writes `explanations/request.json` and queues an
+`explain` job; the job (`run_mistakes_job`) explains each mistake with the chosen methods
+and writes, under `explanations/<batch>/`, the image (`NN-image.png`) and per method the map
+(`NN-<method>.npy`) and an overlay (`NN-<method>.png`). `explanations/mistakes.json` names the
+folder of the stored batch and holds a row per mistake and a summary per method; it is
+replaced atomically once a batch ends, so readers always see one whole batch.
+
+Reading the stored batch (`load_mistakes`) needs NumPy only, never TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engine import evaluation as ev
+from engine import store as st
+from engine.explain.methods import LABELS, METHODS, explain
+
+log = logging.getLogger(__name__)
+
+EXPLAIN_JOB = "explain"
+DEFAULT_COUNT = 8
+MAX_COUNT = 256  # a safety cap: each mistake is a few small files per method
+# Per-method settings a request may change (the rest stay at `methods.explain`'s defaults).
+PARAMS = {"gradcam": (), "shap": ("max_evals", "batch_size"), "lime": ("num_samples", "batch_size", "n_segments")}
+
+
+class ExplanationError(ValueError):
+    """A batch request that cannot run: bad count or methods, no predictions or mistakes, or one already running."""
+
+
+@dataclass(frozen=True)
+class MistakesRequest:
+    """What to explain: the `count` most confident mistakes with `methods`.
+
+    Args:
+        count: how many mistakes, most confident first; 1..`MAX_COUNT`, default 8. A run with
+            fewer mistakes has all of them explained.
+        methods: a non-empty subset of `gradcam`, `shap`, `lime`; default Grad-CAM only.
+        params: per-method settings, e.g. `{"shap": {"max_evals": 300}}` (see `PARAMS`).
+    """
+
+    count: int = DEFAULT_COUNT
+    methods: tuple[str, ...] = ("gradcam",)
+    params: dict = field(default_factory=dict)
+
+    def validate(self) -> MistakesRequest:
+        """Returns the request with methods in the usual order; raises ExplanationError naming a bad value."""
+        if isinstance(self.count, bool) or not isinstance(self.count, (int, np.integer)) or self.count < 1:
+            raise ExplanationError(f"count={self.count!r}: explain at least 1 mistake")
+        if self.count > MAX_COUNT:
+            raise ExplanationError(f"count={self.count}: at most {MAX_COUNT} mistakes per batch")
+        methods = tuple(self.methods)
+        unknown = [m for m in methods if m not in METHODS]
+        if not methods or unknown:
+            raise ExplanationError(f"methods={list(methods)!r}: expected one or more of {', '.join(METHODS)}")
+        params = dict(self.params or {})
+        for method, values in params.items():
+            if method not in methods or not isinstance(values, dict):
+                raise ExplanationError(f"params[{method!r}]: settings must be a dict for a requested method")
+            for name, value in values.items():
+                if name not in PARAMS[method]:
+                    allowed = ", ".join(PARAMS[method]) or "none"
+                    raise ExplanationError(f"params[{method!r}][{name!r}]: not a setting of {method} ({allowed})")
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ExplanationError(f"params[{method!r}][{name!r}]={value!r}: expected a whole number >= 1")
+        return MistakesRequest(int(self.count), tuple(m for m in METHODS if m in methods), params)
+
+    def to_dict(self) -> dict:
+        return {"count": int(self.count), "methods": list(self.methods), "params": self.params}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> MistakesRequest:
+        return cls(count=values.get("count", DEFAULT_COUNT), methods=tuple(values.get("methods", ("gradcam",))),
+                   params=dict(values.get("params") or {}))
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method's map of one mistake: its cost, faithfulness, and files (relative to the run folder)."""
+
+    method: str
+    seconds: float
+    deletion_auc: float
+    insertion_auc: float
+    random_deletion_auc: float
+    random_insertion_auc: float
+    map: str  # `(H, W)` float32 .npy
+    overlay: str  # the map over the image, PNG
+    params: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.method, self.method)
+
+    @property
+    def faithfulness_score(self) -> float:
+        """How much the map beats random on both curves (as `Explanation.faithfulness_score`)."""
+        return (self.random_deletion_auc - self.deletion_auc) + (self.insertion_auc - self.random_insertion_auc)
+
+    @property
+    def beats_random(self) -> bool:
+        """True when the map beats a random pixel order over both curves together (score above 0)."""
+        return self.faithfulness_score > 0
+
+
+@dataclass(frozen=True)
+class ExplainedMistake:
+    """One explained mistake: which test image, what it is and what the model said, and each method's map."""
+
+    rank: int  # 1 = the most confident mistake
+    position: int  # into the run's test predictions
+    id: str  # the sample id (the Explain page opens it as `?run=RUN&image=ID`)
+    index: int  # into the run's dataset
+    true: int
+    true_name: str
+    predicted: int  # the class explained: what the model (wrongly) said
+    predicted_name: str
+    confidence: float  # the probability of the predicted class
+    true_probability: float
+    image: str  # the image as the model saw it, PNG (relative to the run folder)
+    methods: dict[str, MethodResult]
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """One method over the batch: mean cost and faithfulness, and how often it beats a random order."""
+
+    method: str
+    images: int
+    mean_seconds: float
+    mean_deletion_auc: float
+    mean_random_deletion_auc: float
+    mean_insertion_auc: float
+    mean_random_insertion_auc: float
+    mean_faithfulness_score: float
+    beats_random_share: float  # share of images whose map beats random over both curves together
+    beats_random_deletion_share: float
+    beats_random_insertion_share: float
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.method, self.method)
+
+
+@dataclass(frozen=True)
+class MistakeExplanations:
+    """A stored batch: the explained mistakes, most confident first, and a summary per method.
+
+    `complete` is False when the job was cancelled part-way (`rows` then holds the images done).
+    """
+
+    run_id: str
+    job_id: str | None
+    folder: str  # relative to the run folder
+    created_at: float
+    seconds: float
+    complete: bool
+    requested: int
+    mistakes: int  # the run's mistakes on its test set
+    test_images: int
+    methods: list[str]
+    params: dict
+    class_names: list[str]
+    model_mtime: float | None
+    rows: list[ExplainedMistake]
+    summary: dict[str, MethodSummary]
+    warm_up_seconds: float = 0.0  # SHAP's one-off start in a fresh process, kept out of its per-image seconds
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> MistakeExplanations:
+        rows = [ExplainedMistake(**{**row, "methods": {m: MethodResult(**r) for m, r in row["methods"].items()}})
+                for row in values["rows"]]
+        summary = {m: MethodSummary(**s) for m, s in values["summary"].items()}
+        return cls(**{**values, "rows": rows, "summary": summary})
+
+
+def summarize(rows: list[ExplainedMistake], methods: list[str]) -> dict[str, MethodSummary]:
+    """Per method: mean seconds and AUCs (with their random baselines) and the shares that beat random."""
+    out = {}
+    for method in methods:
+        results = [row.methods[method] for row in rows if method in row.methods]
+        if not results:
+            continue
+
+        def mean(values) -> float:
+            return float(np.mean(list(values)))
+
+        out[method] = MethodSummary(
+            method=method, images=len(results), mean_seconds=mean(r.seconds for r in results),
+            mean_deletion_auc=mean(r.deletion_auc for r in results),
+            mean_random_deletion_auc=mean(r.random_deletion_auc for r in results),
+            mean_insertion_auc=mean(r.insertion_auc for r in results),
+            mean_random_insertion_auc=mean(r.random_insertion_auc for r in results),
+            mean_faithfulness_score=mean(r.faithfulness_score for r in results),
+            beats_random_share=mean(r.beats_random for r in results),
+            beats_random_deletion_share=mean(r.deletion_auc < r.random_deletion_auc for r in results),
+            beats_random_insertion_share=mean(r.insertion_auc > r.random_insertion_auc for r in results))
+    return out
+
+
+# -- asking for a batch (no TensorFlow) ----------------------------------------------------------------
+
+
+def mistakes_to_explain(workspace: st.Workspace, run_id: str) -> tuple[ev.Predictions, np.ndarray]:
+    """The run's test predictions and its mistakes' positions, most confident first.
+
+    Raises:
+        ExplanationError: the run has no model or no test predictions, or makes no mistakes.
+    """
+    status = workspace.get_run(run_id).status
+    if not workspace.run_file(run_id, st.MODEL_FILE).exists():
+        raise ExplanationError(f"run {run_id} has no trained model yet (status: {status})")
+    try:
+        predictions = ev.load_predictions(workspace, run_id)
+    except ev.NoPredictions:
+        raise ExplanationError(f"run {run_id} has no test predictions (status: {status}); only a completed run "
+                               "has mistakes to explain") from None
+    positions = ev.ranked_mistakes(predictions)
+    if positions.size == 0:
+        raise ExplanationError(f"run {run_id} makes no mistakes on its {len(predictions)} test images: "
+                               "nothing to explain")
+    return predictions, positions
+
+
+def request_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequest = MistakesRequest()) -> st.Job:
+    """Checks the request, writes `explanations/request.json` and queues an `explain` job; returns the job.
+
+    Raises:
+        ExplanationError: a bad count, method or setting; the run has no model, predictions or
+            mistakes; or a batch of this run is already being explained.
+    """
+    from engine.jobs import submit_job
+
+    request = request.validate()
+    mistakes_to_explain(workspace, run_id)
+    current = workspace.latest_job(run_id, EXPLAIN_JOB)
+    if current is not None and current.active:
+        raise ExplanationError(f"run {run_id} is already explaining a batch (job {current.id})")
+    path = workspace.run_file(run_id, st.EXPLANATION_REQUEST_FILE)
+    path.parent.mkdir(exist_ok=True)
+    st.write_json_atomic(path, request.to_dict())
+    return submit_job(run_id, EXPLAIN_JOB, workspace)
+
+
+def load_mistakes(workspace: st.Workspace, run_id: str) -> MistakeExplanations | None:
+    """The run's stored batch, or None if it has none (or its record does not load)."""
+    path = workspace.run_file(run_id, st.EXPLANATION_RESULTS_FILE)
+    try:
+        return MistakeExplanations.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("%s does not load: %s", path, error)
+        return None
+
+
+# -- the work (imports TensorFlow) ----------------------------------------------------------------------
+
+
+def _dataset_images(workspace: st.Workspace, run: st.Run, predictions: ev.Predictions) -> np.ndarray:
+    """The run's dataset images, checked against the ids its test predictions recorded."""
+    from engine.data import DatasetError, load_images
+
+    data = run.config.data
+    images = load_images(data.source, data.image_size, max_per_class=data.max_per_class, seed=data.seed,
+                         cache_dir=workspace.cache_dir)
+    ids = images.ids
+    if (predictions.indices.size and int(predictions.indices.max()) >= len(ids)) or any(
+            ids[int(i)] != str(sample_id) for i, sample_id in zip(predictions.indices, predictions.ids)):
+        raise DatasetError(f"the run's images ({data.source}) have changed since it was tested; its test images "
+                           "cannot be found by id any more")
+    return images.images
+
+
+def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequest = MistakesRequest(), *,
+                     report: Callable[[float, str], None] | None = None,
+                     should_stop: Callable[[], None] | None = None, job_id: str | None = None
+                     ) -> MistakeExplanations:
+    """Explains a run's most confident test-set mistakes and stores them as the run's batch.
+
+    Each mistake is explained for the class the model predicted (why it said that), with
+    each method's seconds and deletion/insertion AUCs against a random order.
+
+    Args:
+        workspace: the workspace holding the run.
+        run_id: a completed run with a model and test predictions.
+        request: how many mistakes and which methods.
+        report: `report(progress 0..1, message)` as the work advances.
+        should_stop: called before each map; raises to stop (e.g. `JobCancelled`). The images
+            done so far are then stored as an incomplete batch before the exception goes on.
+        job_id: the job doing the work, recorded with the batch (and naming its folder).
+
+    Returns:
+        The stored `MistakeExplanations` (also in `explanations/mistakes.json`).
+
+    Raises:
+        ExplanationError: see `request_mistakes`. DatasetError: the run's images no longer load or match.
+    """
+    from PIL import Image
+
+    from engine.devices import quiet_cuda_probe
+    from engine.explain import runs as explain_runs
+
+    request = request.validate()
+    report = report or (lambda progress, message: None)
+    should_stop = should_stop or (lambda: None)
+    started = time.time()
+    run = workspace.get_run(run_id)
+    predictions, ranked = mistakes_to_explain(workspace, run_id)
+    positions = ranked[:request.count]
+    report(0.0, "loading the model and the test images")
+    images = _dataset_images(workspace, run, predictions)
+    model_mtime = workspace.run_file(run_id, st.MODEL_FILE).stat().st_mtime
+    should_stop()  # before the TensorFlow import (seconds), and again after it
+    with quiet_cuda_probe():  # the first model load imports TensorFlow
+        from engine.models import last_conv_layer_name
+
+        model = explain_runs.load_model(workspace, run_id)
+    should_stop()
+    names = explain_runs.class_names(workspace, run_id) or list(predictions.class_names)
+    layer = last_conv_layer_name(run.config.model)
+
+    warm_up = 0.0
+    if "shap" in request.methods:
+        # SHAP's first call in a process compiles for tens of seconds; a tiny call first keeps that
+        # out of the per-image seconds the methods are compared by.
+        report(0.0, "warming up SHAP (once per job)")
+        tick = time.perf_counter()
+        first = int(positions[0])
+        explain(model, np.asarray(images[int(predictions.indices[first])], dtype=np.float32), "shap",
+                target=int(predictions.predicted[first]), faithfulness=False, max_evals=40, batch_size=40)
+        warm_up = time.perf_counter() - tick
+        should_stop()
+
+    folder_name = job_id or st.new_id()
+    relative = f"{st.EXPLANATIONS_DIR}/{folder_name}"
+    folder = workspace.run_dir(run_id) / relative
+    folder.mkdir(parents=True, exist_ok=True)
+    rows: list[ExplainedMistake] = []
+    total = len(positions) * len(request.methods)
+
+    def store(complete: bool) -> MistakeExplanations:
+        result = MistakeExplanations(
+            run_id=run_id, job_id=job_id, folder=relative, created_at=started, seconds=time.time() - started,
+            complete=complete, requested=request.count, mistakes=int(ranked.size), test_images=len(predictions),
+            methods=list(request.methods), params=request.params, class_names=names, model_mtime=model_mtime,
+            rows=rows, summary=summarize(rows, list(request.methods)), warm_up_seconds=warm_up)
+        st.write_json_atomic(workspace.run_file(run_id, st.EXPLANATION_RESULTS_FILE), result.to_dict())
+        _remove_other_batches(workspace, run_id, folder_name)
+        return result
+
+    try:
+        for rank, position in enumerate(positions, 1):
+            position = int(position)
+            image = np.asarray(images[int(predictions.indices[position])], dtype=np.float32)
+            true, predicted = int(predictions.labels[position]), int(predictions.predicted[position])
+            stem = f"{rank:02d}"
+            explanations = []
+            for method in request.methods:
+                should_stop()
+                done = (rank - 1) * len(request.methods) + len(explanations)
+                report(done / total, f"image {rank} of {len(positions)}: {LABELS[method]}")
+                params = dict(request.params.get(method, {}))
+                if method == "gradcam":
+                    params["layer_name"] = layer
+                explanations.append(explain(model, image, method, target=predicted, class_names=names, **params))
+            written = explain_runs.write_outputs(folder, stem, image, explanations)
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{stem}-image.png")
+            rows.append(ExplainedMistake(
+                rank=rank, position=position, id=str(predictions.ids[position]),
+                index=int(predictions.indices[position]), true=true, true_name=names[true], predicted=predicted,
+                predicted_name=names[predicted], confidence=float(predictions.probabilities[position, predicted]),
+                true_probability=float(predictions.probabilities[position, true]),
+                image=f"{relative}/{stem}-image.png", methods={row["method"]: _method_result(row, relative)
+                                                                for row in written}))
+    except BaseException:
+        if rows:  # keep what is done: a cancelled batch of SHAP and LIME may have taken minutes
+            store(complete=False)
+            log.info("stored %d of %d explained mistakes of run %s before stopping", len(rows), len(positions),
+                     run_id)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    result = store(complete=True)
+    labels = ", ".join(LABELS[m] for m in request.methods)
+    report(1.0, f"done: {len(rows)} mistake{'s' * (len(rows) != 1)} explained with {labels} in "
+                f"{result.seconds:.0f} s")
+    log.info("explained %d mistakes of run %s with %s in %.1f s", len(rows), run_id, labels, result.seconds)
+    return result
+
+
+def _method_result(row: dict, relative: str) -> MethodResult:
+    """A `write_outputs` row as stored: plain numbers, and file paths relative to the run folder."""
+    return MethodResult(method=row["method"], seconds=float(row["seconds"]), deletion_auc=float(row["deletion_auc"]),
+                        insertion_auc=float(row["insertion_auc"]),
+                        random_deletion_auc=float(row["random_deletion_auc"]),
+                        random_insertion_auc=float(row["random_insertion_auc"]),
+                        map=f"{relative}/{Path(row['map_path']).name}",
+                        overlay=f"{relative}/{Path(row['overlay_path']).name}",
+                        params={k: v for k, v in row["params"].items() if isinstance(v, (int, float, str))})
+
+
+def _remove_other_batches(workspace: st.Workspace, run_id: str, keep: str) -> None:
+    """Deletes the folders of older (or abandoned) batches once a new one is recorded."""
+    for path in (workspace.run_dir(run_id) / st.EXPLANATIONS_DIR).iterdir():
+        if path.is_dir() and path.name != keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def run_mistakes_job(context) -> MistakeExplanations:
+    """The body of an `explain` job: reads `explanations/request.json` and explains with progress and cancel."""
+    from engine.jobs import JobCancelled
+
+    path = context.run_file(st.EXPLANATION_REQUEST_FILE)
+    request = MistakesRequest.from_dict(json.loads(path.read_text())) if path.is_file() else MistakesRequest()
+
+    def should_stop() -> None:
+        if context.should_stop(max_age=0.5):
+            raise JobCancelled()
+
+    return explain_mistakes(context.workspace, context.run_id, request, report=context.report,
+                            should_stop=should_stop, job_id=context.job.id)
