@@ -2,6 +2,8 @@
 
 Opened from the Evaluate gallery as `/explain?run=ID&image=SAMPLE_ID`. TensorFlow is imported
 only once a model is needed; Grad-CAM runs inline, SHAP and LIME behind a button.
+`/explain?run=ID&view=mistakes` is the batch mode: the N most confident mistakes explained by a
+job and stored with the run (showing them needs no TensorFlow).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from dashboard.components import export_figures, state, widgets
+from dashboard.components import export_figures, mistakes_panel, state, widgets
 from dashboard.components.models import keras_model
 from engine import evaluation as ev
 from engine.data import DatasetError, ImageReadError
@@ -23,6 +25,8 @@ from engine.store import COMPLETED, MODEL_FILE, PREDICTIONS_FILE, Run, RunNotFou
 RUN_KEY, SOURCE_KEY, INDEX_KEY = "explain.run", "explain.source", "explain.index"
 CLASS_KEY, OPACITY_KEY, SLOW_KEY = "explain.class", "explain.opacity", "explain.slow"
 TEST_SET, UPLOAD = "Test set", "Upload"
+VIEW_KEY, VIEW_PARAM = "explain.view", "view"
+ONE_IMAGE, MISTAKES = "One image", "Most confident mistakes"
 DISPLAY_SIDE = 240
 
 
@@ -126,6 +130,31 @@ def _choose_image(run: Run) -> tuple[np.ndarray, str, int | None] | None:
     return image, ids[position], int(predictions.labels[position])
 
 
+def _choose_view() -> str:
+    """One image, or the batch of most confident mistakes; the URL (`view=mistakes`) holds the choice, so a
+    link to one image (`?run=ID&image=SAMPLE_ID`) always opens the single-image view."""
+    chosen = MISTAKES if st.query_params.get(VIEW_PARAM) == "mistakes" else ONE_IMAGE
+    st.session_state[VIEW_KEY] = chosen
+
+    def sync() -> None:
+        if st.session_state.get(VIEW_KEY) == MISTAKES:
+            st.query_params[VIEW_PARAM] = "mistakes"
+        elif st.session_state.get(VIEW_KEY) == ONE_IMAGE:
+            st.query_params.pop(VIEW_PARAM, None)
+
+    st.segmented_control("Explain", [ONE_IMAGE, MISTAKES], key=VIEW_KEY, on_change=sync,
+                         help="One image at a time, or a batch of the run's most confident test-set mistakes "
+                              "explained in the background and kept with the run.")
+    return chosen
+
+
+def _open_image(run_id: str, sample_id: str) -> None:
+    """The batch view's way into the single-image view of one test image (as `?run=ID&image=SAMPLE_ID`)."""
+    st.query_params.from_dict({"run": run_id, "image": sample_id})
+    st.session_state[SOURCE_KEY] = TEST_SET
+    st.session_state.pop(INDEX_KEY, None)  # let `image=` pick the test image
+
+
 def _big(image: np.ndarray) -> Image.Image:
     pixels = np.clip(image, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels).resize((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.NEAREST
@@ -158,6 +187,12 @@ def main() -> None:
     left, right = st.columns(2)
     with left:
         run = _choose_run(runs)
+        view = _choose_view()
+    if view == MISTAKES:
+        with right:
+            mistakes_panel.request_form(run)
+        mistakes_panel.show_batch(run, _open_image)
+        return
     with right:
         chosen = _choose_image(run)
     if chosen is None:

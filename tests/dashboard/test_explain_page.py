@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine import jobs
 from engine.config import ModelConfig, RunConfig
-from engine.store import MODEL_FILE
+from engine.store import EXPLANATION_REQUEST_FILE, MODEL_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
@@ -61,3 +65,114 @@ def test_gradcam_inline_then_shap_and_lime_on_request(workspace):
     at.selectbox(key="explain.class").set_value(2).run()
     assert not at.exception
     assert texts(at.caption).count("deletion AUC") == 3
+
+
+# -- batch mode: the most confident mistakes ----------------------------------------------------------
+
+
+def run_with_batch(workspace, count: int = 3) -> str:
+    """A completed digits run with a real (untrained) LeNet-5 and a stored batch of `count` Grad-CAM explanations,
+    made synchronously by the engine function the `explain` job runs."""
+    from tests.dashboard.test_evaluate_page import completed_run
+
+    from engine.explain import batch
+    from engine.models import make_model
+
+    run_id = completed_run(workspace)
+    make_model(ModelConfig(), (16, 16, 3), 10, seed=0).save(workspace.run_file(run_id, MODEL_FILE))
+    batch.explain_mistakes(workspace, run_id, batch.MistakesRequest(count=count))
+    return run_id
+
+
+@pytest.mark.slow
+def test_a_stored_batch_renders_without_tensorflow_and_opens_one_image(workspace):
+    from engine.explain import batch
+
+    run_id = run_with_batch(workspace)
+    stored = batch.load_mistakes(workspace, run_id)
+    # A fresh interpreter (as a restarted server) shows the stored batch without importing TensorFlow.
+    script = f"""
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({APP!r}, default_timeout=60)
+at.query_params["run"] = {run_id!r}
+at.query_params["view"] = "mistakes"
+at.run()
+at.switch_page("views/explain.py").run()
+assert not at.exception, [e.value for e in at.exception]
+print(json.dumps([len(at.image), "tensorflow" in sys.modules or "keras" in sys.modules]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [6, False]  # 3 images + 3 overlays, no TensorFlow
+
+    at = open_explain(run=run_id, view="mistakes")
+    assert at.segmented_control(key="explain.view").value == "Most confident mistakes"
+    assert "The 3 most confident mistakes" in texts(at.subheader)
+    summary = next(f.value for f in at.dataframe if "Beats random" in f.value.columns)
+    assert summary["Method"].tolist() == ["Grad-CAM"] and summary["Images"].tolist() == [3]
+    assert summary["Mean seconds"].iloc[0] == pytest.approx(stored.summary["gradcam"].mean_seconds)
+    markdown = texts(at.markdown)
+    for row in stored.rows:
+        assert f"**#{row.rank}** · true **{row.true_name}** → predicted **{row.predicted_name}**" in markdown
+    assert texts(at.caption).count("· ins ") == 3 and "random" in texts(at.caption)
+    assert len(at.image) == 6
+
+    at.button(key="explain.batch.open.2").click().run()  # the second mistake, in the single-image view
+    assert not at.exception, [e.value for e in at.exception]
+    assert dict(at.query_params) == {"run": run_id, "image": stored.rows[1].id}
+    assert at.segmented_control(key="explain.view").value == "One image"
+    assert at.number_input(key="explain.index").value == stored.rows[1].position
+    assert "deletion AUC" in texts(at.caption)
+
+
+def test_the_batch_form_queues_a_job_and_its_cancel_works(workspace):
+    """No TensorFlow: another job holds the only slot, so the batch stays queued until it is cancelled."""
+    from tests.dashboard.test_evaluate_page import completed_run
+
+    from engine.explain import batch
+
+    run_id = completed_run(workspace)
+    workspace.run_file(run_id, MODEL_FILE).write_bytes(b"never loaded here")
+    busy = workspace.create_run(RunConfig())
+    holder = workspace.claim_next_job(limit=10)  # "running", no process yet: refresh leaves it alone for a while
+    at = open_explain(run=run_id, view="mistakes")
+    assert "No mistakes explained yet" in texts(at.info)
+    assert at.number_input(key="explain.batch.count").value == 8
+    at.number_input(key="explain.batch.count").set_value(2).run()
+    at.pills(key="explain.batch.methods").set_value(["gradcam", "lime"]).run()
+    assert at.button(key="explain.batch.start").label == "Explain 2 mistakes"
+    workspace.heartbeat(holder.id)
+    at.button(key="explain.batch.start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = workspace.latest_job(run_id, batch.EXPLAIN_JOB)
+    assert job is not None and job.status == "queued"
+    request = json.loads(workspace.run_file(run_id, EXPLANATION_REQUEST_FILE).read_text())
+    assert request == {"count": 2, "methods": ["gradcam", "lime"], "params": {}}
+    assert at.button(key="explain.batch.start").disabled
+    cancel = [b for b in at.button if b.key.startswith("explain.job.cancel")]  # the shared job widget's Cancel
+    assert [b.label for b in cancel] == ["Cancel"]
+    cancel[0].click().run()
+    assert workspace.get_job(job.id).status == "cancelled"
+    assert not at.button(key="explain.batch.start").disabled and "was cancelled" in texts(at.info)
+    workspace.finish_job(holder.id, "cancelled")
+    workspace.delete_run(busy.id)
+
+
+def test_the_batch_view_says_why_there_is_nothing_to_explain(workspace):
+    from tests.dashboard.test_evaluate_page import completed_run
+
+    run = workspace.create_run(RunConfig())
+    job = workspace.claim_next_job(limit=10)
+    workspace.run_file(run.id, MODEL_FILE).write_bytes(b"never loaded here")
+    workspace.finish_job(job.id, "completed")
+    at = open_explain(run=run.id, view="mistakes")
+    assert "has no test predictions" in texts(at.info)
+    assert not [b for b in at.button if b.key == "explain.batch.start"]
+
+    perfect = completed_run(workspace, mistakes=0.0)
+    workspace.run_file(perfect, MODEL_FILE).write_bytes(b"never loaded here")
+    at = open_explain(run=perfect, view="mistakes")
+    assert "makes no mistakes on its test set" in texts(at.success)
+    assert not [b for b in at.button if b.key == "explain.batch.start"]
