@@ -96,7 +96,11 @@ def resume(run_id: str, workspace: Workspace) -> Job:
     """Queues a new train job for the same run that continues from its last checkpoint.
 
     The job loads `last.keras` (weights and optimizer state, so a schedule continues where
-    it was) and trains epochs k+1..N; the run's metrics continue from epoch k+1.
+    it was) and trains epochs k+1..N; the run's metrics continue from epoch k+1. The rest of
+    the state carries over too: each epoch's shuffle and augmentation depend on (seed, epoch)
+    only, dropout's seed state is saved in `last.json`, and early stopping and the best
+    checkpoint resume from the stored metrics; so with `train.deterministic` the resumed run
+    ends exactly where the uninterrupted run would (tests/engine/test_training_resume.py).
 
     Raises:
         ValueError: the run is active or finished, or has no last checkpoint (the message says which).

@@ -78,17 +78,22 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     if batch_size > len(split.train):  # not an error (the default 32 on a small folder): one partial batch per epoch
         log.warning("train.batch_size=%d is larger than the %d training images: each epoch is one batch of %d",
                     batch_size, len(split.train), len(split.train))
-    train_ds, val_ds, test_ds = (
-        _labelled(make_dataset(images.images, images.labels, indices=idx, batch_size=batch_size,
-                               training=(name == "train"), augment=config.augment, seed=config.train.seed),
-                  num_classes)
-        for name, idx in (("train", split.train), ("val", split.val), ("test", split.test)))
+    resumed = _read_last_checkpoint(context)
+    first_epoch = int(resumed["epoch"]) if resumed is not None else 0
+    # The training batches of epochs first_epoch+1..N; each epoch's shuffle and augmentation depend on
+    # (seed, epoch) alone, so a resumed run sees the batches the uninterrupted run would have seen.
+    train_ds = _labelled(make_dataset(images.images, images.labels, indices=split.train, batch_size=batch_size,
+                                      training=True, augment=config.augment, seed=config.train.seed,
+                                      first_epoch=first_epoch, epochs=config.train.epochs - first_epoch),
+                         num_classes)
+    val_ds, test_ds = (_labelled(make_dataset(images.images, images.labels, indices=idx, batch_size=batch_size,
+                                              training=False), num_classes) for idx in (split.val, split.test))
     steps_per_epoch = math.ceil(len(split.train) / batch_size)
 
-    resumed = _read_last_checkpoint(context)
     with devices.strategy.scope():
         if resumed is not None:  # Resume: weights, optimizer state and schedule position as saved
             model = keras.models.load_model(context.run_file(st.LAST_CHECKPOINT_FILE), safe_mode=True)
+            _restore_seed_states(model, resumed.get("seed_states"))
         else:
             decoupled = config.train.optimizer == "adamw"
             model = make_model(config.model, (config.data.image_size, config.data.image_size, 3), num_classes,
@@ -104,13 +109,22 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     last = LastCheckpoint(context, progress)
     # The checkpoints come first: once the store shows an epoch, its checkpoints are on disk.
     callbacks = [checkpoint, last, progress, EpochSummaries(context.run_file(st.TENSORBOARD_DIR))]
+    stopped_early = False
     if config.train.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping,
-                                                       restore_best_weights=True))
+        # On resume it starts where the run was: best val_loss so far and epochs since it improved.
+        done = [m.val_loss for m in workspace.epochs(run_id)] if initial_epoch else []
+        early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.train.early_stopping,
+                                                restore_best_weights=True, history=done,
+                                                best_weights=checkpoint.best_weights)
+        callbacks.append(early_stopping)
+        stopped_early = early_stopping.stopped_before_resume()
     started = time.monotonic()
-    context.report(initial_epoch / config.train.epochs, f"epoch {initial_epoch + 1}/{config.train.epochs}")
-    model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, verbose=2)
+    if stopped_early:  # killed after early stopping ended training: nothing left to train, only to test
+        log.info("early stopping had already ended training after epoch %d", initial_epoch)
+    else:
+        context.report(initial_epoch / config.train.epochs, f"epoch {initial_epoch + 1}/{config.train.epochs}")
+        model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
     train_seconds = time.monotonic() - started
     if progress.failure:
         raise TrainingFailed(progress.failure)
@@ -159,6 +173,24 @@ def _continue_from(resumed: dict, context: JobContext, progress: StoreProgress, 
     progress.epochs_done = epoch
     log.info("resuming from the last checkpoint after epoch %d", epoch)
     return epoch
+
+
+def _seed_states(model) -> list:
+    """The model's random layers' seed generator states (e.g. Dropout's): variables a `.keras` file does not keep."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights and v.path.endswith("seed_generator_state")]
+
+
+def _restore_seed_states(model, states: list | None) -> None:
+    """Puts the seed generator states saved with the last checkpoint back, so dropout masks continue as they were."""
+    variables = _seed_states(model)
+    if states is None or len(states) != len(variables):
+        if variables:
+            log.warning("the last checkpoint has no seed states for the %d random layers: their draws restart",
+                        len(variables))
+        return
+    for variable, state in zip(variables, states):
+        variable.assign(np.asarray(state, dtype=keras.backend.standardize_dtype(variable.dtype)))
 
 
 def _labelled(dataset, num_classes: int):
@@ -331,8 +363,76 @@ class LastCheckpoint(keras.callbacks.Callback):
         save_atomic(self.model, self.context.run_file(st.LAST_CHECKPOINT_FILE))
         metrics = {k: _float(v) for k, v in (logs or {}).items()
                    if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        seed_states = [keras.ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)]
         st.write_json_atomic(self.context.run_file(st.LAST_CHECKPOINT_INFO_FILE),
-                             {"epoch": epoch + 1, "metrics": {"epoch": epoch + 1, **metrics}})
+                             {"epoch": epoch + 1, "metrics": {"epoch": epoch + 1, **metrics},
+                              "seed_states": seed_states})
+
+
+@dataclass(frozen=True)
+class EarlyStoppingState:
+    """Where Keras' `EarlyStopping` stands after some epochs: the best value, its epoch, epochs since."""
+
+    best: float | None
+    best_epoch: int
+    wait: int
+
+
+def early_stopping_state(values, min_delta: float = 0.0) -> EarlyStoppingState:
+    """Replays Keras' `EarlyStopping` (mode min, no baseline) over the monitored values of epochs 1..k.
+
+    Args:
+        values: the monitored value (e.g. val_loss) of each epoch done, in order; None for NaN
+            (SQLite stores NaN as NULL), which never counts as an improvement after the first epoch.
+        min_delta: as `EarlyStopping(min_delta=...)`: an improvement must be below the best by more.
+
+    Returns:
+        The `EarlyStoppingState`; `best_epoch` is 0-based, as Keras keeps it.
+    """
+    best, best_epoch, wait = None, 0, 0
+    for epoch, value in enumerate(values):
+        value = math.nan if value is None else float(value)
+        wait += 1
+        if best is None or value + min_delta < best:  # Keras: any first value, then strictly below
+            best, best_epoch, wait = value, epoch, 0
+    return EarlyStoppingState(best, best_epoch, wait)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping` on a minimised metric that can continue a resumed run.
+
+    Keras resets its state when training begins, so a resumed run would count patience from
+    zero and forget the best value. Given the monitored values of the epochs already done
+    (from the store), this one starts where the interrupted run was.
+
+    Args:
+        history: the monitored values of epochs 1..k (None for NaN); empty for a fresh run.
+        best_weights: the weights of the best of those epochs (the best checkpoint), restored
+            at the end as `restore_best_weights` does.
+        **kwargs: as `EarlyStopping`; `mode` must be `min` or `auto` on a loss.
+    """
+
+    def __init__(self, *, history=(), best_weights=None, **kwargs):
+        super().__init__(**kwargs)
+        minimised = self.mode == "min" or (self.mode == "auto" and self.monitor.endswith("loss"))
+        if not minimised or self.baseline is not None or self.start_from_epoch:
+            raise ValueError(f"ResumableEarlyStopping replays a minimised metric without baseline or "
+                             f"start_from_epoch, got monitor={self.monitor!r}, mode={self.mode!r}, "
+                             f"baseline={self.baseline}, start_from_epoch={self.start_from_epoch}")
+        self.history = list(history)
+        self.state = early_stopping_state(self.history, abs(self.min_delta))
+        self.resumed_best_weights = best_weights
+
+    def stopped_before_resume(self) -> bool:
+        """True if the epochs done already ended training (Keras stops when `wait >= patience` after epoch 2+)."""
+        return len(self.history) > 1 and self.state.wait >= self.patience
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.history:
+            self.best, self.best_epoch, self.wait = self.state.best, self.state.best_epoch, self.state.wait
+            if self.restore_best_weights:
+                self.best_weights = self.resumed_best_weights
 
 
 def save_atomic(model, path: Path) -> None:

@@ -5,6 +5,9 @@ batch (and `RandomFlip` copies it once more). Composing the four into one matrix
 image resamples once: about 3x less work per batch, and one interpolation instead of
 three, so the images are also less blurred.
 
+`SeedStream` lets the training pipeline draw any augmentation layer's randomness from a
+per-batch seed, so the draws depend on (seed, epoch, step) and nothing else.
+
 Imports Keras (and so TensorFlow); `engine.data` imports this module lazily.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")
@@ -108,12 +112,40 @@ class RandomGeometry(keras.layers.Layer):
     def active(self) -> bool:
         return bool(self.rotation or self.shift or self.zoom or self.flip)
 
-    def random_transforms(self, batch_size, height: int, width: int):
-        """Draws `(batch_size, 8)` transforms (see `geometry_transform`)."""
-        u = keras.random.uniform((batch_size, 5), minval=-1.0, maxval=1.0, seed=self.seed_generator)
+    def random_transforms(self, batch_size, height: int, width: int, seed=None):
+        """Draws `(batch_size, 8)` transforms (see `geometry_transform`); `seed` defaults to the layer's generator."""
+        seed = self.seed_generator if seed is None else seed
+        u = keras.random.uniform((batch_size, 5), minval=-1.0, maxval=1.0, seed=seed)
         flip = ops.cast(u[:, 4] < 0, "float32") if self.flip else ops.zeros_like(u[:, 4])
         return geometry_transform(u[:, 0] * self.rotation, u[:, 1] * self.shift, u[:, 2] * self.shift,
                                   1.0 + u[:, 3] * self.zoom, flip, height, width)
+
+    def get_random_transformation(self, images, training=True, seed=None):
+        """Draws the transforms for a `(B, H, W, C)` batch, as Keras' image preprocessing layers do.
+
+        Args:
+            images: the batch the transforms are for.
+            training: False (or every part off) draws nothing and returns None.
+            seed: a `SeedGenerator` (e.g. a `SeedStream`); default the layer's own.
+
+        Returns:
+            A `(B, 8)` tensor for `transform_images`, or None for the identity.
+        """
+        if not training or not self.active:
+            return None
+        height, width = images.shape[1], images.shape[2]
+        if height is None or width is None:
+            raise ValueError(f"RandomGeometry needs a known image height and width, got shape {images.shape}")
+        return self.random_transforms(ops.shape(images)[0], int(height), int(width), seed=seed)
+
+    def transform_images(self, images, transformation, training=True):
+        """Resamples a `(B, H, W, C)` batch with transforms from `get_random_transformation`."""
+        images = ops.cast(images, self.compute_dtype)
+        if not training or transformation is None:
+            return images
+        return ops.image.affine_transform(images, transformation, interpolation=self.interpolation,
+                                          fill_mode=self.fill_mode, fill_value=self.fill_value,
+                                          data_format="channels_last")
 
     def call(self, inputs, training=True):
         images = ops.cast(inputs, self.compute_dtype)
@@ -122,13 +154,7 @@ class RandomGeometry(keras.layers.Layer):
         unbatched = len(images.shape) == 3
         if unbatched:
             images = ops.expand_dims(images, 0)
-        height, width = images.shape[1], images.shape[2]
-        if height is None or width is None:
-            raise ValueError(f"RandomGeometry needs a known image height and width, got shape {images.shape}")
-        transforms = self.random_transforms(ops.shape(images)[0], int(height), int(width))
-        out = ops.image.affine_transform(images, transforms, interpolation=self.interpolation,
-                                         fill_mode=self.fill_mode, fill_value=self.fill_value,
-                                         data_format="channels_last")
+        out = self.transform_images(images, self.get_random_transformation(images), training=True)
         return ops.squeeze(out, 0) if unbatched else out
 
     def compute_output_shape(self, input_shape):
@@ -140,3 +166,25 @@ class RandomGeometry(keras.layers.Layer):
                        "fill_mode": self.fill_mode, "interpolation": self.interpolation,
                        "fill_value": self.fill_value, "seed": self.seed})
         return config
+
+
+class SeedStream(keras.random.SeedGenerator):
+    """Seeds for Keras random ops that depend only on one seed tensor: draw `n` gets `fold_in(seed, n)`.
+
+    A stateless stand-in for a layer's own `SeedGenerator`, passed as the `seed` of
+    `get_random_transformation`. The training pipeline makes one per batch from
+    (run seed, epoch, step), so a batch's draws do not depend on how many draws came
+    before it: not on which tf.data thread ran first, nor on whether the run was
+    resumed. It holds no state variable (a tf.data function cannot create one).
+
+    Args:
+        seed: an int64 tensor of shape `(2,)`.
+    """
+
+    def __init__(self, seed):  # no super().__init__(): it would create the state variable
+        self.seed = tf.cast(seed, tf.int64)
+        self.draws = 0
+
+    def next(self, ordered=True):
+        self.draws += 1  # counted while tracing: each random op in the graph gets its own seed
+        return tf.random.experimental.stateless_fold_in(self.seed, self.draws)

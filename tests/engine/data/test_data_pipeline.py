@@ -30,13 +30,54 @@ def test_eval_dataset_keeps_order_and_range(digits):
 
 def test_training_dataset_shuffles_per_epoch_reproducibly(digits):
     images, labels = digits.images[:200], digits.labels[:200]
-    ds = data.make_dataset(images, labels, batch_size=50, training=True, seed=3)
-    epoch1 = np.concatenate([y for _, y in ds.as_numpy_iterator()])
-    epoch2 = np.concatenate([y for _, y in ds.as_numpy_iterator()])
-    assert sorted(epoch1.tolist()) == sorted(labels.tolist()) and not np.array_equal(epoch1, labels)
-    assert not np.array_equal(epoch1, epoch2)
+    ds = data.make_dataset(images, labels, batch_size=50, training=True, seed=3, epochs=2)
+    batches = [y for _, y in ds.as_numpy_iterator()]
+    epoch1, epoch2 = np.concatenate(batches[:4]), np.concatenate(batches[4:])
+    assert len(batches) == 8
+    assert sorted(epoch1.tolist()) == sorted(labels.tolist()) == sorted(epoch2.tolist())
+    assert not np.array_equal(epoch1, labels) and not np.array_equal(epoch1, epoch2)
     rebuilt = data.make_dataset(images, labels, batch_size=50, training=True, seed=3)
     assert np.array_equal(np.concatenate([y for _, y in rebuilt.as_numpy_iterator()]), epoch1)
+    other_seed = data.make_dataset(images, labels, batch_size=50, training=True, seed=4)
+    assert not np.array_equal(np.concatenate([y for _, y in other_seed.as_numpy_iterator()]), epoch1)
+
+
+@pytest.mark.parametrize("memmap", [False, True])
+def test_an_epoch_is_the_same_wherever_the_dataset_starts(digits, tmp_path, memmap):
+    """Resume: epoch 3 of a dataset started at epoch 3 is epoch 3 of the uninterrupted stream, draws included."""
+    images, labels = digits.images[:90], digits.labels[:90]
+    if memmap:
+        images = np.lib.format.open_memmap(tmp_path / "images.npy", mode="w+", dtype=np.uint8, shape=images.shape)
+        images[:] = digits.images[:90]
+    steps = 6  # ceil(90 / 16): the last batch is partial
+    whole = list(data.make_dataset(images, labels, batch_size=16, training=True, augment=ALL_ON, seed=5,
+                                   epochs=4).as_numpy_iterator())
+    resumed = list(data.make_dataset(images, labels, batch_size=16, training=True, augment=ALL_ON, seed=5,
+                                     first_epoch=2, epochs=2).as_numpy_iterator())
+    assert len(whole) == 4 * steps and len(resumed) == 2 * steps and whole[-1][0].shape[0] == 90 - 5 * 16
+    for (x, y), (x_resumed, y_resumed) in zip(whole[2 * steps:], resumed):
+        assert np.array_equal(y, y_resumed) and np.array_equal(x, x_resumed)  # bit-identical pixels
+    epoch1 = np.concatenate([x for x, _ in whole[:steps]])
+    epoch3 = np.concatenate([x for x, _ in whole[2 * steps:3 * steps]])
+    assert not np.allclose(epoch1, epoch3), "epoch 3 repeated epoch 1's shuffle and augmentation"
+    again = list(data.make_dataset(images, labels, batch_size=16, training=True, augment=ALL_ON, seed=5,
+                                   first_epoch=2).as_numpy_iterator())
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(again, resumed[:steps]))
+
+
+def test_augmentation_draws_do_not_depend_on_the_order_batches_are_made(digits):
+    """Each batch's draws come from its own seed, so parallel tf.data threads cannot swap them."""
+    import tensorflow as tf
+
+    from engine.data.pipeline import augment_batch
+
+    augmenter = data.make_augmenter(ALL_ON, seed=0)
+    batch = tf.constant(digits.images[:8].astype(np.float32))
+    seeds = [tf.constant([1, 2], tf.int64), tf.constant([1, 3], tf.int64)]
+    first = [np.asarray(augment_batch(augmenter, batch, s)) for s in seeds]
+    second = [np.asarray(augment_batch(augmenter, batch, s)) for s in reversed(seeds)][::-1]
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert not np.allclose(first[0], first[1]) and not np.allclose(first[0], digits.images[:8])
 
 
 def test_memmapped_images_are_gathered_per_batch(tmp_path):
