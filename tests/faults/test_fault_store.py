@@ -7,10 +7,10 @@ tests/faults/test_fault_resume.py. Server restart mid-run: the restart test in t
 from __future__ import annotations
 
 import errno
+import json
 import os
-import subprocess
-import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,59 +22,77 @@ from engine.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
-# The issue asks for a minute; 20 s already interleaves thousands of transactions and keeps the suite short.
-CONTENTION_SECONDS = 20.0
-WRITERS, READERS = 4, 20
-
-WRITER = """
-import sys, time
-from engine.store import EpochMetrics, Workspace
-workspace, run_id, job_id, seconds = Workspace(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
-deadline, epoch = time.time() + seconds, 0
-while time.time() < deadline:
-    epoch += 1
-    workspace.heartbeat(job_id, progress=0.5, message=f"epoch {epoch}")
-    workspace.add_epoch(run_id, EpochMetrics(epoch, loss=1.0 / epoch, val_accuracy=0.5))
-    workspace.update_run(run_id, best_val_accuracy=0.5)
-print(epoch)
-"""
+# The issue's figures: 4 jobs and 20 polling readers for a minute.
+CONTENTION_SECONDS = 60.0
+JOBS, READERS = 4, 20
+# A page polls every 2 s; these poll 100 times as often, but not flat out: 20 threads spinning on the GIL
+# would take a core from the four jobs (which run at a lower priority) and so lower the write rate under test.
+POLL_PAUSE_SECONDS = 0.02
+# A job whose epoch is one step on a few tiny images, so that it writes an epoch row (and checkpoints) as often
+# as it can; it never finishes on its own and is cancelled when the minute is up.
+TINY_JOB = {"data": {"image_size": 16, "max_per_class": 6},
+            "augment": {"rotation": 0, "shift": 0, "zoom": 0, "flip": False},
+            "train": {"epochs": 10_000, "batch_size": 64, "early_stopping": 0}}
 
 
 @pytest.mark.slow
-def test_four_writers_and_twenty_pollers_never_see_database_is_locked(workspace):
-    runs = [workspace.create_run(RunConfig.from_dict({"name": f"writer {i}"})) for i in range(WRITERS)]
-    claimed = [workspace.claim_next_job(limit=WRITERS) for _ in runs]
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(workspace.root), job.run_id, job.id,
-                                 str(CONTENTION_SECONDS)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for job in claimed]
+def test_four_jobs_and_twenty_pollers_for_a_minute_never_see_database_is_locked(workspace, monkeypatch):
+    """Real training jobs write epochs, progress and heartbeats while 20 threads poll as an open Runs page does.
+
+    The pollers also call `jobs.refresh` (reap and dispatch: a write transaction each), as the live views do.
+    Afterwards every job's epochs are all in the store (1..k, k being the epoch its last checkpoint holds),
+    every poll succeeded and saw consistent data, and no process met "database is locked".
+    """
+    monkeypatch.setenv(jobs.MAX_JOBS_ENV, str(JOBS))
     errors, reads = [], [0] * READERS
     stop = threading.Event()
 
-    def poll(index: int) -> None:  # what an open Runs page does, as fast as it can
+    def poll(index: int) -> None:  # what an open Runs page does, many times as often
         while not stop.is_set():
             try:
+                jobs.refresh(workspace)
                 for run in workspace.list_runs():
-                    workspace.epochs(run.id)
+                    epochs = [m.epoch for m in workspace.epochs(run.id)]
+                    if epochs != list(range(1, len(epochs) + 1)) or len(epochs) < run.epochs_done:
+                        errors.append(f"inconsistent read of {run.id}: epochs_done {run.epochs_done}, {epochs}")
                 workspace.jobs(statuses=st.ACTIVE)
                 reads[index] += 1
             except Exception as error:  # noqa: BLE001 - collected and asserted below
                 errors.append(repr(error))
+            stop.wait(POLL_PAUSE_SECONDS)
 
     threads = [threading.Thread(target=poll, args=(i,)) for i in range(READERS)]
     for thread in threads:
         thread.start()
-    outputs = [w.communicate(timeout=CONTENTION_SECONDS + 60) for w in writers]
-    stop.set()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    for writer, (out, err) in zip(writers, outputs):
-        assert writer.returncode == 0 and "locked" not in err, err
-    for run, (out, _) in zip(runs, outputs):
-        written = int(out)
-        assert written > 10 and workspace.get_run(run.id).epochs_done == written
-        assert [m.epoch for m in workspace.epochs(run.id)] == list(range(1, written + 1)), "an epoch was lost"
-    assert min(reads) > 0
+    started = time.monotonic()
+    try:
+        runs = [jobs.submit(RunConfig.from_dict({**TINY_JOB, "name": f"job {i}"}), workspace) for i in range(JOBS)]
+        assert all(workspace.get_run(r.id).status == st.RUNNING for r in runs), "all four jobs run at once"
+        time.sleep(max(0.0, CONTENTION_SECONDS - (time.monotonic() - started)))
+        for run in runs:
+            jobs.cancel(run.id, workspace)
+        deadline = time.monotonic() + 30
+        while any(workspace.get_run(r.id).status in st.ACTIVE for r in runs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    seconds = time.monotonic() - started
+
+    assert errors == [], errors[:5]
+    assert min(reads) > 0, reads
+    written = []
+    for run in (workspace.get_run(r.id) for r in runs):
+        log_text = workspace.run_file(run.id, st.LOG_FILE).read_text(errors="replace")  # all of it
+        assert run.status == st.CANCELLED and run.job.error == "cancelled by the user", (run.job.error, log_text[-2000:])
+        assert "locked" not in log_text and "heartbeat failed" not in log_text, log_text[-2000:]
+        checkpointed = json.loads(workspace.run_file(run.id, st.LAST_CHECKPOINT_INFO_FILE).read_text())["epoch"]
+        assert [m.epoch for m in workspace.epochs(run.id)] == list(range(1, checkpointed + 1)), "an epoch was lost"
+        assert run.epochs_done == checkpointed >= 2  # many more on an idle machine
+        written.append(checkpointed)
+    print(f"\n{JOBS} jobs wrote {written} epochs ({sum(written)}) while {READERS} pollers did {sum(reads)} polls "
+          f"(each: refresh, runs, every run's epochs, active jobs; min {min(reads)}) in {seconds:.0f} s; no errors")
 
 
 @pytest.mark.slow
