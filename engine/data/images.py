@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +55,30 @@ def read_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
             raise ImageReadError("empty file")
     except OSError as error:
         raise ImageReadError(f"cannot read file ({error.strerror or error})") from None
+    return _decode(path, image_size)
+
+
+def decode_image(data: bytes, image_size: int) -> np.ndarray:
+    """Decodes an image held in memory (an upload) exactly as `read_image` decodes a file, without writing it.
+
+    Args:
+        data: the file's bytes.
+        image_size: side of the output in pixels, at least 1.
+
+    Returns:
+        A `(image_size, image_size, 3)` uint8 array.
+
+    Raises:
+        ImageReadError: the data is empty, too large, truncated or not an image.
+    """
+    if not data:
+        raise ImageReadError("empty file")
+    return _decode(io.BytesIO(data), image_size)
+
+
+def _decode(source: Path | io.BytesIO, image_size: int) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise ImageReadError(f"image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,})")
@@ -74,8 +98,11 @@ def read_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
             return np.asarray(rgb, dtype=np.uint8).reshape(image_size, image_size, 3)
     except ImageReadError:
         raise
-    except Image.DecompressionBombError:
-        raise ImageReadError("image too large (decompression bomb)") from None
+    except Image.DecompressionBombError as error:
+        # Pillow refuses far-too-large images on open, before the size check above can name the dimensions.
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "decompression bomb"
+        raise ImageReadError(f"image too large ({size}, limit {MAX_IMAGE_PIXELS:,})") from None
     except UnidentifiedImageError:
         raise ImageReadError("not an image (unrecognised file format)") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as error:
