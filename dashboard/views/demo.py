@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 from PIL import Image
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from dashboard.components import export_figures, state, widgets
+from dashboard.components import export_figures, state, uploads, widgets
 from dashboard.components.models import keras_model as _keras_model
 from engine import export
 from engine import store as st_store
-from engine.data import ImageReadError, read_image
 from engine.store import COMPLETED, Run, RunNotFound
 
 PICKER_KEY = "demo.run"
@@ -82,32 +81,22 @@ def _gradcam(run_id: str, path: str, mtime: float, digest: str, image: np.ndarra
     return gradcam(_keras_model(run_id, path, mtime), image, layer)
 
 
-def _decode(data: bytes, size: int) -> np.ndarray:
-    """The upload decoded exactly as training decoded its images (orientation, RGB, bilinear resize)."""
-    with tempfile.TemporaryDirectory(prefix="aperture-demo-") as scratch:
-        path = Path(scratch) / "upload"
-        path.write_bytes(data)
-        return read_image(path, size)
-
-
 def _big(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image).resize((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.NEAREST
                                          if image.shape[0] <= 64 else Image.Resampling.BILINEAR)
 
 
-def _input_image() -> bytes | None:
+def _input_image() -> UploadedFile | None:
     upload_tab, camera_tab = st.tabs([":material/upload: Upload an image", ":material/photo_camera: Take a photo"])
     with upload_tab:
-        upload = st.file_uploader("Image", type=["png", "jpg", "jpeg", "bmp", "gif", "webp"], key="demo.upload",
-                                  label_visibility="collapsed")
+        upload = uploads.image_uploader("demo.upload")
     with camera_tab:
         if st.toggle("Use the camera", key="demo.camera_on"):
             photo = st.camera_input("Photo", key="demo.camera", label_visibility="collapsed")
         else:
             photo = None
             st.caption("Turn the camera on to take a photo (the browser asks for permission).")
-    chosen = upload or photo
-    return chosen.getvalue() if chosen is not None else None
+    return upload or photo
 
 
 def _predict(run: Run, fmt: str, path: Path, image: np.ndarray) -> np.ndarray:
@@ -115,13 +104,11 @@ def _predict(run: Run, fmt: str, path: Path, image: np.ndarray) -> np.ndarray:
     return runner.predict(image[None].astype(np.float32))[0]
 
 
-def _show(run: Run, fmt: str, servers: dict[str, Path], data: bytes) -> None:
+def _show(run: Run, fmt: str, servers: dict[str, Path], upload: UploadedFile) -> None:
     config = run.config
     size = config.data.image_size
-    try:
-        image = _decode(data, size)
-    except ImageReadError as error:
-        st.error(f"This file can't be read as an image: {error}.", icon=":material/broken_image:")
+    image = uploads.uploaded_image(upload, size)  # decoded as training decoded its images
+    if image is None:
         return
     names = _class_names(run.id)
     probabilities = _predict(run, fmt, servers[fmt], image)
@@ -141,7 +128,7 @@ def _show(run: Run, fmt: str, servers: dict[str, Path], data: bytes) -> None:
 
     with middle:
         with st.spinner("Explaining (the first time loads TensorFlow, about 10 s)…"):
-            digest = hashlib.sha1(data).hexdigest()
+            digest = hashlib.sha1(image.tobytes()).hexdigest()
             heatmap = _gradcam(run.id, str(keras_path), keras_path.stat().st_mtime, digest, image,
                                last_conv_layer_name(config.model))
             from engine.explain.gradcam import overlay
@@ -201,11 +188,11 @@ def main() -> None:
     if "keras" == options[0]:
         st.caption("No exported TFLite file yet: the Keras model serves the demo. Export the run to serve it "
                    "with INT8 TFLite.")
-    data = _input_image()
-    if data is None:
+    chosen = _input_image()
+    if chosen is None:
         st.info("Upload an image or take a photo to see what the model says.", icon=":material/image:")
         return
-    _show(run, fmt, servers, data)
+    _show(run, fmt, servers, chosen)
 
 
 main()
