@@ -14,10 +14,10 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from dashboard.components import export_figures, mistakes_panel, state, widgets
+from dashboard.components import export_figures, mistakes_panel, state, uploads, widgets
 from dashboard.components.models import keras_model
 from engine import evaluation as ev
-from engine.data import DatasetError, ImageReadError
+from engine.data import DatasetError
 from engine.explain import runs as explain_runs
 from engine.explain.methods import LABELS, Explanation, verdict
 from engine.store import COMPLETED, MODEL_FILE, PREDICTIONS_FILE, Run, RunNotFound
@@ -98,23 +98,12 @@ def _choose_image(run: Run) -> tuple[np.ndarray, str, int | None] | None:
     st.session_state.setdefault(SOURCE_KEY, TEST_SET)
     source = st.segmented_control("Image", [TEST_SET, UPLOAD], key=SOURCE_KEY) or TEST_SET
     if source == UPLOAD:
-        upload = st.file_uploader("Image", type=["png", "jpg", "jpeg", "bmp", "gif", "webp"], key="explain.upload",
-                                  label_visibility="collapsed")
+        upload = uploads.image_uploader("explain.upload")
         if upload is None:
             return None
-        import tempfile
-        from pathlib import Path
-
-        from engine.data import read_image
-
-        with tempfile.TemporaryDirectory(prefix="aperture-explain-") as scratch:
-            path = Path(scratch) / "upload"
-            path.write_bytes(upload.getvalue())
-            try:
-                image = read_image(path, run.config.data.image_size)
-            except ImageReadError as error:
-                st.error(f"This file can't be read as an image: {error}.", icon=":material/broken_image:")
-                return None
+        image = uploads.uploaded_image(upload, run.config.data.image_size)
+        if image is None:
+            return None
         return image.astype(np.float32), upload.name, None
     loaded = _test_set(run)
     if loaded is None:
