@@ -407,7 +407,7 @@ def _batch_json(stored, workspace: Workspace) -> dict:
 def _print_batch(stored, workspace: Workspace) -> None:
     print(f"run {stored.run_id}: {len(stored.rows)} of its {stored.mistakes} test-set mistakes explained "
           f"in {stored.seconds:.1f} s" + ("" if stored.complete else " (stopped early)")
-          + (f"; SHAP warm-up {stored.warm_up_seconds:.1f} s" if stored.warm_up_seconds else ""))
+          + (f"; {stored.warm_up_seconds:.1f} s of it to warm the methods up" if stored.warm_up_seconds else ""))
     for row in stored.rows:
         print(f"{row.rank:>3}. {row.id:<24} true {row.true_name} -> {row.predicted_name} "
               f"({100 * row.confidence:.1f}%)  " + "  ".join(

@@ -114,6 +114,9 @@ def show_batch(run: Run, open_image: Callable[[str, str], None]) -> None:
             st.info("No mistakes explained yet: pick how many and which methods, then start the batch. The results "
                     "are kept with the run.", icon=":material/image_search:")
         return
+    latest = workspace.latest_job(run.id, batch.EXPLAIN_JOB)
+    if latest is not None and latest.active and latest.id != stored.job_id:
+        st.caption(":material/history: Below: the batch stored before; the running one replaces it when it ends.")
     _summary(run, stored)
     _gallery(run, stored, open_image)
 
@@ -121,8 +124,7 @@ def show_batch(run: Run, open_image: Callable[[str, str], None]) -> None:
 def _summary(run: Run, stored: batch.MistakeExplanations) -> None:
     labels = ", ".join(LABELS[m] for m in stored.methods)
     st.subheader(f"The {len(stored.rows)} most confident mistake{'s' * (len(stored.rows) != 1)}", anchor=False)
-    warm_up = (f" (of which SHAP's one-off warm-up {widgets.duration(stored.warm_up_seconds)}, not counted in its "
-               "seconds per image)" if stored.warm_up_seconds else "")
+    warm_up = f" ({widgets.duration(stored.warm_up_seconds)} of it warming up)" if stored.warm_up_seconds >= 1 else ""
     st.caption(f"Explained with {labels} · {widgets.timestamp(stored.created_at)} · took "
                f"{widgets.duration(stored.seconds)}{warm_up} · {stored.mistakes} mistakes among {stored.test_images} "
                "test images")
@@ -158,9 +160,9 @@ def _gallery(run: Run, stored: batch.MistakeExplanations, open_image: Callable[[
     page = min(int(st.session_state.get(PAGE_KEY, 0)), pages - 1)
     shown = rows[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
     st.caption("Each map shows what supports the class the model wrongly predicted (untinted = none, blue = weak, "
-               "red = strongest). Under each map: its seconds, and its deletion AUC (lower is better) and insertion "
-               "AUC (higher is better), each with a random pixel order's in brackets.")
-    per_row = {1: 3, 2: 2}.get(len(stored.methods), 1)  # cards side by side: about six pictures a row
+               "red = strongest). Under the maps: each method's seconds, its deletion AUC (del, lower is better) and "
+               "insertion AUC (ins, higher is better), with a random pixel order's in brackets.")
+    per_row = 3 if len(stored.methods) == 1 else 2  # cards side by side: six to eight pictures a row
     folder = state.workspace().run_dir(run.id)
     for start in range(0, len(shown), per_row):
         for column, row in zip(st.columns(per_row), shown[start:start + per_row]):
@@ -187,22 +189,23 @@ def _card(run: Run, row: batch.ExplainedMistake, methods: list[str], folder: Pat
         return
     columns = st.columns(1 + len(methods))
     columns[0].image(upscale(pixels, THUMB_SIDE), caption="Image", width="stretch")
+    lines = []
     for column, method in zip(columns[1:], methods):
         result = row.methods.get(method)
-        with column:
-            if result is None:
-                st.caption(f"{LABELS[method]}: not run")
-                continue
-            try:
-                attribution = np.load(folder / result.map)
-            except (OSError, ValueError):
-                st.caption(f"{result.label}: its map is missing")
-                continue
-            st.image(upscale(_overlay(pixels, attribution), THUMB_SIDE), caption=result.label, width="stretch")
-            mark = ":green[✓ beats random]" if result.beats_random else ":orange[✗ no better than random]"
-            st.caption(f"{result.seconds:.2f} s · {mark}  \ndel {result.deletion_auc:.2f} "
-                       f"({result.random_deletion_auc:.2f}) · ins {result.insertion_auc:.2f} "
-                       f"({result.random_insertion_auc:.2f})")
+        try:
+            attribution = np.load(folder / result.map) if result else None
+        except (OSError, ValueError):
+            attribution = None
+        if attribution is None:
+            column.caption(f"{LABELS[method]}: {'its map is missing' if result else 'not run'}")
+            continue
+        column.image(upscale(_overlay(pixels, attribution), THUMB_SIDE), caption=result.label, width="stretch")
+        mark = ":green[✓ beats random]" if result.beats_random else ":orange[✗ no better than random]"
+        lines.append(f"**{result.label}** {result.seconds:.2f} s · del {result.deletion_auc:.2f} "
+                     f"({result.random_deletion_auc:.2f}) · ins {result.insertion_auc:.2f} "
+                     f"({result.random_insertion_auc:.2f}) · {mark}")
+    if lines:
+        st.caption("  \n".join(lines))
     st.button("Open in the single-image view", key=f"explain.batch.open.{row.rank}", icon=":material/zoom_in:",
               help=f"Image {row.id} on its own: all three methods, for any class",
               on_click=open_image, args=(run.id, row.id))

@@ -34,6 +34,7 @@ DEFAULT_COUNT = 8
 MAX_COUNT = 256  # a safety cap: each mistake is a few small files per method
 # Per-method settings a request may change (the rest stay at `methods.explain`'s defaults).
 PARAMS = {"gradcam": (), "shap": ("max_evals", "batch_size"), "lime": ("num_samples", "batch_size", "n_segments")}
+WARM_UP = {"gradcam": {}, "shap": {"max_evals": 40, "batch_size": 40}}  # cheap first calls, see explain_mistakes
 
 
 class ExplanationError(ValueError):
@@ -176,7 +177,7 @@ class MistakeExplanations:
     model_mtime: float | None
     rows: list[ExplainedMistake]
     summary: dict[str, MethodSummary]
-    warm_up_seconds: float = 0.0  # SHAP's one-off start in a fresh process, kept out of its per-image seconds
+    warm_up_seconds: float = 0.0  # the methods' one-off start in the job's process, kept out of their seconds
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -335,15 +336,19 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
     names = explain_runs.class_names(workspace, run_id) or list(predictions.class_names)
     layer = last_conv_layer_name(run.config.model)
 
+    # A method's first call in a process is slow (Grad-CAM traces its gradient graph, about a second;
+    # SHAP compiles, tens of seconds): a small untimed call first keeps that out of the per-image
+    # seconds the methods are compared by. LIME needs none.
     warm_up = 0.0
-    if "shap" in request.methods:
-        # SHAP's first call in a process compiles for tens of seconds; a tiny call first keeps that
-        # out of the per-image seconds the methods are compared by.
-        report(0.0, "warming up SHAP (once per job)")
+    warming = [m for m in request.methods if m in WARM_UP]
+    if warming:
+        report(0.0, f"warming up {' and '.join(LABELS[m] for m in warming)} (once per job)")
         tick = time.perf_counter()
         first = int(positions[0])
-        explain(model, np.asarray(images[int(predictions.indices[first])], dtype=np.float32), "shap",
-                target=int(predictions.predicted[first]), faithfulness=False, max_evals=40, batch_size=40)
+        for method in warming:
+            params = {**WARM_UP[method], **({"layer_name": layer} if method == "gradcam" else {})}
+            explain(model, np.asarray(images[int(predictions.indices[first])], dtype=np.float32), method,
+                    target=int(predictions.predicted[first]), faithfulness=False, **params)
         warm_up = time.perf_counter() - tick
         should_stop()
 

@@ -109,6 +109,7 @@ def test_a_batch_in_process_is_stored_and_reloads(workspace, trained):
         assert summary.mean_deletion_auc == pytest.approx(np.mean([r.methods[method].deletion_auc
                                                                    for r in result.rows]))
     assert progress[-1][0] == 1.0 and progress[-1][1].startswith("done: 2 mistakes")
+    assert "warming up Grad-CAM (once per job)" in [m for _, m in progress] and result.warm_up_seconds > 0
     assert [p for p, _ in progress] == sorted(p for p, _ in progress)
     assert batch.load_mistakes(workspace, run_id) == result  # the stored record round-trips
 
