@@ -9,13 +9,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import export_figures, state, widgets
+from dashboard.components import export_figures, gate, state, widgets
 from engine import export, jobs
 from engine import store as st_store
 from engine.model_card import write_model_card
 from engine.store import ACTIVE, COMPLETED, Run
 
 PICKER_KEY = "export.run"
+PUBLISH_KEY = "export.publish"
 DEMO_PAGE = "views/demo.py"
 
 
@@ -87,6 +88,45 @@ def _gate_notes(report: export.ExportReport) -> None:
                 if worst:
                     st.caption("Per-class accuracy change (points): "
                                + ", ".join(f"{name} {-d:+.1f}" for d, name in worst[:10]))
+
+
+def demo_link(run_id: str) -> str:
+    """The address of a run's read-only demo: absolute when the browser's address is known, else the path."""
+    path = f"/demo?run={run_id}"
+    here = (st.context.url or "").split("?")[0].split("#")[0].rstrip("/")
+    if "://" not in here:
+        return path
+    scheme, rest = here.split("://", 1)
+    parts = rest.split("/")
+    base = "/".join(parts[:-1]) if len(parts) > 1 else rest  # drop this page's name, keep any base path
+    return f"{scheme}://{base}{path}"
+
+
+def _share(run: Run) -> None:
+    """The demo of this run: a link to open it, and publishing it read-only for people without the password."""
+    workspace = state.workspace()
+    st.markdown("**Demo**")
+    st.page_link(DEMO_PAGE, label="Open the demo of this model", icon=":material/slideshow:",
+                 query_params={"run": run.id})
+    # The store is the truth (the CLI can publish too): the toggle shows it on every rerun.
+    st.session_state[PUBLISH_KEY] = workspace.is_published(run.id)
+
+    def publish() -> None:
+        workspace.set_published(run.id, bool(st.session_state[PUBLISH_KEY]))
+
+    st.toggle("Publish the demo read-only (opens by link without the password)", key=PUBLISH_KEY,
+              on_change=publish)
+    no_password = ("" if gate.password() else " No password is set on this server yet (APERTURE_PASSWORD), so "
+                   "every page is open to whoever can reach it anyway.")
+    if st.session_state[PUBLISH_KEY]:
+        st.code(demo_link(run.id), language=None)
+        st.caption("Anyone with this link can open this model's demo without the password: upload an image, see "
+                   "the answer and where the model looked. Nothing else opens. Turn it off to withdraw the link."
+                   + no_password)
+    else:
+        st.caption("Not published: the demo link asks for the password like every other page."
+                   if gate.password() else "Publishing lets people without the password open this model's demo, "
+                   "and nothing else." + no_password)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -165,8 +205,8 @@ def main() -> None:
     else:
         st.divider()
         _parity(report)
-        st.page_link(DEMO_PAGE, label="Open the demo of this model", icon=":material/slideshow:",
-                     query_params={"run": run.id})
+    st.divider()
+    _share(run)
     st.divider()
     _downloads(run, report)
 

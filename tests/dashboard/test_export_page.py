@@ -133,3 +133,66 @@ print(json.dumps(seen))
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen == {"export": False, "demo": False}, seen
+
+
+# -- publishing the demo read-only --------------------------------------------------------------------
+
+
+def published_links(at: AppTest) -> list[str]:
+    return [c.value for c in at.code if "/demo?run=" in c.value]
+
+
+def test_export_page_publishes_the_demo_read_only_and_withdraws_it(home):
+    workspace, run_id = home
+    try:
+        at = open_page("export", run=run_id)
+        assert at.toggle(key="export.publish").value is False and published_links(at) == []
+        assert "Not published" in texts(at.caption) or "No password is set" in texts(at.caption)
+        at.toggle(key="export.publish").set_value(True).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert workspace.is_published(run_id)
+        assert len(published_links(at)) == 1 and published_links(at)[0].endswith(f"/demo?run={run_id}")
+        assert "Anyone with this link can open this model's demo without the password" in texts(at.caption)
+        at.toggle(key="export.publish").set_value(False).run()
+        assert not workspace.is_published(run_id) and published_links(at) == []
+    finally:
+        workspace.set_published(run_id, False)
+
+
+def test_export_page_shows_a_run_published_elsewhere_as_published(home, monkeypatch):
+    workspace, run_id = home
+    monkeypatch.setenv("APERTURE_PASSWORD", "pw")
+    workspace.set_published(run_id)  # as `python -m engine publish RUN` does
+    try:
+        at = AppTest.from_file(APP, default_timeout=90)
+        at.query_params["run"] = run_id
+        at.session_state["gate.unlocked"] = True
+        at.run()
+        at.switch_page("views/export.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.toggle(key="export.publish").value is True and len(published_links(at)) == 1
+        assert "No password is set" not in texts(at.caption)
+    finally:
+        workspace.set_published(run_id, False)
+
+
+def test_a_run_not_exported_yet_can_publish_its_demo(home):
+    import shutil
+
+    from engine.config import RunConfig
+    from engine.store import COMPLETED, MODEL_FILE
+
+    workspace, run_id = home
+    run = workspace.create_run(RunConfig.from_dict({"name": "not exported"}))
+    job = workspace.claim_next_job(limit=10)
+    assert job.run_id == run.id
+    workspace.finish_job(job.id, COMPLETED)
+    shutil.copy(workspace.run_file(run_id, MODEL_FILE), workspace.run_file(run.id, MODEL_FILE))  # the demo's model
+    try:
+        at = open_page("export", run=run.id)
+        assert "has not been exported yet" in texts(at.info)
+        assert any(p.label == "Open the demo of this model" for p in at.get("page_link"))
+        at.toggle(key="export.publish").set_value(True).run()
+        assert workspace.is_published(run.id) and published_links(at)[0].endswith(f"/demo?run={run.id}")
+    finally:
+        workspace.delete_run(run.id)
