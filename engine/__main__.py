@@ -322,9 +322,9 @@ def cmd_explain(args, workspace: Workspace) -> int:
         raise UsageError(f"--image {args.image}: {error}") from None
     names = explain_runs.class_names(workspace, run_id)
     target = explain_runs.resolve_class(args.class_name, names) if args.class_name else None
-    from engine.models import last_conv_layer_name  # imports TensorFlow
+    from engine.models import last_conv_layer_name, load_run_model  # imports TensorFlow
 
-    model = explain_runs.load_model(workspace, run_id)
+    model = load_run_model(workspace, run_id)
     methods = ("gradcam", "shap", "lime") if args.method in (None, "all") else (args.method,)
     results = explain_runs.explain_image(model, image, methods, target=target, names=names,
                                          layer_name=last_conv_layer_name(run.config.model))

@@ -329,9 +329,9 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
     model_mtime = workspace.run_file(run_id, st.MODEL_FILE).stat().st_mtime
     should_stop()  # before the TensorFlow import (seconds), and again after it
     with quiet_cuda_probe():  # the first model load imports TensorFlow
-        from engine.models import last_conv_layer_name
+        from engine.models import last_conv_layer_name, load_run_model
 
-        model = explain_runs.load_model(workspace, run_id)
+        model = load_run_model(workspace, run_id)
     should_stop()
     names = explain_runs.class_names(workspace, run_id) or list(predictions.class_names)
     layer = last_conv_layer_name(run.config.model)

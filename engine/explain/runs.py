@@ -1,4 +1,4 @@
-"""Explaining a stored run's model: load it, name its classes, write maps and overlays to a folder."""
+"""Explaining a stored run's model: name its classes, pick the class to explain, write maps and overlays to a folder."""
 
 from __future__ import annotations
 
@@ -18,18 +18,6 @@ def class_names(workspace: st.Workspace, run_id: str) -> list[str]:
         if path.exists():
             return list(json.loads(path.read_text())["class_names"])
     return []
-
-
-def load_model(workspace: st.Workspace, run_id: str):
-    """The run's best checkpoint as a Keras model (raises FileNotFoundError if it has none)."""
-    import keras
-
-    import engine.models  # noqa: F401 - registers the custom layers
-
-    path = workspace.run_file(run_id, st.MODEL_FILE)
-    if not path.exists():
-        raise FileNotFoundError(f"run {run_id} has no trained model yet ({st.MODEL_FILE})")
-    return keras.saving.load_model(path, compile=False)
 
 
 def resolve_class(name: str, names: list[str]) -> int:

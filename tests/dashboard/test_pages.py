@@ -144,7 +144,7 @@ def mnist_server(tmp_path, monkeypatch):
     state.sources.clear()
 
 
-def _until(at: AppTest, ready, seconds: float = 30) -> AppTest:
+def _until(at: AppTest, ready, seconds: float = 90) -> AppTest:
     deadline = time.monotonic() + seconds
     while not ready(at) and time.monotonic() < deadline:
         time.sleep(0.3)
