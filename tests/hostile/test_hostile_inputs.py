@@ -6,7 +6,9 @@ zero-byte, truncated, non-image, CMYK/YCCK, 16-bit and palette PNG, RGBA, animat
 rotation, decompression bombs, 1x1, unicode names (test_data_images, test_data_folders); zip-slip,
 absolute paths, symlinks, zip bombs, too many files, __MACOSX/hidden files, a wrapping folder, empty
 and non-zip archives (test_data_archive); one class, tiny classes, duplicates (test_data_split,
-test_data_folders). The zip/folder fuzz is test_hostile_fuzz.py.
+test_data_folders). The zip/folder fuzz is test_hostile_fuzz.py. The same image cases as single-image
+uploads on the Demo and Explain pages, in a real browser: test_hostile_uploads_browser.py (its server has
+its own workspace; the upload bytes never touch the disk, so it does not use untouched_outside).
 """
 
 from __future__ import annotations
