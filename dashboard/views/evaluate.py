@@ -308,6 +308,9 @@ def main() -> None:
         # The Explain page finds the image by id in the run's own dataset (test set or a split:* evaluation).
         own = source is None or source.startswith(ev.SPLIT_PREFIX)
         _mistakes(predictions, images, run.id if own and images is not None else None)
+        if source is None:  # the explain job works on the run's test predictions
+            st.page_link("views/explain.py", label="Explain the most confident mistakes in a batch",
+                         icon=":material/visibility:", query_params={"run": run.id, "view": "mistakes"})
     with label_errors:
         _label_errors(run, predictions, issues, images)
     with compare:

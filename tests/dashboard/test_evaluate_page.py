@@ -89,6 +89,8 @@ def test_a_completed_run_shows_metrics_matrix_and_mistakes(workspace):
     captions = [t.value for t in at.text if "→" in t.value]
     assert captions and all(c.startswith("✗") for c in captions)  # the gallery defaults to mistakes only
     assert len(at.image) >= len(captions)  # a thumbnail per card
+    batch = [link for link in at.get("page_link") if "most confident mistakes" in link.proto.label]
+    assert batch and batch[0].proto.page.endswith("explain") and f"run={run_id}" in batch[0].proto.query_string
 
 
 def test_choosing_a_cell_filters_the_gallery(workspace):
