@@ -66,20 +66,31 @@ def submit(config: RunConfig, workspace: Workspace | None = None, *, parent_id: 
     return workspace.get_run(run.id)
 
 
-def submit_job(run_id: str, kind: str, workspace: Workspace | None = None) -> Job:
-    """Queues another kind of job (e.g. `export`) for an existing run and starts it if a slot is free.
+def submit_job(workspace: Workspace, run_id: str, kind: str, request_file: str, request: dict, *,
+               busy_error: type[Exception], doing: str) -> Job:
+    """Queues another kind of job (e.g. `export`) for an existing run with its request, and starts it if a slot is free.
 
     Args:
+        workspace: where the run lives.
         run_id: the run the job works on.
         kind: one of `JOB_KINDS` other than `train` (a train job comes with `submit`).
-        workspace: default `Workspace()`.
+        request_file: the run-folder file the job reads its options from (`store.*_REQUEST_FILE`).
+        request: those options, as JSON-able data.
+        busy_error: raised, as `busy_error("run ID is already DOING (job ID)")`, when a job of this kind
+            is already queued or running for the run.
+        doing: what that job is doing, for the message ("being exported").
 
     Returns:
         The job as recorded (status `queued` or `running`).
     """
     if kind not in JOB_KINDS:
         raise ValueError(f"kind={kind!r}: expected one of {', '.join(JOB_KINDS)}")
-    workspace = workspace or Workspace()
+    current = workspace.latest_job(run_id, kind)
+    if current is not None and current.active:
+        raise busy_error(f"run {run_id} is already {doing} (job {current.id})")
+    path = workspace.run_file(run_id, request_file)
+    path.parent.mkdir(exist_ok=True)
+    st.write_json_atomic(path, request)
     job = workspace.create_job(run_id, kind)
     refresh(workspace)
     return workspace.get_job(job.id)

@@ -207,13 +207,8 @@ def request_evaluation(workspace: st.Workspace, run_id: str, source: str, name: 
         raise EvaluationError(f"{source}: no such folder or .zip on the server")
     if not workspace.run_file(run_id, st.MODEL_FILE).exists():
         raise NoPredictions(f"run {run_id} has no saved model (status: {workspace.get_run(run_id).status})")
-    current = workspace.latest_job(run_id, EVALUATE_JOB)
-    if current is not None and current.active:
-        raise EvaluationError(f"run {run_id} is already being evaluated (job {current.id})")
-    path = workspace.run_file(run_id, st.EVALUATION_REQUEST_FILE)
-    path.parent.mkdir(exist_ok=True)
-    st.write_json_atomic(path, {"name": name, "source": source})
-    return submit_job(run_id, EVALUATE_JOB, workspace)
+    return submit_job(workspace, run_id, EVALUATE_JOB, st.EVALUATION_REQUEST_FILE, {"name": name, "source": source},
+                      busy_error=EvaluationError, doing="being evaluated")
 
 
 def run_evaluation_job(context, *, batch_size: int = 256) -> Predictions:

@@ -249,13 +249,8 @@ def request_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
 
     request = request.validate()
     mistakes_to_explain(workspace, run_id)
-    current = workspace.latest_job(run_id, EXPLAIN_JOB)
-    if current is not None and current.active:
-        raise ExplanationError(f"run {run_id} is already explaining a batch (job {current.id})")
-    path = workspace.run_file(run_id, st.EXPLANATION_REQUEST_FILE)
-    path.parent.mkdir(exist_ok=True)
-    st.write_json_atomic(path, request.to_dict())
-    return submit_job(run_id, EXPLAIN_JOB, workspace)
+    return submit_job(workspace, run_id, EXPLAIN_JOB, st.EXPLANATION_REQUEST_FILE, request.to_dict(),
+                      busy_error=ExplanationError, doing="explaining a batch")
 
 
 def load_mistakes(workspace: st.Workspace, run_id: str) -> MistakeExplanations | None:

@@ -179,13 +179,8 @@ def request_export(workspace: Workspace, run_id: str, request: ExportRequest) ->
     """
     request.validate()
     check_exportable(workspace, run_id)
-    current = workspace.latest_job(run_id, EXPORT_JOB)
-    if current is not None and current.active:
-        raise ExportError(f"run {run_id} is already being exported (job {current.id})")
-    path = workspace.run_file(run_id, st.EXPORT_REQUEST_FILE)
-    path.parent.mkdir(exist_ok=True)
-    st.write_json_atomic(path, request.to_dict())
-    return submit_job(run_id, EXPORT_JOB, workspace)
+    return submit_job(workspace, run_id, EXPORT_JOB, st.EXPORT_REQUEST_FILE, request.to_dict(),
+                      busy_error=ExportError, doing="being exported")
 
 
 def artifact_path(workspace: Workspace, run_id: str, artifact: ArtifactParity) -> Path:
