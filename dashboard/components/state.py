@@ -22,7 +22,7 @@ import streamlit as st
 
 from engine.config import AugmentConfig, RunConfig
 from engine.data import ImageSet, SourceInfo, list_sources, load_images
-from engine.store import CACHE_DIR, Workspace, default_root
+from engine.store import CACHE_DIR, COMPLETED, MODEL_FILE, Run, Workspace, default_root
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_SECONDS = 180
@@ -39,6 +39,12 @@ def workspace() -> Workspace:
 @st.cache_resource(show_spinner=False)
 def _workspace(root: str) -> Workspace:
     return Workspace(root)
+
+
+def finished_runs(required_file: str = MODEL_FILE) -> list[Run]:
+    """The completed runs whose folder holds `required_file` (the trained model by default), newest first."""
+    ws = workspace()
+    return [r for r in ws.list_runs() if r.status == COMPLETED and ws.run_file(r.id, required_file).exists()]
 
 
 @st.cache_data(ttl=30, show_spinner=False)

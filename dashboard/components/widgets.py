@@ -47,6 +47,12 @@ def page_header(icon: str, title: str, caption: str) -> None:
     st.caption(caption)
 
 
+def no_runs_yet(message: str) -> None:
+    """The empty state of a page that needs a finished run: what is missing, and a link to Train."""
+    st.info(message, icon=":material/info:")
+    st.page_link(PAGES["train"], label="Go to Train", icon=":material/model_training:")
+
+
 def status_badge(status: str) -> None:
     color, icon = STATUS_STYLE.get(status, ("gray", None))
     st.badge(status.capitalize(), icon=icon, color=color)

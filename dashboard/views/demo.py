@@ -20,7 +20,7 @@ from dashboard.components import export_figures, state, uploads, widgets
 from dashboard.components.models import keras_model as _keras_model
 from engine import export
 from engine import store as st_store
-from engine.store import COMPLETED, Run, RunNotFound
+from engine.store import Run, RunNotFound
 
 PICKER_KEY = "demo.run"
 ARTIFACT_KEY = "demo.artifact"
@@ -149,13 +149,11 @@ def _show(run: Run, fmt: str, servers: dict[str, Path], upload: UploadedFile) ->
 
 
 def main() -> None:
-    workspace = state.workspace()
-    runs = [r for r in workspace.list_runs()
-            if r.status == COMPLETED and workspace.run_file(r.id, st_store.MODEL_FILE).exists()]
+    runs = state.finished_runs()
     shared = bool(st.query_params.get("run"))
     if not runs and not shared:
         widgets.page_header(":material/slideshow:", "Demo", "Try a trained model on your own images.")
-        st.info("No finished run to demo yet — train one first.", icon=":material/info:")
+        widgets.no_runs_yet("No finished run to demo yet — train one first.")
         return
     if shared:
         run, _ = _choose_run(runs)

@@ -13,7 +13,7 @@ from dashboard.components import evaluate_figures as figs
 from dashboard.components import compare_panel, gallery, state, widgets
 from engine import evaluation as ev
 from engine.data import DatasetError
-from engine.store import COMPLETED, EVALUATION_REQUEST_FILE, PREDICTIONS_FILE, Run
+from engine.store import EVALUATION_REQUEST_FILE, PREDICTIONS_FILE, Run
 
 PICKER_KEY = "eval.picker"
 SOURCE_KEY, PENDING_SOURCE_KEY = "eval.source", "eval.source.pending"
@@ -281,11 +281,9 @@ def _label_errors(run: Run, predictions: ev.Predictions, issues: list[ev.LabelIs
 def main() -> None:
     widgets.page_header(":material/fact_check:", "Evaluate",
                         "What a trained model gets wrong, and why: click a confusion-matrix cell to see the images.")
-    runs = [r for r in state.workspace().list_runs()
-            if r.status == COMPLETED and state.workspace().run_file(r.id, PREDICTIONS_FILE).exists()]
+    runs = state.finished_runs(PREDICTIONS_FILE)
     if not runs:
-        st.info("No completed run yet — train one, and its test-set evaluation appears here.", icon=":material/info:")
-        st.page_link(widgets.PAGES["train"], label="Go to Train", icon=":material/model_training:")
+        widgets.no_runs_yet("No completed run yet — train one, and its test-set evaluation appears here.")
         return
     left, right = st.columns(2)
     with left:

@@ -20,7 +20,7 @@ from engine import evaluation as ev
 from engine.data import DatasetError
 from engine.explain import runs as explain_runs
 from engine.explain.methods import LABELS, Explanation, verdict
-from engine.store import COMPLETED, MODEL_FILE, PREDICTIONS_FILE, Run, RunNotFound
+from engine.store import MODEL_FILE, PREDICTIONS_FILE, Run, RunNotFound
 
 RUN_KEY, SOURCE_KEY, INDEX_KEY = "explain.run", "explain.source", "explain.index"
 CLASS_KEY, OPACITY_KEY, SLOW_KEY = "explain.class", "explain.opacity", "explain.slow"
@@ -167,11 +167,9 @@ def main() -> None:
     widgets.page_header(":material/visibility:", "Explain",
                         "Why did the model say that? Three methods side by side, each measured for how faithful it is.")
     workspace = state.workspace()
-    runs = [r for r in workspace.list_runs()
-            if r.status == COMPLETED and workspace.run_file(r.id, MODEL_FILE).exists()]
+    runs = state.finished_runs()
     if not runs:
-        st.info("No finished run to explain yet — train one first.", icon=":material/info:")
-        st.page_link(widgets.PAGES["train"], label="Go to Train", icon=":material/model_training:")
+        widgets.no_runs_yet("No finished run to explain yet — train one first.")
         return
     left, right = st.columns(2)
     with left:

@@ -13,7 +13,7 @@ from dashboard.components import export_figures, gate, state, widgets
 from engine import export, jobs
 from engine import store as st_store
 from engine.model_card import write_model_card
-from engine.store import ACTIVE, COMPLETED, Run
+from engine.store import ACTIVE, Run
 
 PICKER_KEY = "export.run"
 PUBLISH_KEY = "export.publish"
@@ -187,11 +187,9 @@ def main() -> None:
                         "model before you trust it.")
     workspace = state.workspace()
     jobs.refresh(workspace)
-    runs = [r for r in workspace.list_runs()
-            if r.status == COMPLETED and workspace.run_file(r.id, st_store.MODEL_FILE).exists()]
+    runs = state.finished_runs()
     if not runs:
-        st.info("No finished run to export yet — train one first.", icon=":material/info:")
-        st.page_link(widgets.PAGES["train"], label="Go to Train", icon=":material/model_training:")
+        widgets.no_runs_yet("No finished run to export yet — train one first.")
         return
     run = widgets.run_picker(runs, PICKER_KEY)
     job = workspace.latest_job(run.id, export.EXPORT_JOB)
