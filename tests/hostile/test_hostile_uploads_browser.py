@@ -1,8 +1,9 @@
 """Hostile single-image uploads on the Demo and Explain pages, through a real browser.
 
-One tiny digits run is trained once; one page is reused and each file is uploaded in turn over the previous
-one. A bad file must give its specific message naming the file; an odd but valid one must give a prediction;
-neither may show a traceback. Screenshots: test-artifacts/screenshots/hostile-upload-*.png.
+One tiny digits run is trained once; the two pages stay open in two windows and each file is uploaded to
+both at once, over the previous one. A bad file must give its specific message naming the file; an odd but
+valid one must give a prediction; neither may show a traceback.
+Screenshots: test-artifacts/screenshots/hostile-upload-*.png.
 """
 
 from __future__ import annotations
@@ -69,25 +70,19 @@ VALID = [
     Case("unicode-space-name", "café 猫 Ünïcode (1).png", files.one_pixel_png((200, 200, 200))),
     Case("newline-name", "two\nlines.png", files.one_pixel_png((90, 90, 90))),
 ]
-CASES = [(where, case) for where in ("demo", "explain") for case in BAD + VALID]
+PAGES = ("demo", "explain")
 
 
 class Tab:
-    """One browser page on the test server, moved between the Demo and Explain pages as the cases need."""
+    """One browser page on the test server showing the Demo or the Explain page, with its own session."""
 
-    def __init__(self, page, url: str, run_id: str):
-        self.page, self.url, self.run_id, self.where = page, url, run_id, None
-
-    def open(self, where: str) -> None:
-        if self.where == where:
-            return
-        page = self.page
-        page.goto(f"{self.url}/{where}?run={self.run_id}")
+    def __init__(self, page, url: str, run_id: str, where: str):
+        self.page, self.where = page, where
+        page.goto(f"{url}/{where}?run={run_id}")
         if where == "explain":
             page.locator("h1").filter(has_text="Explain").wait_for()
             page.locator(".st-key-explain-source").get_by_role("radio", name="Upload", exact=True).click()
         page.locator(UPLOAD_INPUT).wait_for(state="attached")
-        self.where = where
         self.settled()
 
     def upload(self, files, **kwargs) -> str | None:
@@ -105,12 +100,11 @@ class Tab:
         """
         self.page.wait_for_function("""([wantImage, before, done]) => {
             if (document.querySelector('[data-stale="true"]')) return false;
-            const status = document.querySelector('[data-testid="stStatusWidget"]');
-            if (status && /Running|Connecting/.test(status.innerText)) return false;
             if (!wantImage) return true;
             const image = document.querySelector('[data-testid="stImage"] img');
             return !!image && image.getAttribute('src') !== before && document.body.innerText.includes(done);
-        }""", arg=[new_image_after is not False, new_image_after or None, DONE[self.where]], timeout=timeout)
+        }""", arg=[new_image_after is not False, new_image_after or None, DONE[self.where]], timeout=timeout,
+            polling=100)
 
     def assert_no_traceback(self) -> None:
         exceptions = self.page.locator('[data-testid="stException"]')
@@ -118,14 +112,21 @@ class Tab:
 
 
 @pytest.fixture(scope="module")
-def tab(browser, server):
+def tabs(browser, server):
+    """The Demo and the Explain page of one trained run, each in its own window (so neither is a background
+    tab) and session: a file is uploaded to both at once and the server works on the two in parallel.
+    """
     url, home = server
     run_id = train(home, *DIGITS_DEMO)
-    context = browser.new_context(viewport={"width": 1400, "height": 1200})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    yield Tab(page, url, run_id)
-    context.close()
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 1200}) for _ in PAGES]
+    try:
+        pages = [context.new_page() for context in contexts]
+        for page in pages:
+            page.set_default_timeout(30_000)
+        yield [Tab(page, url, run_id, where) for page, where in zip(pages, PAGES)]
+    finally:
+        for context in contexts:
+            context.close()
 
 
 def mime_of(name: str) -> str:
@@ -145,53 +146,60 @@ def seen_colours(tab: Tab) -> tuple[np.ndarray, np.ndarray]:
     return pixels[height // 8, width // 2], pixels[-height // 8, width // 2]
 
 
-@pytest.mark.parametrize(("where", "case"), CASES, ids=[f"{w}-{c.id}" for w, c in CASES])
-def test_an_uploaded_file_gets_its_message_or_a_prediction(tab, where, case):
-    tab.open(where)
+def assert_message(tab: Tab, case: Case) -> None:
     page = tab.page
-    before = tab.upload({"name": case.name, "mimeType": mime_of(case.name), "buffer": case.data})
-    if case.message is not None:
-        # The file is named literally: no Markdown, no HTML.
-        page.locator(ERROR).filter(has_text=f"{received(case.name)} {case.message}").wait_for(timeout=RESULT_TIMEOUT_MS)
-        tab.settled()
-        assert page.locator(ERROR).count() == 1 and page.locator('[data-testid="stImage"]').count() == 0
-        if case.id in ("truncated-jpeg", "markdown-html-name"):
-            shot(page, f"hostile-upload-{where}-{case.id}")
+    # The file is named literally: no Markdown, no HTML.
+    page.locator(ERROR).filter(has_text=f"{received(case.name)} {case.message}").wait_for(timeout=RESULT_TIMEOUT_MS)
+    tab.settled()
+    assert page.locator(ERROR).count() == 1 and page.locator('[data-testid="stImage"]').count() == 0
+    if case.id in ("truncated-jpeg", "markdown-html-name"):
+        shot(page, f"hostile-upload-{tab.where}-{case.id}")
+
+
+def assert_prediction(tab: Tab, case: Case, before: str | None) -> None:
+    page = tab.page
+    tab.settled(new_image_after=before, timeout=RESULT_TIMEOUT_MS)
+    assert page.locator(ERROR).count() == 0
+    if tab.where == "demo":
+        assert page.get_by_text("Where the model looked (Grad-CAM)").count() == 1
+        value = page.locator('[data-testid="stMetric"]').filter(has_text="Prediction").locator(
+            '[data-testid="stMetricValue"]').inner_text().strip()
     else:
-        tab.settled(new_image_after=before, timeout=RESULT_TIMEOUT_MS)
-        assert page.locator(ERROR).count() == 0
-        if where == "demo":
-            assert page.get_by_text("Where the model looked (Grad-CAM)").count() == 1
-            value = page.locator('[data-testid="stMetric"]').filter(has_text="Prediction").locator(
-                '[data-testid="stMetricValue"]').inner_text().strip()
-        else:
-            page.get_by_role("button", name="Run SHAP and LIME").wait_for()  # its code may still be loading
-            assert page.locator('[data-testid="stImageCaption"]').first.inner_text() == received(case.name)
-            # The explained class, by default the predicted one.
-            card = page.locator(".st-key-explain-card-gradcam").inner_text()
-            value = re.search(r"Grad-CAM · class (\S+)", card).group(1)
-        assert value in [str(d) for d in range(10)], value
+        page.get_by_role("button", name="Run SHAP and LIME").wait_for()  # its code may still be loading
+        assert page.locator('[data-testid="stImageCaption"]').first.inner_text() == received(case.name)
+        # The explained class, by default the predicted one.
+        value = re.search(r"Grad-CAM · class (\S+)", page.locator(".st-key-explain-card-gradcam").inner_text()).group(1)
+    assert value in [str(d) for d in range(10)], value
+    if case.top is not None or case.bottom is not None:
         top, bottom = seen_colours(tab)
         for seen, expected in ((top, case.top), (bottom, case.bottom)):
             if expected is not None:
-                assert np.abs(seen - expected).max() < 60, (case.id, seen, expected)
-        if case.id == "exif-rotated":
-            shot(page, f"hostile-upload-{where}-valid-{case.id}")
-    tab.assert_no_traceback()
+                assert np.abs(seen - expected).max() < 60, (tab.where, case.id, seen, expected)
+    if case.id == "exif-rotated":
+        shot(page, f"hostile-upload-{tab.where}-valid-{case.id}")
 
 
-@pytest.mark.parametrize("where", ["demo", "explain"])
-def test_an_image_over_the_upload_limit_is_refused_by_the_browser(tab, where, tmp_path):
+@pytest.mark.parametrize("case", BAD + VALID, ids=[c.id for c in BAD + VALID])
+def test_an_uploaded_file_gets_its_message_or_a_prediction_on_demo_and_explain(tabs, case):
+    befores = [tab.upload({"name": case.name, "mimeType": mime_of(case.name), "buffer": case.data}) for tab in tabs]
+    for tab, before in zip(tabs, befores):
+        if case.message is not None:
+            assert_message(tab, case)
+        else:
+            assert_prediction(tab, case, before)
+        tab.assert_no_traceback()
+
+
+def test_an_image_over_the_upload_limit_is_refused_by_the_browser(tabs, tmp_path):
     # Streamlit refuses it in the browser (it never reaches the server): a red mark on the file, and its
     # message on hover.
-    tab.open(where)
-    page = tab.page
     big = tmp_path / "enormous.jpg"
     with open(big, "wb") as out:
         out.write(b"\xff\xd8\xff")
         out.truncate(MAX_IMAGE_MB * 1024**2 + 1)  # sparse: nothing is allocated
-    tab.upload(str(big))
-    page.locator('[data-testid="stFileChip"]').filter(has_text="enormous.jpg").hover()
-    page.get_by_text(f"File must be {MAX_IMAGE_MB:.1f}MB or smaller.").last.wait_for(state="visible")
-    shot(page, f"hostile-upload-{where}-too-big")
-    tab.assert_no_traceback()
+    for tab in tabs:
+        tab.upload(str(big))
+        tab.page.locator('[data-testid="stFileChip"]').filter(has_text="enormous.jpg").hover()
+        tab.page.get_by_text(f"File must be {MAX_IMAGE_MB:.1f}MB or smaller.").last.wait_for(state="visible")
+        shot(tab.page, f"hostile-upload-{tab.where}-too-big")
+        tab.assert_no_traceback()
