@@ -25,10 +25,12 @@ def shot(page, name: str) -> None:
 
 
 def wait_idle(page, timeout_ms: int = 60_000) -> None:
-    """Waits until Streamlit has finished the current script run."""
+    """Waits until Streamlit has finished the current script run: no running-status widget (it shows
+    "Stop" while a script runs) and no element still marked stale from the previous run."""
     page.wait_for_function("""() => {
         const w = document.querySelector('[data-testid="stStatusWidget"]');
-        return !w || !/Running|Connecting|Stop/.test(w.innerText);
+        if (w && /Running|Connecting|Stop/.test(w.innerText)) return false;
+        return !document.querySelector('[data-stale="true"]');
     }""", timeout=timeout_ms)
 
 
