@@ -28,6 +28,7 @@ TEST_SET, UPLOAD = "Test set", "Upload"
 VIEW_KEY, VIEW_PARAM = "explain.view", "view"
 ONE_IMAGE, MISTAKES = "One image", "Most confident mistakes"
 DISPLAY_SIDE = 240
+PREDICTED = -1  # the "Explain for class…" option meaning whatever the model predicts
 
 
 def _model(run: Run):
@@ -183,7 +184,8 @@ def main() -> None:
     with right:
         chosen = _choose_image(run)
     if chosen is None:
-        st.info("Pick a test image or upload one to see what the model says and why.", icon=":material/image:")
+        if st.session_state.get("explain.upload") is None:  # else the upload's problem is shown already
+            st.info("Pick a test image or upload one to see what the model says and why.", icon=":material/image:")
         return
     image, label, true = chosen
     names = explain_runs.class_names(workspace, run.id)
@@ -203,13 +205,13 @@ def main() -> None:
                                                  title=f"Top {min(5, len(names))}"),
                         key="explain.topk", width="stretch")
     with c3:
-        options = [None, *range(len(names))]
-        target = st.selectbox("Explain for class…", options, key=CLASS_KEY,
-                              format_func=lambda i: f"the predicted class ({names[predicted]})" if i is None
-                              else names[i], help="Explain another class, e.g. the true one: why not that class?")
+        # Labels that do not change with the image: a label change makes Streamlit re-create the widget blank.
+        target = st.selectbox("Explain for class…", [PREDICTED, *range(len(names))], key=CLASS_KEY,
+                              format_func=lambda i: "the predicted class" if i == PREDICTED else names[i],
+                              help="Explain another class, e.g. the true one: why not that class?")
         opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key=OPACITY_KEY)
         st.image(_colour_bar(), caption="Attribution: untinted = none, blue = weak, red = strongest support", width="stretch")
-    target_index = predicted if target is None else int(target)
+    target_index = predicted if target in (None, PREDICTED) else int(target)
 
     from engine.models import last_conv_layer_name
 
