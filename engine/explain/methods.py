@@ -13,8 +13,10 @@ import numpy as np
 
 from engine.explain import faithfulness as fa
 
-METHODS = ("gradcam", "shap", "lime")
-LABELS = {"gradcam": "Grad-CAM", "shap": "SHAP", "lime": "LIME", "shap_gradient": "SHAP (gradients)"}
+METHODS = ("gradcam", "shap", "lime")  # the three shown side by side
+EXTRA_METHODS = ("gradcam_pp", "shap_gradient")  # also accepted by `explain`
+LABELS = {"gradcam": "Grad-CAM", "gradcam_pp": "Grad-CAM++", "shap": "SHAP", "lime": "LIME",
+          "shap_gradient": "SHAP (gradients)"}
 SHAP_DEFAULTS = {"max_evals": 500, "batch_size": 50}
 LIME_DEFAULTS = {"num_samples": 1000, "batch_size": 200, "n_segments": 30, "seed": 0}
 
@@ -70,15 +72,24 @@ def _image(image) -> np.ndarray:
     return image
 
 
-def gradcam_map(model, image: np.ndarray, target: int, *, layer_name: str | None = None) -> tuple[np.ndarray, dict]:
-    """Grad-CAM on the last conv block (found by name when not given)."""
+def gradcam_map(model, image: np.ndarray, target: int, *, layer_name: str | None = None,
+                variant: str = "gradcam", shifts: int | None = None) -> tuple[np.ndarray, dict]:
+    """Grad-CAM (or Grad-CAM++ with `variant="gradcam_pp"`) on the last conv block (found by name when not
+    given), with sub-cell shifts (`shifts` phases per axis; default: automatic; 1: none)."""
     from engine.explain.gradcam import gradcam
+
+    layer_name = layer_name or _last_conv(model)
+    attribution = gradcam(model, image, layer_name, target, variant=variant, shifts=shifts)
+    return attribution, {"layer": layer_name, "shifts": "auto" if shifts is None else int(shifts)}
+
+
+def _last_conv(model) -> str:
     from engine.models import describe_model
 
-    layer_name = layer_name or describe_model(model)["last_conv"]
+    layer_name = describe_model(model)["last_conv"]
     if layer_name is None:
         raise ValueError("the model has no convolutional layer for Grad-CAM")
-    return gradcam(model, image, layer_name, target), {"layer": layer_name}
+    return layer_name
 
 
 def shap_map(model, image: np.ndarray, target: int, *, max_evals: int = 500, batch_size: int = 50,
@@ -169,13 +180,14 @@ def explain(model, image, method: str = "gradcam", *, target: int | None = None,
     Args:
         model: a Keras classifier returning probabilities.
         image: `(H, W, 3)` pixels in 0..255.
-        method: `gradcam`, `shap`, `lime` or `shap_gradient` (needs `background=`).
+        method: `gradcam`, `shap`, `lime`, `gradcam_pp` (Grad-CAM++) or `shap_gradient`
+            (needs `background=`).
         target: the class index to explain. Default: the predicted class.
         class_names: to name the target (default: its index).
         faithfulness: also measure deletion/insertion AUCs against random orders.
         steps: points on the deletion/insertion curves.
-        **params: passed to the method (`layer_name`; `max_evals`, `batch_size`; `num_samples`,
-            `n_segments`, `seed`; `background`, `nsamples`).
+        **params: passed to the method (`layer_name`, `shifts` for both Grad-CAMs; `max_evals`,
+            `batch_size`; `num_samples`, `n_segments`, `seed`; `background`, `nsamples`).
 
     Returns:
         An `Explanation`.
@@ -192,8 +204,8 @@ def explain(model, image, method: str = "gradcam", *, target: int | None = None,
         raise ValueError(f"target={target}: the model has {probabilities.shape[0]} classes")
     target = int(target)
     started = time.perf_counter()
-    if method == "gradcam":
-        attribution, used = gradcam_map(model, image, target, **params)
+    if method in ("gradcam", "gradcam_pp"):
+        attribution, used = gradcam_map(model, image, target, variant=method, **params)
     elif method == "shap":
         attribution, used = shap_map(model, image, target, predict=predict, **params)
     elif method == "lime":
@@ -201,7 +213,7 @@ def explain(model, image, method: str = "gradcam", *, target: int | None = None,
     elif method == "shap_gradient":
         attribution, used = shap_gradient_map(model, image, target, **params)
     else:
-        raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)} or shap_gradient")
+        raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS + EXTRA_METHODS)}")
     seconds = time.perf_counter() - started
     attribution = np.nan_to_num(np.asarray(attribution, dtype=np.float32))
     result = Explanation(method=method, attribution=attribution, target=target,

@@ -1,9 +1,12 @@
-"""Explanations: every method on real Keras models (reloaded, nested transfer base), a planted cue, faithfulness."""
+"""Explanations: every method on real Keras models (reloaded, nested transfer base), a planted cue, faithfulness;
+Grad-CAM's placement, sub-cell shifts and compiled-graph cache."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import weakref
 
 import keras
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 
 from engine.config import ModelConfig
 from engine.explain import faithfulness as fa
+from engine.explain import gradcam as gc_module
 from engine.explain.methods import Explanation, explain, most_faithful, verdict
 from engine.models import BASE_LAYER_NAME, last_conv_layer_name, make_model
 
@@ -69,6 +73,27 @@ def test_each_method_finds_the_planted_cue_and_beats_random(cue_model, method):
     assert all(r.faithfulness_score is not None for r in results)
 
 
+@pytest.mark.slow
+def test_both_gradcams_find_the_planted_cue_through_a_pooled_head(tmp_path):
+    """Grad-CAM++ weighs each location's positive gradient as if the score were linear in globally pooled
+    features (a ResNet's or a transfer model's head). On LeNet-5's flatten-and-dense head that does not hold,
+    and on the planted cue it loses the class (chance share), so it is tested here on a ResNet."""
+    images, labels = planted(768, seed=0)
+    model = make_model(ModelConfig(name="resnet", width=8), (SIZE, SIZE, 3), 2, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(images, labels, epochs=4, batch_size=32, verbose=0)
+    model = _reloaded(model, tmp_path)
+    test_images, test_labels = planted(64, seed=1)
+    assert np.mean(np.argmax(model.predict(test_images, verbose=0), axis=1) == test_labels) > 0.95
+    for method in ("gradcam", "gradcam_pp"):
+        results = [explain(model, image, method, target=int(label)) for image, label in zip(test_images[:4],
+                                                                                              test_labels[:4])]
+        shares = [_cue_share(r.attribution) for r in results]
+        assert np.mean(shares) > 0.4, f"{method}: {shares} of the positive mass in the cue quadrant (chance 0.25)"
+        assert np.mean([r.deletion_auc for r in results]) < np.mean([r.random_deletion_auc for r in results])
+        assert np.mean([r.insertion_auc for r in results]) > np.mean([r.random_insertion_auc for r in results])
+
+
 def test_explain_defaults_to_the_predicted_class_and_rejects_bad_input(cue_model):
     model, images, _ = cue_model
     result = explain(model, images[0], "gradcam", faithfulness=False)
@@ -125,17 +150,118 @@ def test_pointing_game():
     assert np.isnan(fa.pointing_game([], []))
 
 
-def test_gradcam_through_a_nested_transfer_base(monkeypatch, tmp_path, caplog):
+def _reloaded(model, tmp_path):
+    model.save(tmp_path / "model.keras")
+    return keras.saving.load_model(tmp_path / "model.keras", compile=False)
+
+
+@pytest.mark.parametrize("base", ["mobilenet_v2", pytest.param("efficientnet_v2b0", marks=pytest.mark.slow)])
+def test_gradcam_through_a_nested_transfer_base(monkeypatch, tmp_path, caplog, base):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no ImageNet weights: random initialisation, no download
-    config = ModelConfig(name="transfer", base="mobilenet_v2")
+    config = ModelConfig(name="transfer", base=base)
     with caplog.at_level(logging.WARNING):
         model = make_model(config, (SIZE, SIZE, 3), 3, seed=0)
     assert BASE_LAYER_NAME in {layer.name for layer in model.layers}
     image = np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
-    result = explain(model, image, "gradcam", layer_name=last_conv_layer_name(config), steps=5)
-    assert result.attribution.shape == (SIZE, SIZE) and np.all(np.isfinite(result.attribution))
-    assert result.params["layer"] == "out_relu"
-    assert result.deletion_auc is not None
+    for net in (model, _reloaded(model, tmp_path)):
+        for method in ("gradcam", "gradcam_pp"):
+            result = explain(net, image, method, layer_name=last_conv_layer_name(config), steps=5)
+            assert result.attribution.shape == (SIZE, SIZE) and np.all(np.isfinite(result.attribution))
+            assert result.params["layer"] == last_conv_layer_name(config)
+            assert result.deletion_auc is not None
+    # At 64 px the base's last map is 2x2 (a cell every 32 px): the shifts spread over that stride.
+    assert gc_module.default_shifts((64, 64, 3), (2, 2)) == (4, 4) and gc_module._offsets(4, 32) == [-16, -8, 0, 8]
+
+
+@pytest.mark.parametrize("config", [ModelConfig(name="resnet", width=8),
+                                    pytest.param(ModelConfig(name="resnet_cbam", width=8), marks=pytest.mark.slow)],
+                         ids=["resnet", "resnet_cbam"])
+def test_both_gradcams_on_reloaded_resnets(config, tmp_path):
+    model = _reloaded(make_model(config, (SIZE, SIZE, 3), 4, seed=0), tmp_path)
+    image = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+    layer = last_conv_layer_name(config)
+    for method in ("gradcam", "gradcam_pp"):
+        result = explain(model, image, method, target=2, faithfulness=False)
+        assert result.params["layer"] == layer and result.target == 2
+        assert result.attribution.shape == (SIZE, SIZE) and np.all(np.isfinite(result.attribution))
+        assert 0 <= result.attribution.min() and result.attribution.max() <= 1
+    rows, cols = gc_module.cell_centres(model, layer, image.shape)
+    assert len(rows) == len(cols) == SIZE // 4 and np.all(np.diff(rows) > 0) and 0 < rows[0] < rows[-1] < SIZE
+
+
+def _lenet_geometry_model():
+    """LeNet-5's geometry (5x5 same conv, 2x2 pooling, 5x5 valid conv) with uniform kernels, so that each cell's
+    receptive field is symmetric about its geometric centre."""
+    inputs = keras.Input((SIZE, SIZE, 1), name="image")
+    x = keras.layers.Conv2D(1, 5, padding="same", use_bias=False, kernel_initializer="ones", name="conv1")(inputs)
+    x = keras.layers.AveragePooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(1, 5, padding="valid", use_bias=False, kernel_initializer="ones", name="conv2")(x)
+    logits = keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, keras.layers.Activation("softmax")(logits))
+
+
+def test_gradcam_places_each_cell_where_it_looks(cue_model):
+    """LeNet-5's conv2 on 32 px is valid: its 12 cells are centred on pixels 5, 7, ..., 27 (from the image's
+    edge); a plain resize spreads them over 1.3 .. 30.7, up to 3.7 px off."""
+    expected, plain = 5 + 2 * np.arange(12), gc_module._even(12, SIZE)
+    rows, cols = gc_module.cell_centres(_lenet_geometry_model(), "conv2", (SIZE, SIZE, 1))
+    assert np.allclose(rows[1:-1], expected[1:-1], atol=0.05) and np.allclose(cols, rows)
+    # The border cells sit a little inwards: part of their field is conv1's zero padding.
+    assert expected[0] < rows[0] < expected[0] + 0.5 and expected[-1] - 0.5 < rows[-1] < expected[-1]
+    # The trained LeNet-5: learned kernels are not symmetric, so its fields are not either, but they stay close.
+    model, images, _ = cue_model
+    rows, cols = gc_module.cell_centres(model, "conv2", images[0].shape)
+    for centres in (rows, cols):
+        assert np.abs(centres - expected).max() < 1.5 < 3 < np.abs(plain - expected).max()
+
+
+def _pooling_model():
+    """A hand-set model whose class-0 score is the mean brightness, seen through a 4x4 average-pooled grid."""
+    inputs = keras.Input((SIZE, SIZE, 1), name="image")
+    pooled = keras.layers.AveragePooling2D(4, name="pool")(inputs)
+    features = keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer="ones", name="conv")(pooled)
+    x = keras.layers.GlobalAveragePooling2D()(features)
+    logits = keras.layers.Dense(2, kernel_initializer=keras.initializers.Constant([[1.0, -1.0]]), name="logits")(x)
+    return keras.Model(inputs, keras.layers.Activation("softmax")(logits))
+
+
+def test_gradcam_shifts_resolve_a_spot_to_the_pixel():
+    """A 2x2 spot on a 4 px grid: one pass can only say which cell; the shifted passes, placed back, find it."""
+    model = _pooling_model()
+    rows, _ = gc_module.cell_centres(model, "conv", (SIZE, SIZE, 1))
+    assert np.allclose(rows, 4 * np.arange(8) + 2, atol=1e-3)  # average pooling: no padding, no offset
+    errors = {1: [], None: []}
+    for y, x in [(5, 9), (14, 14), (17, 22), (26, 3), (10, 28)]:
+        image = np.zeros((SIZE, SIZE, 1), dtype=np.float32)
+        image[y:y + 2, x:x + 2] = 255  # centred on (y + 1, x + 1) in pixel-edge coordinates
+        for shifts in errors:
+            for variant in gc_module.VARIANTS:
+                heat = gc_module.gradcam(model, image, "conv", 0, shifts=shifts, variant=variant)
+                peak = np.argwhere(heat >= heat.max() - 1e-6).mean(axis=0) + 0.5
+                errors[shifts].append(np.abs(peak - (y + 1, x + 1)).max())
+    assert max(errors[None]) <= 1.0, errors
+    assert max(errors[1]) > max(errors[None])
+
+
+def test_gradcam_compiles_once_per_model_and_layer_and_forgets_with_the_model():
+    model = make_model(ModelConfig(), (16, 16, 3), 3, seed=0)
+    images = np.random.default_rng(2).uniform(0, 255, (3, 16, 16, 3)).astype(np.float32)
+    for image in images:
+        for target in (None, 0, 2):
+            for variant in gc_module.VARIANTS:
+                gc_module.gradcam(model, image, "conv2", target, variant=variant)
+    graph = gc_module._cam_graph(model, "conv2")
+    assert graph._cams.experimental_get_tracing_count() == 1  # every class, image and variant: one trace
+    heat = gc_module.gradcam(model, images[0], "conv2", 0)
+    assert heat.shape == (16, 16) and heat.dtype == np.float32 and 0 <= heat.min() and heat.max() <= 1
+    with pytest.raises(ValueError, match="variant"):
+        gc_module.gradcam(model, images[0], "conv2", variant="gradcam_xx")
+    with pytest.raises(ValueError, match="spatial"):
+        gc_module.gradcam(model, images[0], "fc1")
+    alive = weakref.ref(model)
+    del model, graph
+    gc.collect()
+    assert alive() is None  # the cache holds no reference to the model
 
 
 # -- the CLI -----------------------------------------------------------------------
