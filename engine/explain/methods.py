@@ -2,10 +2,12 @@
 
 All functions are pure: a Keras model (as `engine.models.make_model` builds it, or loaded
 from its `.keras` file) and one `(H, W, 3)` float32 image in 0..255 in, data out.
+`warm_up` pays the one-off costs (SHAP's numba compilation, Grad-CAM's graph) ahead of time.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -170,6 +172,71 @@ def _grid(shape: tuple[int, int], count: int) -> np.ndarray:
     rows = np.minimum(np.arange(shape[0]) * side // shape[0], side - 1)
     cols = np.minimum(np.arange(shape[1]) * side // shape[1], side - 1)
     return (rows[:, None] * side + cols[None, :]).astype(np.int64)
+
+
+_SHAP_LOCK = threading.Lock()
+_SHAP_READY = False
+
+
+def warm_up(model=None, image_shape: tuple[int, ...] | None = None, *, methods=METHODS,
+            layer_name: str | None = None) -> dict[str, float]:
+    """Pays the one-off costs of the first explanation in this process, e.g. from a background thread.
+
+    - `shap`: shap's partition explainer runs on numba functions that shap does not cache on
+      disk, so every new process compiles them on its first call (about 15-20 s on 2 cores,
+      more under load) whatever the model or image size. Here they compile on a tiny
+      dummy image with a NumPy stand-in model: no TensorFlow, no model needed. Done once per
+      process; concurrent callers wait for the first.
+    - `gradcam` / `gradcam_pp`: with a `model` and `image_shape`, builds and traces the model's
+      Grad-CAM graph and measures where its cells look (a few seconds, once per model).
+    - `lime`: imports lime and scikit-image and segments a tiny image once (well under a second).
+
+    Args:
+        model: the Keras model to be explained (optional; only Grad-CAM needs it).
+        image_shape: `(H, W, C)` of the images it takes (default: the model's input shape).
+        methods: which methods to prepare (default all three).
+        layer_name: Grad-CAM's layer (default: the last conv block).
+
+    Returns:
+        Seconds spent per prepared method (0 when it was already warm).
+    """
+    spent = {}
+    if "shap" in methods:
+        started = time.perf_counter()
+        _warm_shap()
+        spent["shap"] = time.perf_counter() - started
+    if "lime" in methods:
+        started = time.perf_counter()
+        rng = np.random.default_rng(0)
+        lime_map(None, rng.uniform(0, 255, (8, 8, 3)).astype(np.float32), 0, num_samples=10, batch_size=10,
+                 n_segments=4, predict=_dummy_predict)
+        spent["lime"] = time.perf_counter() - started
+    if model is not None and {"gradcam", "gradcam_pp"} & set(methods):
+        started = time.perf_counter()
+        shape = tuple(image_shape or tuple(int(d) for d in model.inputs[0].shape[1:]))
+        from engine.explain.gradcam import gradcam
+
+        gradcam(model, np.full(shape, fa.GREY, dtype=np.float32), layer_name or _last_conv(model), 0)
+        spent["gradcam"] = time.perf_counter() - started
+    return spent
+
+
+def _dummy_predict(images: np.ndarray) -> np.ndarray:
+    """A stand-in two-class "model" for warming up: the mean brightness and its complement."""
+    mean = np.asarray(images, dtype=np.float32).reshape(len(images), -1).mean(axis=1, keepdims=True) / 255.0
+    return np.concatenate([mean, 1 - mean], axis=1)
+
+
+def _warm_shap() -> None:
+    global _SHAP_READY
+    with _SHAP_LOCK:
+        if _SHAP_READY:
+            return
+        image = np.random.default_rng(0).uniform(0, 255, (8, 8, 3)).astype(np.float32)
+        # The same explainer, masker and output selection as `shap_map`, so the same numba
+        # signatures compile (they depend on dtypes and ranks, not on sizes).
+        shap_map(None, image, 0, max_evals=64, batch_size=64, predict=_dummy_predict)
+        _SHAP_READY = True
 
 
 def explain(model, image, method: str = "gradcam", *, target: int | None = None,

@@ -1,5 +1,5 @@
 """Explanations: every method on real Keras models (reloaded, nested transfer base), a planted cue, faithfulness;
-Grad-CAM's placement, sub-cell shifts and compiled-graph cache."""
+Grad-CAM's placement, sub-cell shifts and compiled-graph cache; the warm-up."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from engine.config import ModelConfig
 from engine.explain import faithfulness as fa
 from engine.explain import gradcam as gc_module
-from engine.explain.methods import Explanation, explain, most_faithful, verdict
+from engine.explain.methods import Explanation, explain, most_faithful, verdict, warm_up
 from engine.models import BASE_LAYER_NAME, last_conv_layer_name, make_model
 
 SIZE = 32
@@ -262,6 +262,37 @@ def test_gradcam_compiles_once_per_model_and_layer_and_forgets_with_the_model():
     del model, graph
     gc.collect()
     assert alive() is None  # the cache holds no reference to the model
+
+
+def test_shap_gradient_on_a_reloaded_model(cue_model):
+    model, images, labels = cue_model
+    background, _ = planted(16, seed=2)
+    result = explain(model, images[0], "shap_gradient", target=int(labels[0]), background=background, nsamples=64)
+    assert result.attribution.shape == (SIZE, SIZE) and result.attribution.dtype == np.float32
+    assert np.all(np.isfinite(result.attribution)) and np.abs(result.attribution).max() > 0
+    assert result.params == {"nsamples": 64, "background": 16}
+    assert _cue_share(result.attribution) > 0.5  # expected gradients also find the planted cue
+
+
+def test_warm_up_prepares_gradcam_and_lime(cue_model):
+    model, images, labels = cue_model
+    spent = warm_up(model, methods=("gradcam", "lime"))
+    assert set(spent) == {"gradcam", "lime"} and all(seconds >= 0 for seconds in spent.values())
+    graph = gc_module._cam_graph(model, "conv2")
+    traces = graph._cams.experimental_get_tracing_count()
+    explain(model, images[1], "gradcam", target=int(labels[1]), faithfulness=False)
+    assert graph._cams.experimental_get_tracing_count() == traces  # nothing left to trace
+
+
+@pytest.mark.slow
+def test_warm_up_compiles_shaps_numba_functions():
+    """The root cause of SHAP's slow first call: shap's numba functions compile in every new process."""
+    from shap.explainers import _partition
+    from shap.maskers import _image
+
+    first = warm_up(methods=("shap",))["shap"]
+    assert _partition.lower_credit.signatures and _image._jit_build_partition_tree.signatures
+    assert warm_up(methods=("shap",))["shap"] < min(0.5, first)  # once per process
 
 
 # -- the CLI -----------------------------------------------------------------------
