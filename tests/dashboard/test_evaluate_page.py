@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine import jobs
 from engine.config import RunConfig
 from engine.data import load_images, split_indices
 from engine.store import COMPLETED, DATA_REPORT_FILE, PREDICTIONS_FILE, Workspace, write_json_atomic
+from tests.dashboard.apptest import HEAVY_LOADED, in_fresh_interpreter, open_app, texts
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "dashboard" / "app.py")
 DATA = {"image_size": 16, "max_per_class": 30}
-
-
-@pytest.fixture(autouse=True)
-def no_standby(monkeypatch):
-    monkeypatch.setenv(jobs.STANDBY_ENV, "0")
 
 
 def completed_run(workspace: Workspace, *, mistakes: float = 0.2, seed: int = 0, data: dict | None = None) -> str:
@@ -55,17 +42,7 @@ def completed_run(workspace: Workspace, *, mistakes: float = 0.2, seed: int = 0,
 
 
 def open_evaluate(**query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page("views/evaluate.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
+    return open_app("evaluate", **query)
 
 
 def test_empty_state_without_completed_runs(workspace):
@@ -156,20 +133,13 @@ def test_evaluate_never_imports_tensorflow(workspace):
     """The page, every tab and the detail view in a fresh interpreter: no TensorFlow, no Keras."""
     completed_run(workspace, seed=1)
     completed_run(workspace, seed=2)
-    script = f"""
-import json, sys
-from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({APP!r}, default_timeout=60).run()
-at.switch_page("views/evaluate.py").run()
-assert not at.exception, [e.value for e in at.exception]
-next(b for b in at.button if b.key and b.key.startswith("eval.gallery.open.")).click().run()
-assert not at.exception, [e.value for e in at.exception]
-print(json.dumps({{"tf": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}}))
-"""
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"tf": False, "keras": False}
+    assert in_fresh_interpreter(f"""
+        at.switch_page("views/evaluate.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        next(b for b in at.button if b.key and b.key.startswith("eval.gallery.open.")).click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        print(json.dumps({HEAVY_LOADED}))
+    """) is False
 
 
 def saved_evaluation(workspace: Workspace, run_id: str, name: str, *, count: int = 25, source: str = "split:val"):

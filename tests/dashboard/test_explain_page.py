@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine import jobs
 from engine.config import ModelConfig, RunConfig
 from engine.store import EXPLANATION_REQUEST_FILE, MODEL_FILE
+from tests.dashboard.apptest import HEAVY_LOADED, in_fresh_interpreter, open_app, texts
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "dashboard" / "app.py")
-
-
-@pytest.fixture(autouse=True)
-def no_standby(monkeypatch):
-    monkeypatch.setenv(jobs.STANDBY_ENV, "0")
 
 
 def open_explain(**query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page("views/explain.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
+    return open_app("explain", timeout=120, **query)
 
 
 def test_empty_state(workspace):
@@ -91,21 +70,12 @@ def test_a_stored_batch_renders_without_tensorflow_and_opens_one_image(workspace
     run_id = run_with_batch(workspace)
     stored = batch.load_mistakes(workspace, run_id)
     # A fresh interpreter (as a restarted server) shows the stored batch without importing TensorFlow.
-    script = f"""
-import json, sys
-from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({APP!r}, default_timeout=60)
-at.query_params["run"] = {run_id!r}
-at.query_params["view"] = "mistakes"
-at.run()
-at.switch_page("views/explain.py").run()
-assert not at.exception, [e.value for e in at.exception]
-print(json.dumps([len(at.image), "tensorflow" in sys.modules or "keras" in sys.modules]))
-"""
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [6, False]  # 3 images + 3 overlays, no TensorFlow
+    seen = in_fresh_interpreter(f"""
+        at.switch_page("views/explain.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        print(json.dumps([len(at.image), {HEAVY_LOADED}]))
+    """, run=run_id, view="mistakes")
+    assert seen == [6, False]  # 3 images + 3 overlays, no TensorFlow
 
     at = open_explain(run=run_id, view="mistakes")
     assert at.segmented_control(key="explain.view").value == "Most confident mistakes"

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +12,9 @@ from streamlit.testing.v1 import AppTest
 
 from engine import export
 from engine.store import HOME_ENV, Workspace
+from tests.dashboard.apptest import APP, HEAVY_LOADED, in_fresh_interpreter, open_app, texts
 from tests.export_helpers import train_tiny_run
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "dashboard" / "app.py")
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +35,7 @@ def home(exported_home, monkeypatch):
 
 
 def open_page(page: str, **query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
+    return open_app(page, timeout=90, **query)
 
 
 def test_export_page_empty_state(workspace):
@@ -115,23 +100,14 @@ def test_demo_link_to_a_missing_run_says_so(home):
 
 def test_export_page_and_demo_before_an_upload_never_import_tensorflow(home):
     workspace, run_id = home
-    script = f"""
-import json, sys
-from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({APP!r}, default_timeout=60)
-at.query_params["run"] = {run_id!r}
-at.run()
-seen = {{}}
-for page in ("export", "demo"):
-    at.switch_page(f"views/{{page}}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    seen[page] = "tensorflow" in sys.modules or "keras" in sys.modules
-print(json.dumps(seen))
-"""
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert result.returncode == 0, result.stderr[-3000:]
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = in_fresh_interpreter(f"""
+        seen = {{}}
+        for page in ("export", "demo"):
+            at.switch_page(f"views/{{page}}.py").run()
+            assert not at.exception, [e.value for e in at.exception]
+            seen[page] = {HEAVY_LOADED}
+        print(json.dumps(seen))
+    """, run=run_id)
     assert seen == {"export": False, "demo": False}, seen
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import os
 import subprocess
 import sys
 import time
@@ -17,24 +15,12 @@ from streamlit.testing.v1 import AppTest
 from engine import jobs
 from engine.config import RunConfig
 from engine.store import CANCELLED, COMPLETED, FAILED, EpochMetrics, Workspace
+from tests.dashboard.apptest import HEAVY_LOADED, in_fresh_interpreter, open_app, texts
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "dashboard" / "app.py")
 
 
 def open_page(page: str | None = None, **query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    if page:
-        at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
+    return open_app(page, **query)
 
 
 def has_widget(at: AppTest, key: str) -> bool:
@@ -361,22 +347,15 @@ def test_delete_asks_first_then_removes_the_run(workspace):
 def test_pages_never_import_tensorflow(workspace, image_folder):
     """Runs every page (and its main actions) in a fresh interpreter and checks sys.modules."""
     finished_run(workspace, FAILED)
-    script = f"""
-import json, sys
-from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({APP!r}, default_timeout=60).run()
-at.segmented_control(key="data.kind").set_value("Folder on the server").run()
-at.text_input(key="data.folder").input({str(image_folder)!r}).run()
-at.button(key="data.use").click().run()
-seen = {{"data+train": "tensorflow" in sys.modules}}
-for page in ("data", "train", "runs", "evaluate", "export"):
-    at.switch_page(f"views/{{page}}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    seen[page] = "tensorflow" in sys.modules or "keras" in sys.modules
-print(json.dumps(seen))
-"""
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert result.returncode == 0, result.stderr[-3000:]
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = in_fresh_interpreter(f"""
+        at.segmented_control(key="data.kind").set_value("Folder on the server").run()
+        at.text_input(key="data.folder").input({str(image_folder)!r}).run()
+        at.button(key="data.use").click().run()
+        seen = {{"data+train": {HEAVY_LOADED}}}
+        for page in ("data", "train", "runs", "evaluate", "export"):
+            at.switch_page(f"views/{{page}}.py").run()
+            assert not at.exception, [e.value for e in at.exception]
+            seen[page] = {HEAVY_LOADED}
+        print(json.dumps(seen))
+    """)
     assert not any(seen.values()), seen
