@@ -132,8 +132,13 @@ def run_picker(runs: list[Run], key: str, *, on_change=None, label: str = "Run")
         The chosen run.
     """
     by_id = {r.id: r for r in runs}
-    wanted = st.query_params.get("run")
-    if wanted not in by_id:  # no link: the run picked earlier in this session, else the newest
+    linked = st.query_params.get("run")
+    wanted = _resolve_run(linked, by_id)
+    if linked and wanted is None:
+        shown = "".join(c for c in linked if c.isalnum() or c == "-")[:40]  # never markup from a URL
+        st.warning(f"The link names run `{shown}`, which is not one of these runs (it may be unfinished or "
+                   "deleted): showing another.", icon=":material/link_off:")
+    if wanted is None:  # no link: the run picked earlier in this session, else the newest
         wanted = st.session_state.get(key) if st.session_state.get(key) in by_id else runs[0].id
     st.session_state[key] = wanted
 
@@ -146,6 +151,16 @@ def run_picker(runs: list[Run], key: str, *, on_change=None, label: str = "Run")
     if st.query_params.get("run") != wanted:
         st.query_params["run"] = wanted
     return by_id[wanted]
+
+
+def _resolve_run(linked: str | None, by_id: dict[str, Run]) -> str | None:
+    """The run a link names, by full id or a unique prefix/suffix of one, if it is among `by_id`."""
+    if not linked:
+        return None
+    if linked in by_id:
+        return linked
+    matches = [i for i in by_id if i.startswith(linked) or i.endswith(linked)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def job_progress(workspace: Workspace, run: Run, kind: str, noun: str, *,

@@ -20,7 +20,7 @@ from engine import evaluation as ev
 from engine.data import DatasetError
 from engine.explain import runs as explain_runs
 from engine.explain.methods import LABELS, Explanation, verdict
-from engine.store import MODEL_FILE, PREDICTIONS_FILE, Run, RunNotFound
+from engine.store import MODEL_FILE, PREDICTIONS_FILE, Run
 
 RUN_KEY, SOURCE_KEY, INDEX_KEY = "explain.run", "explain.source", "explain.index"
 CLASS_KEY, OPACITY_KEY, SLOW_KEY = "explain.class", "explain.opacity", "explain.slow"
@@ -53,29 +53,9 @@ def _probabilities(run_id: str, mtime: float, digest: str, image: np.ndarray) ->
     return np.asarray(keras_model(run_id, str(path), mtime)(image[None], training=False))[0]
 
 
-def _choose_run(runs: list[Run]) -> Run:
-    by_id = {r.id: r for r in runs}
-    wanted = st.query_params.get("run")
-    if wanted and RUN_KEY not in st.session_state:
-        try:
-            resolved = state.workspace().resolve_run_id(wanted)
-        except RunNotFound:
-            resolved = None
-        if resolved in by_id:
-            st.session_state[RUN_KEY] = resolved
-        else:
-            st.warning(f"No finished run `{wanted}` with a model: showing the newest instead.", icon=":material/link_off:")
-    if st.session_state.get(RUN_KEY) not in by_id:
-        st.session_state[RUN_KEY] = runs[0].id
-
-    def sync() -> None:
-        st.query_params["run"] = st.session_state[RUN_KEY]
-        st.query_params.pop("image", None)
-        st.session_state.pop(INDEX_KEY, None)
-
-    st.selectbox("Run", list(by_id), key=RUN_KEY, format_func=lambda i: widgets.run_option_label(by_id[i]),
-                 on_change=sync)
-    return by_id[st.session_state[RUN_KEY]]
+def _forget_image() -> None:
+    st.query_params.pop("image", None)
+    st.session_state.pop(INDEX_KEY, None)
 
 
 def _test_set(run: Run) -> tuple[ev.Predictions, np.ndarray] | None:
@@ -174,7 +154,7 @@ def main() -> None:
         return
     left, right = st.columns(2)
     with left:
-        run = _choose_run(runs)
+        run = widgets.run_picker(runs, RUN_KEY, on_change=_forget_image)
         view = _choose_view()
     if view == MISTAKES:
         with right:

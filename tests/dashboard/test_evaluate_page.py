@@ -207,3 +207,12 @@ def test_compare_pairs_an_evaluation_with_the_other_runs_evaluation_of_the_same_
 
 def has_button(at: AppTest, key: str) -> bool:
     return any(b.key == key for b in at.button)
+
+
+def test_a_link_names_a_run_by_a_short_id_or_says_it_is_not_there(workspace):
+    run_id = completed_run(workspace)
+    completed_run(workspace, seed=1)  # the newest, shown by default
+    at = open_evaluate(run=run_id[-4:])
+    assert at.selectbox(key="eval.picker").value == run_id and not at.warning
+    at = open_evaluate(run="gone-`**<b>x</b>")
+    assert "The link names run `gone-bxb`, which is not one of these runs" in texts(at.warning)
