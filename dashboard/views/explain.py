@@ -8,6 +8,7 @@ job and stored with the run (showing them needs no TensorFlow).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -19,7 +20,7 @@ from dashboard.components.models import keras_model
 from engine import evaluation as ev
 from engine.data import DatasetError
 from engine.explain import runs as explain_runs
-from engine.explain.methods import LABELS, Explanation, verdict
+from engine.explain.methods import LABELS, Explanation, verdict, warm_up
 from engine.store import MODEL_FILE, PREDICTIONS_FILE, Run
 
 RUN_KEY, SOURCE_KEY, INDEX_KEY = "explain.run", "explain.source", "explain.index"
@@ -168,6 +169,9 @@ def main() -> None:
             st.info("Pick a test image or upload one to see what the model says and why.", icon=":material/image:")
         return
     image, label, true = chosen
+    # SHAP's first call compiles numba code for ~15 s per process: do it now, while Grad-CAM runs and the
+    # user looks, so "Run SHAP and LIME" starts warm.
+    state.start_task("explain.warm_up", functools.partial(warm_up, methods=("shap", "lime")))
     names = explain_runs.class_names(workspace, run.id)
     mtime = workspace.run_file(run.id, MODEL_FILE).stat().st_mtime
     digest = hashlib.sha1(image.tobytes()).hexdigest()
@@ -202,7 +206,7 @@ def main() -> None:
         results = {"gradcam": _explain(*args, "gradcam", target_index, layer, tuple(names))}
     slow_requested = st.session_state.get(SLOW_KEY) == key
     if slow_requested:
-        with st.spinner("SHAP and LIME (a few seconds each; the first SHAP call warms up longer)…"):
+        with st.spinner("SHAP and LIME (a few seconds each)…"):
             for method in ("shap", "lime"):
                 results[method] = _explain(*args, method, target_index, layer, tuple(names))
 
