@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -85,12 +86,19 @@ def gradcam_map(model, image: np.ndarray, target: int, *, layer_name: str | None
     return attribution, {"layer": layer_name, "shifts": "auto" if shifts is None else int(shifts)}
 
 
+_LAST_CONV: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its last conv layer's name
+
+
 def _last_conv(model) -> str:
+    """The model's last conv block (looked up once per model: `describe_model` also counts every weight)."""
     from engine.models import describe_model
 
-    layer_name = describe_model(model)["last_conv"]
+    layer_name = _LAST_CONV.get(model)
     if layer_name is None:
-        raise ValueError("the model has no convolutional layer for Grad-CAM")
+        layer_name = describe_model(model)["last_conv"]
+        if layer_name is None:
+            raise ValueError("the model has no convolutional layer for Grad-CAM")
+        _LAST_CONV[model] = layer_name
     return layer_name
 
 
