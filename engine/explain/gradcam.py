@@ -93,8 +93,10 @@ def cell_centres(model, layer_name: str, image_shape: tuple[int, ...]) -> tuple[
 
 
 def default_shifts(image_shape: tuple[int, ...], grid: tuple[int, int]) -> tuple[int, int]:
-    """Phases per axis when `shifts=None`: the grid's stride in pixels (rounded up), at most `MAX_SHIFTS`."""
-    return tuple(max(1, min(MAX_SHIFTS, math.ceil(size / cells))) for size, cells in zip(image_shape[:2], grid))
+    """Phases per axis when `shifts=None`: the grid's stride in pixels (rounded up), at most `MAX_SHIFTS`; 1 along
+    an axis with a single cell (a 1x1 map, e.g. MobileNetV2's on 32 px, is flat however it is shifted)."""
+    return tuple(1 if cells == 1 else max(1, min(MAX_SHIFTS, math.ceil(size / cells)))
+                 for size, cells in zip(image_shape[:2], grid))
 
 
 def clear_cache(model=None) -> None:

@@ -171,6 +171,7 @@ def test_gradcam_through_a_nested_transfer_base(monkeypatch, tmp_path, caplog, b
             assert result.deletion_auc is not None
     # At 64 px the base's last map is 2x2 (a cell every 32 px): the shifts spread over that stride.
     assert gc_module.default_shifts((64, 64, 3), (2, 2)) == (4, 4) and gc_module._offsets(4, 32) == [-16, -8, 0, 8]
+    assert gc_module.default_shifts((SIZE, SIZE, 3), (1, 1)) == (1, 1)  # on 32 px the map is 1x1: nothing to shift
 
 
 @pytest.mark.parametrize("config", [ModelConfig(name="resnet", width=8),
