@@ -366,12 +366,7 @@ def _explain_mistakes(args, workspace: Workspace, run_id: str) -> int:
                   f"({job.status}); results go to {results_path}")
         return 0
     print(f"explaining up to {args.mistakes} mistakes of run {run_id} with {', '.join(methods)}", file=sys.stderr)
-    while job.active:
-        time.sleep(0.5)
-        jobs.refresh(workspace)
-        job = workspace.get_job(job.id)
-        print(f"\r{job.progress:4.0%} {job.message[:60]:<60}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    job = _follow(job, workspace)
     stored = batch.load_mistakes(workspace, run_id)
     mine = stored if stored is not None and stored.job_id == job.id else None
     if args.json:
@@ -450,6 +445,17 @@ def cmd_preview_augment(args, workspace: Workspace) -> int:
     return 0
 
 
+def _follow(job, workspace: Workspace):
+    """Waits for a job to end, drawing its progress on one stderr line; returns it as it ended."""
+    while job.active:
+        time.sleep(0.5)
+        jobs.refresh(workspace)
+        job = workspace.get_job(job.id)
+        print(f"\r{job.progress:4.0%} {job.message[:60]:<60}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return job
+
+
 def cmd_export(args, workspace: Workspace) -> int:
     from engine import export
 
@@ -458,12 +464,7 @@ def cmd_export(args, workspace: Workspace) -> int:
     request = export.ExportRequest(formats=formats, max_drop=args.max_drop, calibration_size=args.calibration_size)
     job = export.request_export(workspace, run_id, request)
     print(f"exporting run {run_id}: {', '.join(formats)}", file=sys.stderr)
-    while job.active:
-        time.sleep(0.5)
-        jobs.refresh(workspace)
-        job = workspace.get_job(job.id)
-        print(f"\r{job.progress:4.0%} {job.message[:60]:<60}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    job = _follow(job, workspace)
     if job.status != st.COMPLETED:
         print(f"export {job.status}: {job.error or ''}", file=sys.stderr)
         return 1
