@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_datasets)
 
+    p = commands.add_parser("doctor", help="what TensorFlow sees here: CPU features, oneDNN setting, GPUs, versions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_doctor)
+
     p = commands.add_parser("train", help="start a training run (prints its id)")
     p.add_argument("--config", type=Path, help="a run.json; flags below override it")
     p.add_argument("--data", help="built-in name (digits, mnist, ...) or an image folder / .zip path")
@@ -170,6 +174,25 @@ def cmd_datasets(args, workspace: Workspace) -> int:
         if s.detail:
             print(f"{'':<25} {s.detail}")
     print("\nAny image folder (one sub-folder per class) or .zip of one also works: --data PATH")
+    return 0
+
+
+def cmd_doctor(args, workspace: Workspace) -> int:
+    from engine.doctor import diagnose
+
+    report = diagnose()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    cpu = report["cpu"]
+    print(f"CPU       {cpu['model']} ({cpu['cores']} cores, {cpu['machine']})")
+    print(f"features  {' '.join(cpu['features']) or '(no AVX: TensorFlow runs its slowest kernels)'}")
+    print(f"oneDNN    {report['onednn']['description']}")
+    print(f"GPUs      {', '.join(report['gpus']) or 'none seen by TensorFlow (training runs on the CPU)'}")
+    tf_build = report["tensorflow"]
+    if tf_build["cuda_build"]:
+        print(f"CUDA      built for CUDA {tf_build['cuda']}, cuDNN {tf_build['cudnn']}")
+    print("versions  " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v))
     return 0
 
 

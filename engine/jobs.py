@@ -8,6 +8,7 @@ Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from engine import store as st
 from engine.config import RunConfig
+from engine.cpu import cpu_flags, log_onednn_setting, onednn_setting
+from engine.crash_report import crash_excerpt, describe_death, oom_killed
 from engine.store import Job, Run, Workspace
 
 MAX_JOBS_ENV = "APERTURE_MAX_JOBS"
@@ -39,6 +42,7 @@ JOB_NICENESS = 5
 log = logging.getLogger(__name__)
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _children: list[subprocess.Popen] = []  # kept only to reap them; the store is the truth
+_exit_codes: dict[int, int] = {}  # pid -> exit status of the job processes this process started and reaped
 
 
 class JobCancelled(Exception):
@@ -146,7 +150,12 @@ def refresh(workspace: Workspace, *, keep_warm: bool = False) -> None:
             submitted run starts training within a second or two (the dashboard asks for
             this while it is open; `APERTURE_STANDBY=0` turns it off).
     """
-    _children[:] = [p for p in _children if p.poll() is None]
+    for process in _children:
+        if process.poll() is not None:
+            _exit_codes[process.pid] = process.returncode
+            while len(_exit_codes) > 256:  # those of jobs that ended well are never asked for
+                del _exit_codes[next(iter(_exit_codes))]
+    _children[:] = [p for p in _children if p.returncode is None]
     now = time.time()
     for job in workspace.jobs(statuses=(st.RUNNING,)):
         alive = _process_alive(job)
@@ -163,10 +172,28 @@ def refresh(workspace: Workspace, *, keep_warm: bool = False) -> None:
             if stale and alive:
                 _signal_job(job, signal.SIGKILL)
             status = st.CANCELLED if job.cancel_requested_at else st.FAILED
-            reason = ("the job process died without reporting (killed, or out of memory)" if not alive
-                      else f"no heartbeat for {now - job.heartbeat_at:.0f} s")
-            workspace.finish_job(job.id, status, error=reason, traceback=read_log_tail(workspace, job.run_id))
+            tail = read_log_tail(workspace, job.run_id, lines=400)  # faulthandler's stacks come after the crash
+            if alive:
+                reason = f"no heartbeat for {now - job.heartbeat_at:.0f} s"
+            else:
+                code = _exit_status(job.pid)
+                reason = describe_death(code, tail, oom_killed=code == -signal.SIGKILL and oom_killed(job.pid))
+                if "crashed" in reason and onednn_setting().source == "user" and "avx512f" in cpu_flags():
+                    reason += f" (with {onednn_setting().describe().split(' (')[0]} on this AVX-512 CPU, a known "
+                    reason += "oneDNN bug; see the README's CPUs section)"
+            workspace.finish_job(job.id, status, error=reason, traceback=crash_excerpt(tail, LOG_TAIL_LINES))
     _dispatch(workspace, keep_warm)
+
+
+def _exit_status(pid: int | None) -> int | None:
+    """The exit status of a job process this process started (None for another's, or no pid)."""
+    for process in _children:
+        if process.pid == pid:
+            try:  # it died since refresh polled: a zombie leader is reaped only once all its threads are gone
+                _exit_codes[pid] = process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+    return _exit_codes.pop(pid, None)
 
 
 def _dispatch(workspace: Workspace, keep_warm: bool) -> None:
@@ -340,8 +367,10 @@ def run_job(job_id: str, workspace: Workspace | None = None) -> int:
     workspace = workspace or Workspace()
     job = workspace.get_job(job_id)
     workspace.set_job_process(job_id, os.getpid())
+    faulthandler.enable()  # a native crash leaves its signal and Python stack in the log, for the reaper
     _lower_priority()
     log.info("job %s for run %s started (process %d)", job_id, job.run_id, os.getpid())
+    log_onednn_setting()
     context = JobContext(workspace, job)
     signal.signal(signal.SIGTERM, lambda *_: context.terminated.set())
     stop_beating = threading.Event()

@@ -32,6 +32,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from engine.cpu import CHOICE_ENV, ISA_ENV, MITIGATION_ISA, ONEDNN_ENV, cpu_flags  # noqa: E402
+
 TRAIN_TARGET = 0.97  # aperture / plain images per second
 PIPELINE_TARGET = 3.0  # aperture / ImageDataGenerator images per second, 10 epochs, cold decode included
 PIPELINE_EPOCHS = 10  # a realistic (short) training run
@@ -40,16 +42,18 @@ BATCH_SIZE = 32
 IMAGE_SIZE = 32
 PIPELINE_SIZE = 64
 RESULT_PREFIX = "BENCH_RESULT "
+MITIGATION_MODEL = {"name": "resnet", "width": 16, "depth": 1}  # convolution-bound, where oneDNN matters
+MITIGATION_EPOCHS = 5
 
 
-def training_config(epochs: int):
+def training_config(epochs: int, model: dict | None = None):
     from engine.config import RunConfig
 
     # Constant learning rate in both scripts; no augmentation, float32 (mixed precision is off on a CPU).
     return RunConfig.from_dict({
         "name": "bench",
         "data": {"source": "digits", "image_size": IMAGE_SIZE},
-        "model": {"name": "lenet5"},
+        "model": model or {"name": "lenet5"},
         "augment": {"rotation": 0, "shift": 0, "zoom": 0, "flip": False},
         "train": {"epochs": epochs, "batch_size": BATCH_SIZE, "optimizer": "adam", "schedule": "constant",
                   "mixed_precision": "off"},
@@ -64,7 +68,7 @@ def steady(values: list[float]) -> float:
 # -- workers: each runs in its own fresh process and prints one JSON line ------------------
 
 
-def worker_plain_fit(epochs: int) -> dict:
+def worker_plain_fit(epochs: int, model: dict | None = None) -> dict:
     """The same model, data and split as the Aperture job, in a plain model.fit script."""
     import keras
     import numpy as np
@@ -73,7 +77,7 @@ def worker_plain_fit(epochs: int) -> dict:
     from engine.data import load_images, split_indices
     from engine.models import make_model
 
-    config = training_config(epochs)
+    config = training_config(epochs, model)
     keras.utils.set_random_seed(config.train.seed)
     images = load_images(config.data.source, config.data.image_size, max_per_class=config.data.max_per_class,
                          seed=config.data.seed)
@@ -160,9 +164,13 @@ def worker_aperture_pipeline(folder: str, epochs: int, cache_dir: str) -> dict:
 WORKERS = {"plain_fit": worker_plain_fit, "idg": worker_idg, "aperture_pipeline": worker_aperture_pipeline}
 
 
-def run_worker(name: str, **kwargs) -> dict:
+def run_worker(name: str, env_overrides: dict | None = None, **kwargs) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     env.pop("APERTURE_CPU_DEVICES", None)
+    if env_overrides is not None:  # a oneDNN setting of its own: none of ours is inherited
+        for name_ in (ISA_ENV, ONEDNN_ENV, CHOICE_ENV):
+            env.pop(name_, None)
+        env.update(env_overrides)
     result = subprocess.run([sys.executable, __file__, "--worker", name, "--args", json.dumps(kwargs)],
                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     for line in reversed(result.stdout.splitlines()):
@@ -226,8 +234,8 @@ def make_photo_folder(root: Path, classes: int = 10, per_class: int = 100, seed:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs and one round each")
-    parser.add_argument("--part", choices=("all", "training", "pipeline"), default="all",
-                        help="run only the training or the input-pipeline benchmark")
+    parser.add_argument("--part", choices=("all", "training", "pipeline", "mitigation"), default="all",
+                        help="run only the training, the input-pipeline or the oneDNN-mitigation benchmark")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--args", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -246,10 +254,12 @@ def main() -> int:
         rows += benchmark_training(train_epochs, rounds, conditions)
     if args.part in ("all", "pipeline"):
         rows += benchmark_pipeline(rounds, conditions)
+    if args.part in ("all", "mitigation"):
+        rows += benchmark_mitigation(rounds, conditions)
 
     print()
     header = ("benchmark", "aperture", "baseline", "ratio", "target", "")
-    widths = [46, 12, 12, 8, 9, 5]
+    widths = [52, 12, 12, 8, 9, 5]
     for row in (header, *rows):
         print("".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
     print()
@@ -346,6 +356,47 @@ def benchmark_pipeline(rounds: int, conditions: list[str]) -> list[tuple]:
         row(f"  steady epochs 2..{PIPELINE_EPOCHS} (median)", statistics.median(cold_epochs[1:]),
             statistics.median(idg_epochs[1:])),
     ]
+
+
+def benchmark_mitigation(rounds: int, conditions: list[str]) -> list[tuple]:
+    """(c) what the AVX-512 mitigation costs: plain model.fit of a ResNet under each oneDNN setting, alternating.
+
+    'oneDNN defaults' (`DNNL_MAX_CPU_ISA=ALL`: no limit) may crash on an AVX-512 CPU; that is the bug
+    the mitigation is for, and the row then says how it died.
+    """
+    settings = {f"{ISA_ENV}={MITIGATION_ISA} (Aperture's choice)": {ISA_ENV: MITIGATION_ISA},
+                f"{ONEDNN_ENV}=0 (oneDNN off)": {ONEDNN_ENV: "0"},
+                "oneDNN defaults (no limit)": {ISA_ENV: "ALL"}}
+    results: dict[str, list] = {label: [] for label in settings}
+    for round_index in range(rounds):
+        for label, overrides in settings.items():
+            try:
+                rates = run_worker("plain_fit", env_overrides=overrides, epochs=MITIGATION_EPOCHS,
+                                   model=MITIGATION_MODEL)["rates"]
+                results[label].append(steady(rates))
+                print(f"  round {round_index + 1}: {label:<42} median {steady(rates):8,.0f} images/s", flush=True)
+            except RuntimeError as error:
+                results[label].append(str(error).splitlines()[0])
+                print(f"  round {round_index + 1}: {label:<42} {str(error).splitlines()[0]}", flush=True)
+    rates = {label: [v for v in values if isinstance(v, float)] for label, values in results.items()}
+    defaults = "oneDNN defaults (no limit)"
+    baseline = statistics.median(rates[defaults]) if rates[defaults] else None
+    rows = []
+    for label, values in rates.items():
+        if not values:
+            rows.append((f"resnet {label}", "crashed", "", "", "", ""))
+            continue
+        rate = statistics.median(values)
+        rows.append((f"resnet {label}", f"{rate:,.0f}/s", f"{baseline:,.0f}/s" if baseline else "crashed",
+                     f"{rate / baseline:.2f}" if baseline else "", "", ""))
+    crashes = sum(isinstance(v, str) for v in results[defaults])
+    conditions.append(
+        f"mitigation = plain model.fit of resnet width {MITIGATION_MODEL['width']} depth {MITIGATION_MODEL['depth']} "
+        f"on digits, {MITIGATION_EPOCHS} epochs x {rounds} alternating rounds per setting, median of epochs 2..N; "
+        f"baseline = oneDNN defaults ({crashes} of {rounds} runs crashed); this CPU "
+        f"{'has' if 'avx512f' in cpu_flags() else 'has no'} AVX-512, so Aperture "
+        f"{'sets ' + ISA_ENV + '=' + MITIGATION_ISA if 'avx512f' in cpu_flags() else 'changes nothing'}.")
+    return rows
 
 
 if __name__ == "__main__":

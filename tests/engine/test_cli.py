@@ -79,3 +79,35 @@ def test_train_wait_json_on_an_image_folder(workspace, image_folder):
     assert {"run_id", "test_accuracy", "train_seconds"} <= set(summary)
     listed = cli("runs")
     assert summary["run_id"] in listed.stdout and "images" in listed.stdout
+
+
+def test_doctor_names_the_cpu_and_the_onednn_setting(workspace):
+    result = cli("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["cpu"]["cores"] >= 1 and report["versions"]["tensorflow"]
+    has_avx512 = "avx512f" in report["cpu"]["features"]
+    assert report["onednn"]["value"] == ("AVX2" if has_avx512 else os.environ.get("DNNL_MAX_CPU_ISA"))
+    text = cli("doctor")
+    assert text.returncode == 0 and "oneDNN" in text.stdout and "GPUs" in text.stdout
+
+
+@pytest.mark.slow
+def test_a_width_8_resnet_trains_and_explains_from_a_plain_shell(workspace, tmp_path):
+    """The run that died with free(): invalid pointer on an AVX-512 CPU, in processes with no oneDNN variable set."""
+    from engine.cpu import CHOICE_ENV, ISA_ENV, ONEDNN_ENV
+    from tests.image_files import write_digit_folder
+
+    plain = {k: v for k, v in os.environ.items() if k not in (ISA_ENV, ONEDNN_ENV, CHOICE_ENV)}
+    run_cli = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, env=dict(plain, PYTHONPATH=str(ROOT)),
+        capture_output=True, text=True, timeout=300)
+    trained = run_cli("train", "--data", "digits", "--model", "resnet", "--set", "model.width=8",
+                      "--set", "model.depth=1", "--epochs", "2", "--wait", "--json")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    run_id = json.loads(trained.stdout)["run_id"]
+    write_digit_folder(tmp_path / "digits", 1)
+    png = next((tmp_path / "digits").rglob("*.png"))
+    explained = run_cli("explain", run_id, "--image", png, "--method", "gradcam", "--json")
+    assert explained.returncode == 0, explained.stderr[-2000:]
+    assert json.loads(explained.stdout)

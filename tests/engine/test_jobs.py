@@ -53,15 +53,19 @@ def test_cancel_keeps_the_best_checkpoint(workspace):
     assert workspace.run_file(run.id, st.MODEL_FILE).stat().st_size > 0
 
 
-def test_kill_minus_nine_is_detected_as_failed(workspace):
+@pytest.mark.parametrize("sig, reason", [(signal.SIGKILL, "the job process was killed (SIGKILL)"),
+                                         (signal.SIGSEGV, "the job process crashed (SIGSEGV)")])
+def test_a_job_killed_by_a_signal_is_failed_with_that_signal_named(workspace, sig, reason):
     run = jobs.submit(RunConfig.from_dict(LONG), workspace)
     wait_until(lambda: workspace.get_run(run.id).epochs_done >= 1, what="the first epoch")
     pid = workspace.get_run(run.id).job.pid
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, sig)
     run = jobs.wait(run.id, workspace, poll_seconds=0.3)
     assert run.status == st.FAILED
-    assert "died" in run.job.error
+    assert run.job.error == reason, "not a memory problem unless the kernel or the log says so"
     assert workspace.run_file(run.id, st.MODEL_FILE).exists()
+    if sig == signal.SIGSEGV:  # faulthandler wrote the Python stack where the crash hit
+        assert "Fatal Python error: Segmentation fault" in jobs.read_log_tail(workspace, run.id, lines=200)
 
 
 def test_queue_runs_one_at_a_time_in_order(workspace):
