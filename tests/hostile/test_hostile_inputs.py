@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine import __main__ as cli
+from engine import cli
 from engine import jobs
 from engine import store as st
 from engine.config import RunConfig

@@ -1,0 +1,121 @@
+"""Data and model helpers: `datasets`, `cache`, `describe-model`, `preview-augment`.
+
+`describe-model` and `preview-augment` run TensorFlow in a process of their own, so
+that the dashboard's process never has to import it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.cli.common import UsageError
+from engine.config import AugmentConfig, RunConfig
+from engine.store import Workspace
+
+
+def register(subparsers) -> None:
+    """Adds the data commands to the top-level parser's `subparsers`."""
+    p = subparsers.add_parser("datasets", help="list dataset sources and whether each is available now")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_datasets)
+
+    p = subparsers.add_parser("cache", help="show the data cache (decoded images, extracted uploads); --prune to "
+                              "shrink it")
+    p.add_argument("--prune", action="store_true", help="drop least-recently-used entries down to the cap")
+    p.add_argument("--max-gb", type=float, help="the cap for --prune (default $APERTURE_CACHE_LIMIT_GB or 20; "
+                   "0 empties the cache)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_cache)
+
+    p = subparsers.add_parser("describe-model", help="build a model from a config and print its size as JSON")
+    p.add_argument("--config", type=Path, help="a run.json (default: the defaults)")
+    p.add_argument("--classes", type=int, required=True, help="number of classes")
+    p.set_defaults(handler=cmd_describe_model)
+
+    p = subparsers.add_parser("preview-augment", help="write N augmented copies of one image to a .npy file")
+    p.add_argument("--image", type=Path, required=True, help="a .npy (H, W, 3) uint8 image")
+    p.add_argument("--augment", required=True, help="augment settings as JSON, e.g. '{\"flip\": true}'")
+    p.add_argument("--count", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(handler=cmd_preview_augment)
+
+
+def cmd_datasets(args, workspace: Workspace) -> int:
+    from engine.data import list_sources
+
+    sources = list_sources()
+    if args.json:
+        print(json.dumps([s.__dict__ for s in sources], indent=2))
+        return 0
+    for s in sources:
+        print(f"{s.name:<14} {'available' if s.available else 'missing':<10} {s.description}")
+        if s.detail:
+            print(f"{'':<25} {s.detail}")
+    print("\nAny image folder (one sub-folder per class) or .zip of one also works: --data PATH")
+    return 0
+
+
+def cmd_cache(args, workspace: Workspace) -> int:
+    from engine.data import cache
+
+    if args.max_gb is not None and not args.max_gb >= 0:  # also refuses nan
+        raise UsageError(f"--max-gb={args.max_gb}: must be 0 or more")
+    removed = []
+    if args.prune:
+        cap = cache.limit_bytes() if args.max_gb is None else int(args.max_gb * 1e9)
+        removed = cache.prune(workspace.cache_dir, cap)
+    left = cache.entries(workspace.cache_dir)
+    summary = {"cache_dir": str(workspace.cache_dir), "entries": len(left),
+               "size_bytes": sum(e.size_bytes for e in left), "removed": len(removed),
+               "freed_bytes": sum(e.size_bytes for e in removed)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['cache_dir']}: {len(left)} entries, {summary['size_bytes'] / 1e6:.1f} MB"
+              + (f" (removed {len(removed)}, freed {summary['freed_bytes'] / 1e6:.1f} MB)" if args.prune else ""))
+    return 0
+
+
+def cmd_describe_model(args, workspace: Workspace) -> int:
+    config = RunConfig.from_json(args.config.read_text()) if args.config else RunConfig()
+    if args.classes < 2:
+        raise UsageError(f"--classes {args.classes}: a classifier needs at least 2 classes")
+    from engine.models import describe_model, make_model  # imports TensorFlow
+
+    size = config.data.image_size
+    model = make_model(config.model, (size, size, 3), args.classes, weight_decay=config.train.weight_decay)
+    print(json.dumps(describe_model(model)))
+    return 0
+
+
+def cmd_preview_augment(args, workspace: Workspace) -> int:
+    import numpy as np
+
+    from engine.data import make_augmenter  # imports TensorFlow
+
+    augment = AugmentConfig(**parse_augment_json(args.augment))
+    augment.validate()
+    image = np.load(args.image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise UsageError(f"--image {args.image}: expected an (H, W, 3) array, got shape {image.shape}")
+    augmenter = make_augmenter(augment, args.seed)
+    batch = np.repeat(image[None].astype("float32"), args.count, axis=0)
+    out = batch if augmenter is None else np.asarray(augmenter(batch, training=True))
+    np.save(args.out, np.clip(out, 0, 255).astype("uint8"))
+    return 0
+
+
+def parse_augment_json(text: str) -> dict:
+    """`preview-augment --augment`: a JSON object of AugmentConfig fields, checked for unknown names."""
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--augment is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise UsageError("--augment must be a JSON object")
+    unknown = set(values) - set(AugmentConfig.__dataclass_fields__)
+    if unknown:
+        raise UsageError(f"--augment: unknown settings {sorted(unknown)}")
+    return values
