@@ -41,17 +41,15 @@ DATA_REPORT_FILE = "data_report.json"  # class counts per split, skipped files
 LOG_FILE = "job.log"
 TENSORBOARD_DIR = "tensorboard"
 EXPORTS_DIR = "exports"  # exported artifacts (.tflite, saved_model/, .onnx, .keras) and their reports
-EXPORT_REQUEST_FILE = "exports/request.json"  # the options of the latest export job
 EXPORT_REPORT_FILE = "exports/report.json"  # the parity report of the latest export
 EXPORT_METADATA_FILE = "exports/metadata.json"  # class names, input size/range, quantization params
 EVALUATIONS_DIR = "evaluations"  # fresh evaluations: <name>.npz (keys as predictions.npz) + <name>.json (source)
-EVALUATION_REQUEST_FILE = "evaluations/request.json"  # {"name", "source"} of the latest evaluate job
 EXPLANATIONS_DIR = "explanations"  # batch explanations: <batch>/ folders of maps, overlays and images
-EXPLANATION_REQUEST_FILE = "explanations/request.json"  # {"count", "methods", "params"} of the latest explain job
 EXPLANATION_RESULTS_FILE = "explanations/mistakes.json"  # the stored batch: rows, per-method summary, its folder
 MODEL_CARD_FILE = "model_card.md"
 MODEL_CARD_HTML_FILE = "model_card.html"
 
+TRAIN_JOB = "train"  # the kind of job every run starts with; a run's status is its latest train job's
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "queued", "running", "completed", "failed", "cancelled"
 STATUSES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
 ACTIVE = (QUEUED, RUNNING)
@@ -91,7 +89,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress DOUBLE PRECISION NOT NULL DEFAULT 0,
     message TEXT NOT NULL DEFAULT '',
     error TEXT,
-    traceback TEXT
+    traceback TEXT,
+    request_json TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_run ON jobs (run_id, created_at);
@@ -119,7 +118,7 @@ class RunNotFound(LookupError):
 
 @dataclass(frozen=True)
 class Job:
-    """One execution of work for a run (a kind in `jobs.JOB_KINDS`) in its own OS process."""
+    """One execution of work for a run (a kind in `engine.jobs.kinds`) in its own OS process."""
 
     id: str
     run_id: str
@@ -136,10 +135,16 @@ class Job:
     message: str
     error: str | None
     traceback: str | None
+    request_json: str | None = None
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The options the job was submitted with (empty for a job without any)."""
+        return json.loads(self.request_json) if self.request_json else {}
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,9 @@ class Workspace:
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA journal_mode=WAL")  # readers never block the writing job
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "request_json" not in columns:  # a workspace made before job requests lived in the index
+                db.execute("ALTER TABLE jobs ADD COLUMN request_json TEXT")
         finally:
             db.close()
 
@@ -279,7 +287,7 @@ class Workspace:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, config.name, now, _dataset_label(config.data.source), config.model.name,
                  config.to_json(), parent_id, config.train.epochs))
-            self._insert_job(db, run_id, "train", now)
+            self._insert_job(db, run_id, TRAIN_JOB, now)
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> Run:
@@ -305,7 +313,7 @@ class Workspace:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM runs ORDER BY created_at DESC, id DESC").fetchall()
             latest = {}
-            for job in db.execute("SELECT * FROM jobs WHERE kind = 'train' ORDER BY created_at, id"):
+            for job in db.execute("SELECT * FROM jobs WHERE kind = ? ORDER BY created_at, id", (TRAIN_JOB,)):
                 latest[job["run_id"]] = job
             return [self._make_run(row, latest.get(row["id"])) for row in rows]
 
@@ -352,8 +360,8 @@ class Workspace:
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def _run_from_row(self, db: sqlite3.Connection, row: sqlite3.Row) -> Run:
-        job = db.execute("SELECT * FROM jobs WHERE run_id = ? AND kind = 'train' ORDER BY created_at DESC, id DESC",
-                         (row["id"],)).fetchone()
+        job = db.execute("SELECT * FROM jobs WHERE run_id = ? AND kind = ? ORDER BY created_at DESC, id DESC",
+                         (row["id"], TRAIN_JOB)).fetchone()
         return self._make_run(row, job)
 
     @staticmethod
@@ -387,17 +395,17 @@ class Workspace:
     # -- jobs -----------------------------------------------------------------------
 
     @staticmethod
-    def _insert_job(db: sqlite3.Connection, run_id: str, kind: str, now: float) -> str:
+    def _insert_job(db: sqlite3.Connection, run_id: str, kind: str, now: float, request_json: str | None = None) -> str:
         job_id = new_id()
-        db.execute("INSERT INTO jobs (id, run_id, kind, status, created_at) VALUES (?, ?, ?, ?, ?)",
-                   (job_id, run_id, kind, QUEUED, now))
+        db.execute("INSERT INTO jobs (id, run_id, kind, status, created_at, request_json) VALUES (?, ?, ?, ?, ?, ?)",
+                   (job_id, run_id, kind, QUEUED, now, request_json))
         return job_id
 
-    def create_job(self, run_id: str, kind: str) -> Job:
-        """Queues another job (e.g. `export`) for an existing run."""
+    def create_job(self, run_id: str, kind: str, *, request_json: str | None = None) -> Job:
+        """Queues another job (e.g. `export`) for an existing run, with its request as JSON."""
         self.get_run(run_id)
         with self._connect() as db:
-            job_id = self._insert_job(db, run_id, kind, time.time())
+            job_id = self._insert_job(db, run_id, kind, time.time(), request_json)
         return self.get_job(job_id)
 
     def latest_job(self, run_id: str, kind: str) -> Job | None:

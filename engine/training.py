@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import platform
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -21,11 +19,15 @@ from engine.config import RunConfig
 from engine.data import ImageSet, Split, load_images, make_dataset, split_indices
 from engine.devices import configure_devices
 from engine.evaluation import save_predictions
-from engine.jobs import JobCancelled, JobContext
+from engine.jobs.context import JobCancelled, JobContext
+from engine.jobs.kinds import JobKind
 from engine.models import describe_model, make_model
+from engine.training_callbacks import BestCheckpoint, EpochSummaries, LastCheckpoint, ResumableEarlyStopping
+from engine.training_callbacks import StoreProgress
+from engine.training_callbacks import early_stopping_state as early_stopping_state  # importable from here, as it was
+from engine.training_callbacks import seed_states as _seed_states
 
 log = logging.getLogger(__name__)
-PROGRESS_SECONDS = 1.0  # how often batch-level progress reaches the store
 
 
 class TrainingFailed(RuntimeError):
@@ -106,7 +108,7 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     progress = StoreProgress(context, config.train.epochs, steps_per_epoch, len(split.train))
     checkpoint = BestCheckpoint(str(context.run_file(st.MODEL_FILE)))
     initial_epoch = _continue_from(resumed, context, progress, checkpoint) if resumed is not None else 0
-    last = LastCheckpoint(context, progress)
+    last = LastCheckpoint(context, progress, best=checkpoint)
     # The checkpoints come first: once the store shows an epoch, its checkpoints are on disk.
     callbacks = [checkpoint, last, progress, EpochSummaries(context.run_file(st.TENSORBOARD_DIR))]
     stopped_early = False
@@ -146,6 +148,14 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     return TrainResult(test_accuracy, best_val, progress.epochs_done, train_seconds)
 
 
+def run_train_job(context: JobContext, request: None) -> TrainResult:
+    """The body of a `train` job: trains the run from its `config.json` (resuming from `last.keras` if there)."""
+    return train(RunConfig.from_json(context.run_file(st.CONFIG_FILE).read_text()), context)
+
+
+KIND = JobKind(st.TRAIN_JOB, run=run_train_job, doing="training")
+
+
 def _read_last_checkpoint(context: JobContext) -> dict | None:
     """The saved `last.json` if this run has a last checkpoint to resume from, else None."""
     info_path, model_path = context.run_file(st.LAST_CHECKPOINT_INFO_FILE), context.run_file(st.LAST_CHECKPOINT_FILE)
@@ -173,12 +183,6 @@ def _continue_from(resumed: dict, context: JobContext, progress: StoreProgress, 
     progress.epochs_done = epoch
     log.info("resuming from the last checkpoint after epoch %d", epoch)
     return epoch
-
-
-def _seed_states(model) -> list:
-    """The model's random layers' seed generator states (e.g. Dropout's): variables a `.keras` file does not keep."""
-    weights = {id(w) for w in model.weights}
-    return [v for v in model.variables if id(v) not in weights and v.path.endswith("seed_generator_state")]
 
 
 def _restore_seed_states(model, states: list | None) -> None:
@@ -230,226 +234,3 @@ def _versions_json() -> str:
 
     return json.dumps({"python": platform.python_version(), "tensorflow": tf.__version__,
                        "keras": keras.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__})
-
-
-class StoreProgress(keras.callbacks.Callback):
-    """Writes epoch metrics and batch progress to the store; stops on cancel or NaN loss.
-
-    Its batch hook never reads the batch logs, so Keras may dispatch it asynchronously
-    (`async_safe`): otherwise every batch would wait for its loss to reach Python.
-    """
-
-    async_safe = True
-
-    def __init__(self, context: JobContext, epochs: int, steps_per_epoch: int, train_size: int):
-        super().__init__()
-        self.context = context
-        self.epochs = epochs
-        self.steps = steps_per_epoch
-        self.train_size = train_size
-        self.epochs_done = 0
-        self.cancelled = False
-        self.failure: str | None = None
-        self.best_val_accuracy: float | None = None
-        self._epoch_started = 0.0
-        self._reported_at = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._epoch_started = self._last_batch_end = time.monotonic()
-        self._epoch_learning_rate = _current_learning_rate(self.model)  # what this epoch starts with
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._last_batch_end = time.monotonic()
-        if self.context.should_stop():
-            self.cancelled = True
-            self.model.stop_training = True
-            return
-        now = time.monotonic()
-        if now - self._reported_at >= PROGRESS_SECONDS:
-            self._reported_at = now
-            done = (self._epoch + (batch + 1) / self.steps) / self.epochs
-            self.context.report(done, f"epoch {self._epoch + 1}/{self.epochs}, batch {batch + 1}/{self.steps}")
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        seconds = time.monotonic() - self._epoch_started
-        train_seconds = self._last_batch_end - self._epoch_started  # without validation
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(loss):
-            self.failure = (f"the training loss became {loss} in epoch {epoch + 1}: lower the learning rate "
-                            f"(now {self.context.workspace.get_run(self.context.run_id).config.train.learning_rate})"
-                            " or check the data")
-            self.model.stop_training = True
-            return
-        if self.cancelled:
-            return  # a partial epoch is not an epoch
-        self.epochs_done = epoch + 1
-        self.context.workspace.add_epoch(self.context.run_id, st.EpochMetrics(
-            epoch=epoch + 1, loss=_float(loss), accuracy=_float(logs.get("accuracy")),
-            val_loss=_float(logs.get("val_loss")), val_accuracy=_float(logs.get("val_accuracy")),
-            learning_rate=self._epoch_learning_rate, seconds=seconds,
-            images_per_second=self.train_size / train_seconds if train_seconds > 0 else None))
-        val_accuracy = _float(logs.get("val_accuracy"))
-        if val_accuracy is not None and val_accuracy > (self.best_val_accuracy or -1.0):
-            self.best_val_accuracy = val_accuracy
-            self.context.workspace.update_run(self.context.run_id, best_val_accuracy=val_accuracy)
-        self.context.report((epoch + 1) / self.epochs, f"epoch {epoch + 1}/{self.epochs} done")
-
-
-class EpochSummaries(keras.callbacks.Callback):
-    """Writes epoch-level TensorBoard scalars (`train/` and `validation/`, as Keras names them).
-
-    Keras's own TensorBoard callback has a batch hook, which turns off asynchronous
-    callback dispatch and costs throughput; these summaries are written once per epoch.
-    """
-
-    def __init__(self, log_dir):
-        super().__init__()
-        self.writers = {part: tf.summary.create_file_writer(str(log_dir / part)) for part in ("train", "validation")}
-
-    def on_epoch_end(self, epoch, logs=None):
-        for name, value in (logs or {}).items():
-            part, metric = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
-            with self.writers[part].as_default():
-                tf.summary.scalar(f"epoch_{metric}", value, step=epoch)
-        with self.writers["train"].as_default():
-            tf.summary.scalar("epoch_learning_rate", _current_learning_rate(self.model), step=epoch)
-
-    def on_train_end(self, logs=None):
-        for writer in self.writers.values():
-            writer.flush()
-
-
-class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the model with the lowest validation loss, atomically, and keeps its weights.
-
-    The file is written to a temporary name and renamed, so a crash or a full disk never
-    leaves a half-written checkpoint in place of the previous one.
-    """
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
-        self.best_loss = math.inf
-        self.best_weights = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        val_loss = (logs or {}).get("val_loss")
-        if val_loss is None or not math.isfinite(val_loss) or val_loss >= self.best_loss:
-            return
-        self.best_loss = val_loss
-        self.best_weights = self.model.get_weights()
-        save_atomic(self.model, Path(self.path))
-
-
-class LastCheckpoint(keras.callbacks.Callback):
-    """Saves every finished epoch's model with its optimizer state to `last.keras` (for Resume).
-
-    Written to a temporary name and renamed, then `last.json` names the epoch it holds, so a
-    kill or a full disk at any moment leaves the previous pair usable. Skips a cancelled
-    (partial) epoch and a diverged one.
-    """
-
-    def __init__(self, context: JobContext, progress: StoreProgress):
-        super().__init__()
-        self.context = context
-        self.progress = progress
-
-    def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if self.progress.cancelled or (loss is not None and not math.isfinite(loss)):
-            return
-        save_atomic(self.model, self.context.run_file(st.LAST_CHECKPOINT_FILE))
-        metrics = {k: _float(v) for k, v in (logs or {}).items()
-                   if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
-        seed_states = [keras.ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)]
-        st.write_json_atomic(self.context.run_file(st.LAST_CHECKPOINT_INFO_FILE),
-                             {"epoch": epoch + 1, "metrics": {"epoch": epoch + 1, **metrics},
-                              "seed_states": seed_states})
-
-
-@dataclass(frozen=True)
-class EarlyStoppingState:
-    """Where Keras' `EarlyStopping` stands after some epochs: the best value, its epoch, epochs since."""
-
-    best: float | None
-    best_epoch: int
-    wait: int
-
-
-def early_stopping_state(values, min_delta: float = 0.0) -> EarlyStoppingState:
-    """Replays Keras' `EarlyStopping` (mode min, no baseline) over the monitored values of epochs 1..k.
-
-    Args:
-        values: the monitored value (e.g. val_loss) of each epoch done, in order; None for NaN
-            (SQLite stores NaN as NULL), which never counts as an improvement after the first epoch.
-        min_delta: as `EarlyStopping(min_delta=...)`: an improvement must be below the best by more.
-
-    Returns:
-        The `EarlyStoppingState`; `best_epoch` is 0-based, as Keras keeps it.
-    """
-    best, best_epoch, wait = None, 0, 0
-    for epoch, value in enumerate(values):
-        value = math.nan if value is None else float(value)
-        wait += 1
-        if best is None or value + min_delta < best:  # Keras: any first value, then strictly below
-            best, best_epoch, wait = value, epoch, 0
-    return EarlyStoppingState(best, best_epoch, wait)
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """`keras.callbacks.EarlyStopping` on a minimised metric that can continue a resumed run.
-
-    Keras resets its state when training begins, so a resumed run would count patience from
-    zero and forget the best value. Given the monitored values of the epochs already done
-    (from the store), this one starts where the interrupted run was.
-
-    Args:
-        history: the monitored values of epochs 1..k (None for NaN); empty for a fresh run.
-        best_weights: the weights of the best of those epochs (the best checkpoint), restored
-            at the end as `restore_best_weights` does.
-        **kwargs: as `EarlyStopping`; `mode` must be `min` or `auto` on a loss.
-    """
-
-    def __init__(self, *, history=(), best_weights=None, **kwargs):
-        super().__init__(**kwargs)
-        minimised = self.mode == "min" or (self.mode == "auto" and self.monitor.endswith("loss"))
-        if not minimised or self.baseline is not None or self.start_from_epoch:
-            raise ValueError(f"ResumableEarlyStopping replays a minimised metric without baseline or "
-                             f"start_from_epoch, got monitor={self.monitor!r}, mode={self.mode!r}, "
-                             f"baseline={self.baseline}, start_from_epoch={self.start_from_epoch}")
-        self.history = list(history)
-        self.state = early_stopping_state(self.history, abs(self.min_delta))
-        self.resumed_best_weights = best_weights
-
-    def stopped_before_resume(self) -> bool:
-        """True if the epochs done already ended training (Keras stops when `wait >= patience` after epoch 2+)."""
-        return len(self.history) > 1 and self.state.wait >= self.patience
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self.history:
-            self.best, self.best_epoch, self.wait = self.state.best, self.state.best_epoch, self.state.wait
-            if self.restore_best_weights:
-                self.best_weights = self.resumed_best_weights
-
-
-def save_atomic(model, path: Path) -> None:
-    """Saves to `<name>.tmp.keras`, then renames over `path`; a failed write (disk full) leaves `path` as it was."""
-    tmp = path.with_name(path.name.removesuffix(".keras") + ".tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _current_learning_rate(model) -> float:
-    rate = model.optimizer.learning_rate
-    return float(keras.ops.convert_to_numpy(rate))
-
-
-def _float(value) -> float | None:
-    return None if value is None else float(value)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 
 import numpy as np
 import pandas as pd
@@ -13,7 +11,7 @@ from dashboard.components import evaluate_figures as figs
 from dashboard.components import compare_panel, gallery, state, widgets
 from engine import evaluation as ev
 from engine.data import DatasetError
-from engine.store import EVALUATION_REQUEST_FILE, PREDICTIONS_FILE, Run
+from engine.store import PREDICTIONS_FILE, Run
 
 PICKER_KEY = "eval.picker"
 SOURCE_KEY, PENDING_SOURCE_KEY = "eval.source", "eval.source.pending"
@@ -155,9 +153,8 @@ def _evaluate_other(run: Run) -> None:
 
 def _remember_source(job) -> None:
     """Once an evaluation completes, pick its saved predictions in the source selector."""
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        request = state.workspace().run_file(job.run_id, EVALUATION_REQUEST_FILE).read_text()
-        st.session_state[PENDING_SOURCE_KEY] = json.loads(request)["name"]
+    if job.request.get("name"):
+        st.session_state[PENDING_SOURCE_KEY] = job.request["name"]
 
 
 def _headline(result: ev.Evaluation) -> None:

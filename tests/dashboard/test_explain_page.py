@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.config import ModelConfig, RunConfig
-from engine.store import EXPLANATION_REQUEST_FILE, MODEL_FILE
+from engine.store import MODEL_FILE
 from tests.dashboard.apptest import HEAVY_LOADED, in_fresh_interpreter, open_app, texts
 
 
@@ -118,7 +117,7 @@ def test_the_batch_form_queues_a_job_and_its_cancel_works(workspace):
     assert not at.exception, [e.value for e in at.exception]
     job = workspace.latest_job(run_id, batch.EXPLAIN_JOB)
     assert job is not None and job.status == "queued"
-    request = json.loads(workspace.run_file(run_id, EXPLANATION_REQUEST_FILE).read_text())
+    request = job.request
     assert request == {"count": 2, "methods": ["gradcam", "lime"], "params": {}}
     assert at.button(key="explain.batch.start").disabled
     cancel = [b for b in at.button if b.key.startswith("explain.job.cancel")]  # the shared job widget's Cancel

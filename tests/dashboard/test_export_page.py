@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pytest
@@ -67,7 +66,7 @@ def test_export_page_starts_an_export_job(home, monkeypatch):
     job = workspace.latest_job(run_id, "export")
     try:
         assert job is not None and job.kind == "export"
-        request = json.loads(workspace.run_file(run_id, "exports/request.json").read_text())
+        request = job.request
         assert request["formats"] == ["float16"] and request["max_drop"] == 0.5
         assert at.button(key="export.start").disabled  # one export at a time
     finally:

@@ -108,6 +108,6 @@ def test_a_width_8_resnet_trains_and_explains_from_a_plain_shell(workspace, tmp_
     run_id = json.loads(trained.stdout)["run_id"]
     write_digit_folder(tmp_path / "digits", 1)
     png = next((tmp_path / "digits").rglob("*.png"))
-    explained = run_cli("explain", run_id, "--image", png, "--method", "gradcam", "--json")
+    explained = run_cli("explain", run_id, "--image", png, "--method", "gradcam", "--out", tmp_path / "maps", "--json")
     assert explained.returncode == 0, explained.stderr[-2000:]
     assert json.loads(explained.stdout)

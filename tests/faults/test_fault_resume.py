@@ -34,7 +34,7 @@ def test_kill_nine_then_resume_continues_the_same_run_to_completion(workspace):
     wait_until(lambda: workspace.get_run(run.id).epochs_done >= 2, what="two epochs")
     os.kill(workspace.get_run(run.id).job.pid, signal.SIGKILL)
     killed = jobs.wait(run.id, workspace, poll_seconds=0.3)
-    assert killed.status == st.FAILED and "died" in killed.job.error
+    assert killed.status == st.FAILED and killed.job.error == "the job process was killed (SIGKILL)"
     assert killed.epochs_done < 12, "the run finished before it could be killed; make it longer"
     assert workspace.run_file(run.id, st.LAST_CHECKPOINT_FILE).stat().st_size > 0
     before = {m.epoch: m for m in workspace.epochs(run.id)}

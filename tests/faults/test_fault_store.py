@@ -99,7 +99,7 @@ def test_four_jobs_and_twenty_pollers_for_a_minute_never_see_database_is_locked(
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoints(workspace, monkeypatch):
     import keras
 
-    monkeypatch.setattr(jobs, "_lower_priority", lambda: None)
+    monkeypatch.setattr(jobs.worker, "_lower_priority", lambda: None)
     config = RunConfig.from_dict({"data": {"image_size": 8, "max_per_class": 10},
                                   "train": {"epochs": 4, "batch_size": 16, "early_stopping": 0}})
     run = workspace.create_run(config)

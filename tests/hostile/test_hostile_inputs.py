@@ -64,7 +64,7 @@ def test_cli_rejects_bad_flags_naming_the_field(workspace, untouched_outside, ca
 
 def run_in_process(workspace, config: RunConfig, monkeypatch):
     """Runs the run's job through `jobs.run_job`, in this process (TensorFlow imported once for all)."""
-    monkeypatch.setattr(jobs, "_lower_priority", lambda: None)
+    monkeypatch.setattr(jobs.worker, "_lower_priority", lambda: None)
     run = workspace.create_run(config)
     job = workspace.claim_next_job(limit=10)
     jobs.run_job(job.id, workspace)
@@ -156,7 +156,7 @@ def test_a_lambda_layer_in_a_resume_checkpoint_fails_the_job_clearly(workspace, 
     run = workspace.create_run(config)
     keras.Model(inputs, outputs).save(workspace.run_file(run.id, st.LAST_CHECKPOINT_FILE))
     st.write_json_atomic(workspace.run_file(run.id, st.LAST_CHECKPOINT_INFO_FILE), {"epoch": 1})
-    monkeypatch.setattr(jobs, "_lower_priority", lambda: None)
+    monkeypatch.setattr(jobs.worker, "_lower_priority", lambda: None)
     jobs.run_job(workspace.claim_next_job(limit=10).id, workspace)
     run = workspace.get_run(run.id)
     assert run.status == st.FAILED and "safe_mode" in run.job.error.lower() + (run.job.traceback or "").lower()

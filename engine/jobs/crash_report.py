@@ -18,6 +18,7 @@ _FAULT_SIGNALS = {"Segmentation fault": signal.SIGSEGV, "Aborted": signal.SIGABR
                   "Illegal instruction": signal.SIGILL}
 _FAULT_LINE = re.compile(r"^Fatal Python error: (" + "|".join(map(re.escape, _FAULT_SIGNALS)) + r")\s*$")
 # What the C and C++ runtimes (and TensorFlow's fatal checks) print just before they abort.
+_LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")  # our own logging's lines
 _NATIVE_MESSAGE = re.compile(r"\w+\(\): .*|.*(corrupt|double free|Check failed|terminate called|what\(\):).*")
 _OUT_OF_MEMORY = re.compile(r"MemoryError|ResourceExhaustedError|OOM when allocating|std::bad_alloc|Out of memory")
 
@@ -96,6 +97,6 @@ def _signal(exit_code: int | None) -> signal.Signals | None:
 def _native_message(lines: list[str]) -> str:
     """The C library's last message before the fault, e.g. `double free or corruption (!prev)`."""
     for line in reversed(lines[-8:]):
-        if _NATIVE_MESSAGE.fullmatch(line.strip()):
+        if _NATIVE_MESSAGE.fullmatch(line.strip()) and not _LOG_RECORD.match(line):
             return line.strip()[:200]
     return ""
