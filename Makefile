@@ -16,8 +16,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)  ## serve the dashboard on http://127.0.0.1:$(PORT)
 	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port $(PORT)
 
-test: $(STAMP)  ## the whole suite, browser tests included
-	$(BIN)/python -m pytest tests --timeout=900 -ra --durations=15
+test: $(STAMP)  ## the whole suite, browser tests included; prints its wall time and the 15 slowest tests
+	@start=$$(date +%s); $(BIN)/python -m pytest tests --timeout=900 -ra --durations=15; code=$$?; \
+	  echo "test suite wall time: $$(( $$(date +%s) - start )) s"; exit $$code
 
 test-fast: $(STAMP)  ## skip the slow trainings and the browser
 	$(BIN)/python -m pytest tests -m "not slow and not e2e"
