@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import store as st
+from engine.runfolder import RunFolder
 from engine.store import Workspace
 
 TOP_CONFUSIONS = 5
@@ -85,11 +84,11 @@ def build_model_card(workspace: Workspace, run_id: str) -> ModelCard:
     Returns:
         The card; `to_markdown()` and `to_html()` render it.
     """
-    from engine.export import FORMAT_LABELS, read_report
+    from engine.export.report import FORMAT_LABELS, read_report
 
-    run = workspace.get_run(run_id)
+    run, folder = workspace.get_run(run_id), RunFolder(workspace, run_id)
     config = run.config
-    data = _read_json(workspace.run_file(run_id, st.DATA_REPORT_FILE)) or {}
+    data = folder.data_report()
     class_names = data.get("class_names") or []
     counts = data.get("counts") or {}
     sections = []
@@ -125,7 +124,7 @@ def build_model_card(workspace: Workspace, run_id: str) -> ModelCard:
         ("table", ("Section", "Setting", "Value"), model_rows))))
 
     metrics_blocks = []
-    predictions = _read_predictions(workspace.run_file(run_id, st.PREDICTIONS_FILE))
+    predictions = _read_predictions(folder)
     confusions = []
     if predictions is not None:
         probabilities, labels = predictions["probabilities"], predictions["labels"]
@@ -194,7 +193,8 @@ def build_model_card(workspace: Workspace, run_id: str) -> ModelCard:
 def write_model_card(workspace: Workspace, run_id: str) -> tuple[Path, Path]:
     """Writes `model_card.md` and `model_card.html` into the run folder; returns their paths."""
     card = build_model_card(workspace, run_id)
-    paths = workspace.run_file(run_id, st.MODEL_CARD_FILE), workspace.run_file(run_id, st.MODEL_CARD_HTML_FILE)
+    folder = RunFolder(workspace, run_id)
+    paths = folder.model_card_file, folder.model_card_html_file
     for path, text in zip(paths, (card.to_markdown(), card.to_html())):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
@@ -202,20 +202,13 @@ def write_model_card(workspace: Workspace, run_id: str) -> tuple[Path, Path]:
     return paths
 
 
-def _read_json(path: Path) -> dict | None:
+def _read_predictions(folder: RunFolder) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _read_predictions(path: Path) -> dict | None:
-    try:
-        with np.load(path) as saved:
-            return {"probabilities": saved["probabilities"], "labels": saved["labels"].astype(int),
-                    "class_names": [str(c) for c in saved["class_names"]]}
+        saved = folder.predictions() if folder.has_predictions else None
     except (OSError, KeyError, ValueError):
         return None
+    return None if saved is None else {"probabilities": saved.probabilities, "labels": saved.labels.astype(int),
+                                       "class_names": saved.class_names}
 
 
 def _pct(value) -> str:

@@ -1,7 +1,7 @@
 """The workspace: a SQLite index of runs, jobs and per-epoch metrics, plus a folder per run.
 
 The run folder and these tables are the contract between the dashboard, the CLI and
-the job processes. Every artifact file name is defined here, once. All SQL lives in
+the job processes; `engine.runfolder.RunFolder` owns what is inside a run folder. All SQL lives in
 this module and stays portable (PostgreSQL accepts it too); artifact paths are
 relative to the workspace root.
 """
@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -30,24 +29,19 @@ RUNS_DIR = "runs"
 UPLOADS_DIR = "uploads"
 CACHE_DIR = "cache"  # extracted uploads and decoded-image caches, shared by the dashboard and every job
 
-# Files inside runs/<id>/ (the contract between processes).
+# Files inside runs/<id>/: `engine.runfolder.RunFolder` names them all (use its paths and readers). These
+# few are still named here only because code outside it builds their paths (the job queue and worker,
+# the CLI, training's callbacks, tests); RunFolder takes them from here. Remove each once unused.
 CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"  # best checkpoint (by validation loss), saved atomically
-LAST_CHECKPOINT_FILE = "last.keras"  # the latest epoch's model with optimizer state, saved atomically (for Resume)
-LAST_CHECKPOINT_INFO_FILE = "last.json"  # {"epoch": epochs in last.keras, "logs": that epoch's Keras logs}
-PUBLISHED_FILE = "published"  # present: the run's demo page may be opened by link without the password
-PREDICTIONS_FILE = "predictions.npz"  # test split: probabilities, labels, ids, class_names
-DATA_REPORT_FILE = "data_report.json"  # class counts per split, skipped files
+MODEL_FILE = "model.keras"
+LAST_CHECKPOINT_FILE = "last.keras"
+LAST_CHECKPOINT_INFO_FILE = "last.json"
+PUBLISHED_FILE = "published"
+PREDICTIONS_FILE = "predictions.npz"
+DATA_REPORT_FILE = "data_report.json"
 LOG_FILE = "job.log"
 TENSORBOARD_DIR = "tensorboard"
-EXPORTS_DIR = "exports"  # exported artifacts (.tflite, saved_model/, .onnx, .keras) and their reports
-EXPORT_REPORT_FILE = "exports/report.json"  # the parity report of the latest export
-EXPORT_METADATA_FILE = "exports/metadata.json"  # class names, input size/range, quantization params
-EVALUATIONS_DIR = "evaluations"  # fresh evaluations: <name>.npz (keys as predictions.npz) + <name>.json (source)
-EXPLANATIONS_DIR = "explanations"  # batch explanations: <batch>/ folders of maps, overlays and images
-EXPLANATION_RESULTS_FILE = "explanations/mistakes.json"  # the stored batch: rows, per-method summary, its folder
-MODEL_CARD_FILE = "model_card.md"
-MODEL_CARD_HTML_FILE = "model_card.html"
+EXPLANATION_RESULTS_FILE = "explanations/mistakes.json"
 
 TRAIN_JOB = "train"  # the kind of job every run starts with; a run's status is its latest train job's
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "queued", "running", "completed", "failed", "cancelled"
@@ -258,9 +252,11 @@ class Workspace:
             db.close()
 
     def run_dir(self, run_id: str) -> Path:
+        """Where a run's folder is; `engine.runfolder.RunFolder` knows what is in it."""
         return self.root / RUNS_DIR / run_id
 
     def run_file(self, run_id: str, name: str) -> Path:
+        """A file in a run's folder by name (for code not yet on `RunFolder`'s named paths)."""
         return self.run_dir(run_id) / name
 
     @property
@@ -317,22 +313,8 @@ class Workspace:
                 latest[job["run_id"]] = job
             return [self._make_run(row, latest.get(row["id"])) for row in rows]
 
-    def damage(self, run_id: str) -> str | None:
-        """Why a run's files are unusable (its folder or config deleted by hand), or None if they look whole."""
-        folder = self.run_dir(run_id)
-        if not folder.is_dir():
-            return f"its folder {folder} is missing (deleted by hand?); its model and logs are gone"
-        if not (folder / CONFIG_FILE).is_file():
-            return f"its {CONFIG_FILE} is missing from {folder}"
-        return None
-
-    def is_published(self, run_id: str) -> bool:
-        """True if the run's demo page may be opened by link without the password (see PUBLISHED_FILE)."""
-        if not isinstance(run_id, str) or not re.fullmatch(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}", run_id):
-            return False  # not an id (e.g. `..` from a hand-made link)
-        return self.run_file(run_id, PUBLISHED_FILE).is_file()
-
     def set_published(self, run_id: str, published: bool = True) -> None:
+        """Publishes a run's demo read-only (`RunFolder.published` reads it), or withdraws it."""
         self.get_run(run_id)
         marker = self.run_file(run_id, PUBLISHED_FILE)
         if published:

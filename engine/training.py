@@ -16,12 +16,13 @@ import tensorflow as tf
 
 from engine import store as st
 from engine.config import RunConfig
-from engine.data import ImageSet, Split, load_images, make_dataset, split_indices
+from engine.data import ImageSet, Split, make_dataset
 from engine.devices import configure_devices
 from engine.evaluation import save_predictions
 from engine.jobs.context import JobCancelled, JobContext
 from engine.jobs.kinds import JobKind
 from engine.models import describe_model, make_model
+from engine.runfolder import RunFolder
 from engine.training_callbacks import BestCheckpoint, EpochSummaries, LastCheckpoint, ResumableEarlyStopping
 from engine.training_callbacks import StoreProgress
 from engine.training_callbacks import early_stopping_state as early_stopping_state  # importable from here, as it was
@@ -64,12 +65,11 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     devices = configure_devices(config.train.mixed_precision)
     workspace.update_run(run_id, device=devices.label, versions_json=_versions_json())
 
+    folder = RunFolder(workspace, run_id)
     context.report(0.0, "loading data")
-    images = load_images(config.data.source, config.data.image_size, max_per_class=config.data.max_per_class,
-                         seed=config.data.seed, cache_dir=workspace.cache_dir)
-    split = split_indices(images.labels, config.data.val_fraction, config.data.test_fraction, config.data.seed,
-                          class_names=images.class_names)
-    st.write_json_atomic(context.run_file(st.DATA_REPORT_FILE), data_report(images, split))
+    images = folder.dataset()  # a resumed run: checked against what the interrupted attempt recorded
+    split = folder.split(images)
+    st.write_json_atomic(folder.data_report_file, data_report(images, split))
     num_classes = len(images.class_names)
     log.info("data %s: %d images in %d classes (%d skipped); train/val/test %d/%d/%d", images.source, len(images),
              num_classes, len(images.skipped), len(split.train), len(split.val), len(split.test))
@@ -94,7 +94,7 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
 
     with devices.strategy.scope():
         if resumed is not None:  # Resume: weights, optimizer state and schedule position as saved
-            model = keras.models.load_model(context.run_file(st.LAST_CHECKPOINT_FILE), safe_mode=True)
+            model = keras.models.load_model(folder.last_checkpoint, safe_mode=True)
             _restore_seed_states(model, resumed.get("seed_states"))
         else:
             decoupled = config.train.optimizer == "adamw"
@@ -106,11 +106,11 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     workspace.update_run(run_id, params=describe_model(model)["params"])
 
     progress = StoreProgress(context, config.train.epochs, steps_per_epoch, len(split.train))
-    checkpoint = BestCheckpoint(str(context.run_file(st.MODEL_FILE)))
+    checkpoint = BestCheckpoint(str(folder.model_file))
     initial_epoch = _continue_from(resumed, context, progress, checkpoint) if resumed is not None else 0
     last = LastCheckpoint(context, progress, best=checkpoint)
     # The checkpoints come first: once the store shows an epoch, its checkpoints are on disk.
-    callbacks = [checkpoint, last, progress, EpochSummaries(context.run_file(st.TENSORBOARD_DIR))]
+    callbacks = [checkpoint, last, progress, EpochSummaries(folder.tensorboard_dir)]
     stopped_early = False
     if config.train.early_stopping:
         # On resume it starts where the run was: best val_loss so far and epochs since it improved.
@@ -139,7 +139,7 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
     test_labels = images.labels[split.test]
     test_accuracy = float(np.mean(probabilities.argmax(axis=1) == test_labels))
-    save_predictions(context.run_file(st.PREDICTIONS_FILE), probabilities, test_labels,
+    save_predictions(folder.predictions_file, probabilities, test_labels,
                      [images.ids[i] for i in split.test], split.test, images.class_names)
     best_val = progress.best_val_accuracy
     workspace.update_run(run_id, test_accuracy=test_accuracy, train_seconds=train_seconds)
@@ -150,7 +150,7 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
 
 def run_train_job(context: JobContext, request: None) -> TrainResult:
     """The body of a `train` job: trains the run from its `config.json` (resuming from `last.keras` if there)."""
-    return train(RunConfig.from_json(context.run_file(st.CONFIG_FILE).read_text()), context)
+    return train(RunFolder(context.workspace, context.run_id).config(), context)
 
 
 KIND = JobKind(st.TRAIN_JOB, run=run_train_job, doing="training")
@@ -158,7 +158,8 @@ KIND = JobKind(st.TRAIN_JOB, run=run_train_job, doing="training")
 
 def _read_last_checkpoint(context: JobContext) -> dict | None:
     """The saved `last.json` if this run has a last checkpoint to resume from, else None."""
-    info_path, model_path = context.run_file(st.LAST_CHECKPOINT_INFO_FILE), context.run_file(st.LAST_CHECKPOINT_FILE)
+    folder = RunFolder(context.workspace, context.run_id)
+    info_path, model_path = folder.last_checkpoint_info, folder.last_checkpoint
     if not (info_path.exists() and model_path.exists()):
         return None
     info = json.loads(info_path.read_text())
@@ -175,7 +176,7 @@ def _continue_from(resumed: dict, context: JobContext, progress: StoreProgress, 
     workspace.truncate_epochs(run_id, epoch)
     losses = [m.val_loss for m in workspace.epochs(run_id) if m.val_loss is not None and math.isfinite(m.val_loss)]
     checkpoint.best_loss = min(losses, default=math.inf)
-    best_path = context.run_file(st.MODEL_FILE)
+    best_path = RunFolder(context.workspace, context.run_id).model_file
     if best_path.exists():
         checkpoint.best_weights = keras.models.load_model(best_path, compile=False, safe_mode=True).get_weights()
     accuracies = [m.val_accuracy for m in workspace.epochs(run_id) if m.val_accuracy is not None]

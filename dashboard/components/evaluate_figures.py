@@ -1,4 +1,4 @@
-"""Plotly figures for the Evaluate page: confusion matrix, per-class bars, reliability, probabilities, deltas."""
+"""Plotly figures for the Evaluate page: confusion matrix, per-class bars, reliability, deltas."""
 
 from __future__ import annotations
 
@@ -118,19 +118,6 @@ def reliability_diagram(bins: Sequence[CalibrationBin], ece: float) -> go.Figure
                       margin={"l": 10, "r": 10, "t": 46, "b": 60})
     fig.update_xaxes(title_text="Confidence (%)", range=[0, 100])
     fig.update_yaxes(title_text="Accuracy (%)", range=[0, 105])
-    return fig
-
-
-def top_probabilities(class_names: Sequence[str], probabilities: np.ndarray, *, true: int, k: int = 5) -> go.Figure:
-    """Horizontal bars of the k most probable classes of one image; the true class in green."""
-    order = np.argsort(-probabilities)[:k][::-1]
-    colors = [TEST_COLOR if i == true else TRAIN_COLOR for i in order]
-    fig = go.Figure(go.Bar(x=[100 * float(probabilities[i]) for i in order], y=[str(class_names[i]) for i in order],
-                           orientation="h", marker_color=colors, hovertemplate="%{y}: %{x:.2f}%<extra></extra>",
-                           text=[f"{100 * float(probabilities[i]):.1f}%" for i in order], textposition="auto"))
-    _base(fig, f"Top-{min(k, len(order))} probabilities (green: the given label)", height=60 + 36 * len(order))
-    fig.update_xaxes(title_text="Probability (%)", range=[0, 100])
-    fig.update_yaxes(type="category")
     return fig
 
 

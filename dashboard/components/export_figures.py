@@ -40,17 +40,3 @@ def size_vs_accuracy(report: ExportReport) -> go.Figure:
                                                    "xanchor": "left"})
     return fig
 
-
-def top_k_bar(class_names: list[str], probabilities, k: int = 5, *, title: str = "Top predictions") -> go.Figure:
-    """Horizontal bars of the `k` most probable classes (in %), the most probable on top."""
-    order = sorted(range(len(probabilities)), key=lambda i: -float(probabilities[i]))[:k]
-    names = [class_names[i] for i in order][::-1]
-    values = [100 * float(probabilities[i]) for i in order][::-1]
-    colors = ["#3b5bdb" if i == len(values) - 1 else "#a5b4fc" for i in range(len(values))]
-    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colors, text=[f"{v:.1f}%" for v in values],
-                           textposition="auto", hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
-    fig = _layout(fig, title, "Probability (%)", "Class", height=80 + 42 * len(values))
-    fig.update_xaxes(range=[0, 100], tickformat="d")
-    fig.update_yaxes(type="category")
-    fig.update_layout(hovermode="closest", showlegend=False)
-    return fig

@@ -104,6 +104,34 @@ def throughput_curve(history: Sequence[EpochMetrics]) -> go.Figure:
     return _layout(fig, "Throughput", "Epoch", "Images per second")
 
 
+def top_classes(class_names: Sequence[str], probabilities, *, k: int = 5, title: str | None = None,
+                true: int | None = None) -> go.Figure:
+    """Horizontal bars of one image's `k` most probable classes (in %), the most probable on top.
+
+    Args:
+        class_names: the model's classes in output order.
+        probabilities: the image's `(C,)` class probabilities.
+        k: how many classes; default 5.
+        title: default `Top-k probabilities`.
+        true: the image's labelled class, drawn green (the top class is drawn dark when not given).
+    """
+    order = sorted(range(len(probabilities)), key=lambda i: -float(probabilities[i]))[:k][::-1]
+    values = [100 * float(probabilities[i]) for i in order]
+    if true is None:
+        colors = [TRAIN_COLOR if n == len(order) - 1 else "#a5b4fc" for n in range(len(order))]
+    else:
+        colors = [TEST_COLOR if i == true else TRAIN_COLOR for i in order]
+    fig = go.Figure(go.Bar(x=values, y=[str(class_names[i]) for i in order], orientation="h", marker_color=colors,
+                           text=[f"{v:.1f}%" for v in values], textposition="auto",
+                           hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
+    fig = _layout(fig, title or f"Top-{len(order)} probabilities", "Probability (%)", "Class",
+                  height=80 + 40 * len(order))
+    fig.update_xaxes(range=[0, 100], tickformat="d")
+    fig.update_yaxes(type="category")
+    fig.update_layout(hovermode="closest", showlegend=False)
+    return fig
+
+
 def mosaic(images: np.ndarray, *, columns: int, scale: int = 1, gap: int = 2) -> np.ndarray:
     """Tiles `(N, H, W, 3)` uint8 images into one white-gapped image, `columns` wide, upscaled by `scale`."""
     images = np.asarray(images, dtype=np.uint8)

@@ -7,8 +7,7 @@ from typing import Callable
 import numpy as np
 import streamlit as st
 
-from dashboard.components import evaluate_figures
-from dashboard.components.figures import display_scale
+from dashboard.components.figures import display_scale, top_classes
 from engine.evaluation import Predictions
 
 PAGE_SIZE = 24
@@ -104,6 +103,7 @@ def _detail(key: str, predictions: Predictions, position: int, images: np.ndarra
             st.button("Close", key=f"{key}.close", icon=":material/close:", on_click=st.session_state.pop,
                       args=(f"{key}.detail", None))
         with right:
-            st.plotly_chart(evaluate_figures.top_probabilities(names, predictions.probabilities[position],
-                                                               true=int(predictions.labels[position])),
+            st.plotly_chart(top_classes(names, predictions.probabilities[position],
+                                        title=f"Top-{min(5, len(names))} probabilities (green: the given label)",
+                                        true=int(predictions.labels[position])),
                             key=f"{key}.detail.chart", width="stretch")

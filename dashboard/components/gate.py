@@ -27,7 +27,7 @@ def is_published_demo(shared_demo: bool) -> bool:
         return False
     from dashboard.components import state
 
-    return state.workspace().is_published(st.query_params.get("run", ""))
+    return state.folder(st.query_params.get("run", "")).published
 
 
 def require_password(shared_demo: bool = False) -> bool:

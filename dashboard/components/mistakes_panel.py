@@ -6,7 +6,6 @@ Showing a stored batch reads PNGs, `.npy` maps and one JSON file from the run fo
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +16,8 @@ from dashboard.components import state, widgets
 from dashboard.components.gallery import upscale
 from engine.explain import batch
 from engine.explain.methods import LABELS, METHODS, Explanation
-from engine.store import EXPLANATION_RESULTS_FILE, MODEL_FILE, Run
+from engine.runfolder import RunFolder
+from engine.store import Run
 
 COUNT_KEY, METHODS_KEY, START_KEY = "explain.batch.count", "explain.batch.methods", "explain.batch.start"
 PAGE_KEY = "explain.batch.page"
@@ -84,9 +84,8 @@ def request_form(run: Run) -> None:
 
 
 def _stored(run: Run) -> batch.MistakeExplanations | None:
-    path = state.workspace().run_file(run.id, EXPLANATION_RESULTS_FILE)
     try:
-        mtime = path.stat().st_mtime
+        mtime = state.folder(run).explanations_record.stat().st_mtime
     except OSError:
         return None
     return _load(str(state.workspace().root), run.id, mtime)
@@ -131,7 +130,7 @@ def _summary(run: Run, stored: batch.MistakeExplanations) -> None:
     if not stored.complete:
         st.warning(f"This batch stopped after {len(stored.rows)} of the {min(stored.requested, stored.mistakes)} "
                    "images asked for (cancelled or failed); these are the ones it finished.", icon=":material/warning:")
-    model = state.workspace().run_file(run.id, MODEL_FILE)
+    model = state.folder(run).model_file
     if stored.model_mtime is not None and model.exists() and abs(model.stat().st_mtime - stored.model_mtime) > 1:
         st.caption(":material/history: Explained with an earlier version of this run's model; run the batch again "
                    "to refresh it.")
@@ -163,7 +162,7 @@ def _gallery(run: Run, stored: batch.MistakeExplanations, open_image: Callable[[
                "red = strongest). Under the maps: each method's seconds, its deletion AUC (del, lower is better) and "
                "insertion AUC (ins, higher is better), with a random pixel order's in brackets.")
     per_row = 3 if len(stored.methods) == 1 else 2  # cards side by side: six to eight pictures a row
-    folder = state.workspace().run_dir(run.id)
+    folder = state.folder(run)
     for start in range(0, len(shown), per_row):
         for column, row in zip(st.columns(per_row), shown[start:start + per_row]):
             with column, st.container(border=True, key=f"explain.batch.card.{row.rank}"):
@@ -178,13 +177,13 @@ def _gallery(run: Run, stored: batch.MistakeExplanations, open_image: Callable[[
                        f"page {page + 1} of {pages}")
 
 
-def _card(run: Run, row: batch.ExplainedMistake, methods: list[str], folder: Path,
+def _card(run: Run, row: batch.ExplainedMistake, methods: list[str], folder: RunFolder,
           open_image: Callable[[str, str], None]) -> None:
     st.markdown(f"**#{row.rank}** · true **{row.true_name}** → predicted **{row.predicted_name}** "
                 f"({100 * row.confidence:.1f}%)")
     try:
-        pixels = np.asarray(Image.open(folder / row.image).convert("RGB"))
-    except OSError:
+        pixels = np.asarray(Image.open(folder.resolve(row.image)).convert("RGB"))
+    except (OSError, ValueError):
         st.caption("The stored image is missing.")
         return
     columns = st.columns(1 + len(methods))
@@ -193,7 +192,7 @@ def _card(run: Run, row: batch.ExplainedMistake, methods: list[str], folder: Pat
     for column, method in zip(columns[1:], methods):
         result = row.methods.get(method)
         try:
-            attribution = np.load(folder / result.map) if result else None
+            attribution = np.load(folder.resolve(result.map)) if result else None
         except (OSError, ValueError):
             attribution = None
         if attribution is None:

@@ -1,7 +1,8 @@
-"""Cached access to the workspace and datasets, and background work for the pages.
+"""Cached access to the workspace, its run folders, datasets and models, and background work for the pages.
 
-Nothing here imports TensorFlow: slow CLI helpers (`describe-model`, `preview-augment`)
-run as subprocesses on a small thread pool, and pages poll their futures.
+Nothing here imports TensorFlow until a page asks for a model (`keras_model`): slow CLI helpers
+(`describe-model`, `preview-augment`) run as subprocesses on a small thread pool, and pages poll
+their futures.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import streamlit as st
 
 from engine.config import AugmentConfig, RunConfig
 from engine.data import ImageSet, SourceInfo, list_sources, load_images
-from engine.store import CACHE_DIR, COMPLETED, MODEL_FILE, Run, Workspace, default_root
+from engine.evaluation import Predictions
+from engine.runfolder import RunFolder
+from engine.store import CACHE_DIR, COMPLETED, Run, Workspace, default_root
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_SECONDS = 180
@@ -41,10 +44,33 @@ def _workspace(root: str) -> Workspace:
     return Workspace(root)
 
 
-def finished_runs(required_file: str = MODEL_FILE) -> list[Run]:
-    """The completed runs whose folder holds `required_file` (the trained model by default), newest first."""
-    ws = workspace()
-    return [r for r in ws.list_runs() if r.status == COMPLETED and ws.run_file(r.id, required_file).exists()]
+def folder(run: Run | str) -> RunFolder:
+    """The run folder of `run` (a run or its id) in this workspace."""
+    return RunFolder(workspace(), run if isinstance(run, str) else run.id)
+
+
+def finished_runs(*, with_predictions: bool = False) -> list[Run]:
+    """The completed runs with a trained model (or, `with_predictions`, with test predictions), newest first."""
+    return [r for r in workspace().list_runs() if r.status == COMPLETED
+            and (folder(r).has_predictions if with_predictions else folder(r).has_model)]
+
+
+def keras_model(run_id: str):
+    """A run's trained model, loaded once per process and model file (Demo and Explain share it).
+
+    The first call imports TensorFlow (about 10 s).
+    """
+    path = folder(run_id).model_file
+    return _keras_model(str(path), path.stat().st_mtime)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _keras_model(path: str, mtime: float):
+    import keras
+
+    import engine.models  # noqa: F401 - custom layers
+
+    return keras.saving.load_model(path, compile=False)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -62,6 +88,18 @@ def _load(source: str, image_size: int, max_per_class: int, seed: int, cache_roo
 def load_dataset(source: str, image_size: int, max_per_class: int = 0, seed: int = 0) -> ImageSet:
     """Loads (and caches per source, size, cap and seed) a dataset; raises DatasetError."""
     return _load(source, int(image_size), int(max_per_class), int(seed), str(workspace().root))
+
+
+def run_dataset(run: Run, predictions: Predictions | None = None) -> ImageSet:
+    """The run's dataset (cached as `load_dataset` caches), checked against `predictions` by `RunFolder.dataset`.
+
+    Raises:
+        DatasetError: the data no longer loads, or it changed since the run recorded it.
+    """
+    def load(source: str, image_size: int, *, max_per_class: int = 0, seed: int = 0, cache_dir=None) -> ImageSet:
+        return load_dataset(source, image_size, max_per_class, seed)
+
+    return folder(run).dataset(predictions, load=load)
 
 
 # -- background work ------------------------------------------------------------------

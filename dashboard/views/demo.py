@@ -8,7 +8,6 @@ TensorFlow is imported only once an image arrives and the Grad-CAM overlay needs
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,9 @@ import streamlit as st
 from PIL import Image
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from dashboard.components import export_figures, state, uploads, widgets
-from dashboard.components.models import keras_model as _keras_model
+from dashboard.components import state, uploads, widgets
+from dashboard.components.figures import top_classes
 from engine import export
-from engine import store as st_store
 from engine.store import Run, RunNotFound
 
 PICKER_KEY = "demo.run"
@@ -47,25 +45,11 @@ def _choose_run(runs: list[Run]) -> tuple[Run | None, bool]:
     return by_id[st.session_state[PICKER_KEY]], False
 
 
-def _class_names(run_id: str) -> list[str]:
-    workspace = state.workspace()
-    for name in (st_store.EXPORT_METADATA_FILE, st_store.DATA_REPORT_FILE):
-        path = workspace.run_file(run_id, name)
-        if path.exists():
-            return list(json.loads(path.read_text())["class_names"])
-    return []
-
-
-def _servers(run_id: str) -> dict[str, Path]:
+def _servers(run: Run) -> dict[str, Path]:
     """The artifacts that can serve this run's demo, best first (INT8 TFLite, then float32, then Keras)."""
-    workspace = state.workspace()
-    found = {}
-    for fmt in ("int8", "uint8", "float32"):
-        path = workspace.run_dir(run_id) / st_store.EXPORTS_DIR / export.ARTIFACT_NAMES[fmt]
-        if path.exists():
-            found[fmt] = path
-    found["keras"] = workspace.run_file(run_id, st_store.MODEL_FILE)
-    return found
+    exported = state.folder(run).exports()
+    return {**{fmt: exported[fmt] for fmt in ("int8", "uint8", "float32") if fmt in exported},
+            "keras": state.folder(run).model_file}
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -75,10 +59,10 @@ def _runner(run_id: str, fmt: str, path: str, mtime: float) -> export.Runner:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _gradcam(run_id: str, path: str, mtime: float, digest: str, image: np.ndarray, layer: str) -> np.ndarray:
+def _gradcam(run_id: str, mtime: float, digest: str, image: np.ndarray, layer: str) -> np.ndarray:
     from engine.explain.gradcam import gradcam
 
-    return gradcam(_keras_model(run_id, path, mtime), image, layer)
+    return gradcam(state.keras_model(run_id), image, layer)
 
 
 def _big(image: np.ndarray) -> Image.Image:
@@ -110,7 +94,7 @@ def _show(run: Run, fmt: str, servers: dict[str, Path], upload: UploadedFile) ->
     image = uploads.uploaded_image(upload, size)  # decoded as training decoded its images
     if image is None:
         return
-    names = _class_names(run.id)
+    names = state.folder(run).class_names()
     probabilities = _predict(run, fmt, servers[fmt], image)
     top = int(np.argmax(probabilities))
 
@@ -120,8 +104,7 @@ def _show(run: Run, fmt: str, servers: dict[str, Path], upload: UploadedFile) ->
     with right:
         st.metric("Prediction", names[top] if names else str(top), f"{100 * probabilities[top]:.1f}% confident",
                   delta_color="off", delta_arrow="off")
-        st.plotly_chart(export_figures.top_k_bar(names, probabilities, k=min(5, len(names)),
-                                                 title=f"Top {min(5, len(names))} · served by {SERVERS[fmt]}"),
+        st.plotly_chart(top_classes(names, probabilities, title=f"Top {min(5, len(names))} · served by {SERVERS[fmt]}"),
                         key="demo.topk", width="stretch")
     keras_path = servers["keras"]
     from engine.models import last_conv_layer_name
@@ -129,8 +112,7 @@ def _show(run: Run, fmt: str, servers: dict[str, Path], upload: UploadedFile) ->
     with middle:
         with st.spinner("Explaining (the first time loads TensorFlow, about 10 s)…"):
             digest = hashlib.sha1(image.tobytes()).hexdigest()
-            heatmap = _gradcam(run.id, str(keras_path), keras_path.stat().st_mtime, digest, image,
-                               last_conv_layer_name(config.model))
+            heatmap = _gradcam(run.id, keras_path.stat().st_mtime, digest, image, last_conv_layer_name(config.model))
             from engine.explain.gradcam import overlay
 
             st.image(_big(overlay(image, heatmap)), caption="Where the model looked (Grad-CAM)")
@@ -161,13 +143,13 @@ def main() -> None:
             return
         widgets.page_header(":material/slideshow:", run.label,
                             f"Upload an image or take a photo: the model names one of its "
-                            f"{len(_class_names(run.id))} classes and shows where it looked.")
+                            f"{len(state.folder(run).class_names())} classes and shows where it looked.")
     else:
         widgets.page_header(":material/slideshow:", "Demo",
                             "Try a trained model on your own images; share the link to show it without the rest "
                             "of the app.")
         run, _ = _choose_run(runs)
-    servers = _servers(run.id)
+    servers = _servers(run)
     options = list(servers)
     if st.session_state.get(ARTIFACT_KEY) not in options:
         st.session_state[ARTIFACT_KEY] = options[0]

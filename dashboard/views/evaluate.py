@@ -11,7 +11,8 @@ from dashboard.components import evaluate_figures as figs
 from dashboard.components import compare_panel, gallery, state, widgets
 from engine import evaluation as ev
 from engine.data import DatasetError
-from engine.store import PREDICTIONS_FILE, Run
+from engine.runfolder import check_predicted_images
+from engine.store import Run
 
 PICKER_KEY = "eval.picker"
 SOURCE_KEY, PENDING_SOURCE_KEY = "eval.source", "eval.source.pending"
@@ -25,28 +26,21 @@ TOP_CONFUSED = 20
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _load(root: str, run_id: str, mtime: float) -> tuple[ev.Predictions, ev.Evaluation, list[ev.LabelIssue]]:
-    predictions = ev.load_predictions(state.workspace(), run_id)
-    return predictions, ev.evaluate(predictions), ev.find_label_issues(predictions)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _load_evaluation(root: str, run_id: str, name: str, mtime: float):
-    predictions = ev.load_evaluation(state.workspace(), run_id, name)
+def _load(root: str, run_id: str, name: str, mtime: float) -> tuple[ev.Predictions, ev.Evaluation,
+                                                                    list[ev.LabelIssue]]:
+    predictions = state.folder(run_id).predictions(name or None)
     return predictions, ev.evaluate(predictions), ev.find_label_issues(predictions)
 
 
 def load(run: Run):
-    path = state.workspace().run_file(run.id, PREDICTIONS_FILE)
-    return _load(str(state.workspace().root), run.id, path.stat().st_mtime)
+    return load_chosen(run, TEST)
 
 
 def load_chosen(run: Run, name: str):
     """The run's test predictions (`name` empty) or one of its saved fresh evaluations, with metrics."""
-    if name == TEST:
-        return load(run)
-    path = ev.evaluation_path(state.workspace(), run.id, name)
-    return _load_evaluation(str(state.workspace().root), run.id, name, path.stat().st_mtime)
+    folder = state.folder(run)
+    path = folder.predictions_file if name == TEST else folder.evaluation_file(name)
+    return _load(str(state.workspace().root), run.id, name, path.stat().st_mtime)
 
 
 def same_data_predictions(other: Run, source: str | None) -> ev.Predictions | None:
@@ -54,9 +48,9 @@ def same_data_predictions(other: Run, source: str | None) -> ev.Predictions | No
     its newest saved evaluation of the same split, folder or zip (None if it has none)."""
     if source is None:
         return load(other)[0]
-    workspace = state.workspace()
-    for name in ev.saved_evaluations(workspace, other.id):
-        if ev.evaluation_source(workspace, other.id, name) == source:
+    folder = state.folder(other)
+    for name in folder.evaluations():
+        if folder.evaluation_source(name) == source:
             return load_chosen(other, name)[0]
     return None
 
@@ -67,19 +61,14 @@ def dataset_images(run: Run, predictions: ev.Predictions, source: str | None = N
     `source` is a fresh evaluation's folder/zip (loaded as `predict_folder` loads it); by default,
     and for `split:*`, the run's own dataset.
     """
-    data = run.config.data
     try:
         if source and not source.startswith(ev.SPLIT_PREFIX):
-            images = state.load_dataset(source, data.image_size)
+            images = state.load_dataset(source, run.config.data.image_size)
+            check_predicted_images(images, predictions)
         else:
-            images = state.load_dataset(data.source, data.image_size, data.max_per_class, data.seed)
+            images = state.run_dataset(run, predictions)
     except (DatasetError, OSError) as error:
-        st.caption(f"Thumbnails unavailable: the run's data does not load any more ({error}).")
-        return None
-    ids = images.ids
-    if (predictions.indices.size and int(predictions.indices.max()) >= len(ids)) or any(
-            ids[int(i)] != str(sample_id) for i, sample_id in zip(predictions.indices, predictions.ids)):
-        st.caption("Thumbnails unavailable: the images have changed since they were predicted.")
+        st.caption(f"Thumbnails unavailable: {error}.")
         return None
     return images.images
 
@@ -94,7 +83,7 @@ def _forget_run_state() -> None:
 def _source_label(run: Run, name: str) -> str:
     if name == TEST:
         return "Test split (from training)"
-    source = ev.evaluation_source(state.workspace(), run.id, name) or ""
+    source = state.folder(run).evaluation_source(name) or ""
     if source.startswith(ev.SPLIT_PREFIX):
         return f"{name} · {SPLIT_LABELS.get(source[len(ev.SPLIT_PREFIX):], source)} (fresh)"
     return f"{name} · {source}" if source else name
@@ -102,7 +91,7 @@ def _source_label(run: Run, name: str) -> str:
 
 def _select_source(run: Run) -> str:
     """The "Predictions" picker: the run's saved test predictions or one of its fresh evaluations."""
-    options = [TEST, *ev.saved_evaluations(state.workspace(), run.id)]
+    options = [TEST, *state.folder(run).evaluations()]
     pending = st.session_state.pop(PENDING_SOURCE_KEY, None)
     if pending in options:
         st.session_state[SOURCE_KEY] = pending
@@ -278,7 +267,7 @@ def _label_errors(run: Run, predictions: ev.Predictions, issues: list[ev.LabelIs
 def main() -> None:
     widgets.page_header(":material/fact_check:", "Evaluate",
                         "What a trained model gets wrong, and why: click a confusion-matrix cell to see the images.")
-    runs = state.finished_runs(PREDICTIONS_FILE)
+    runs = state.finished_runs(with_predictions=True)
     if not runs:
         widgets.no_runs_yet("No completed run yet — train one, and its test-set evaluation appears here.")
         return
@@ -294,7 +283,7 @@ def main() -> None:
         st.error(f"These predictions do not load: {error}", icon=":material/error:")
         return
     _headline(result)
-    source = None if chosen == TEST else ev.evaluation_source(state.workspace(), run.id, chosen)
+    source = None if chosen == TEST else state.folder(run).evaluation_source(chosen)
     images = dataset_images(run, predictions, source)
     overview, mistakes, label_errors, compare = st.tabs(TABS, key=TAB_KEY, on_change="rerun")
     with overview:

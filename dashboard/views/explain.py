@@ -15,13 +15,12 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from dashboard.components import export_figures, mistakes_panel, state, uploads, widgets
-from dashboard.components.models import keras_model
+from dashboard.components import mistakes_panel, state, uploads, widgets
+from dashboard.components.figures import top_classes
 from engine import evaluation as ev
 from engine.data import DatasetError
-from engine.explain import runs as explain_runs
 from engine.explain.methods import LABELS, Explanation, verdict, warm_up
-from engine.store import MODEL_FILE, PREDICTIONS_FILE, Run
+from engine.store import Run
 
 RUN_KEY, SOURCE_KEY, INDEX_KEY = "explain.run", "explain.source", "explain.index"
 CLASS_KEY, OPACITY_KEY, SLOW_KEY = "explain.class", "explain.opacity", "explain.slow"
@@ -32,26 +31,18 @@ DISPLAY_SIDE = 240
 PREDICTED = -1  # the "Explain for class…" option meaning whatever the model predicts
 
 
-def _model(run: Run):
-    path = state.workspace().run_file(run.id, MODEL_FILE)
-    return keras_model(run.id, str(path), path.stat().st_mtime)
-
-
 @st.cache_data(max_entries=128, show_spinner=False)
 def _explain(run_id: str, mtime: float, digest: str, image: np.ndarray, method: str, target: int | None,
              layer: str, names: tuple[str, ...]) -> Explanation:
     from engine.explain.methods import explain
 
-    path = state.workspace().run_file(run_id, MODEL_FILE)
     params = {"layer_name": layer} if method == "gradcam" else {}
-    return explain(keras_model(run_id, str(path), mtime), image, method, target=target, class_names=list(names),
-                   **params)
+    return explain(state.keras_model(run_id), image, method, target=target, class_names=list(names), **params)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _probabilities(run_id: str, mtime: float, digest: str, image: np.ndarray) -> np.ndarray:
-    path = state.workspace().run_file(run_id, MODEL_FILE)
-    return np.asarray(keras_model(run_id, str(path), mtime)(image[None], training=False))[0]
+    return np.asarray(state.keras_model(run_id)(image[None], training=False))[0]
 
 
 def _forget_image() -> None:
@@ -61,13 +52,12 @@ def _forget_image() -> None:
 
 def _test_set(run: Run) -> tuple[ev.Predictions, np.ndarray] | None:
     """The run's test predictions and its dataset images, or None (with a note) when either is missing."""
-    if not state.workspace().run_file(run.id, PREDICTIONS_FILE).exists():
+    if not state.folder(run).has_predictions:
         st.caption("This run has no saved test predictions: upload an image instead.")
         return None
     try:
-        predictions = ev.load_predictions(state.workspace(), run.id)
-        data = run.config.data
-        images = state.load_dataset(data.source, data.image_size, data.max_per_class, data.seed)
+        predictions = state.folder(run).predictions()
+        images = state.run_dataset(run, predictions)
     except (ev.NoPredictions, DatasetError, OSError, ValueError, KeyError) as error:
         st.caption(f"The test set is unavailable ({error}): upload an image instead.")
         return None
@@ -148,7 +138,6 @@ def _figures(result: Explanation) -> str:
 def main() -> None:
     widgets.page_header(":material/visibility:", "Explain",
                         "Why did the model say that? Three methods side by side, each measured for how faithful it is.")
-    workspace = state.workspace()
     runs = state.finished_runs()
     if not runs:
         widgets.no_runs_yet("No finished run to explain yet — train one first.")
@@ -172,11 +161,11 @@ def main() -> None:
     # SHAP's first call compiles numba code for ~15 s per process: do it now, while Grad-CAM runs and the
     # user looks, so "Run SHAP and LIME" starts warm.
     state.start_task("explain.warm_up", functools.partial(warm_up, methods=("shap", "lime")))
-    names = explain_runs.class_names(workspace, run.id)
-    mtime = workspace.run_file(run.id, MODEL_FILE).stat().st_mtime
+    names = state.folder(run).class_names()
+    mtime = state.folder(run).model_file.stat().st_mtime
     digest = hashlib.sha1(image.tobytes()).hexdigest()
     with st.spinner("Loading the model (the first time loads TensorFlow, about 10 s)…"):
-        _model(run)
+        state.keras_model(run.id)
         probabilities = _probabilities(run.id, mtime, digest, image)
     names = names or [str(i) for i in range(len(probabilities))]
     predicted = int(np.argmax(probabilities))
@@ -185,8 +174,7 @@ def main() -> None:
     with c1:
         st.image(_big(image), caption=f"{label}" + (f" · true class {names[true]}" if true is not None else ""))
     with c2:
-        st.plotly_chart(export_figures.top_k_bar(names, probabilities, k=min(5, len(names)),
-                                                 title=f"Top {min(5, len(names))}"),
+        st.plotly_chart(top_classes(names, probabilities, title=f"Top {min(5, len(names))}"),
                         key="explain.topk", width="stretch")
     with c3:
         # Labels that do not change with the image: a label change makes Streamlit re-create the widget blank.

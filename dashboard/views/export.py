@@ -11,7 +11,6 @@ import streamlit as st
 
 from dashboard.components import export_figures, gate, state, widgets
 from engine import export, jobs
-from engine import store as st_store
 from engine.model_card import write_model_card
 from engine.store import ACTIVE, Run
 
@@ -104,15 +103,15 @@ def demo_link(run_id: str) -> str:
 
 def _share(run: Run) -> None:
     """The demo of this run: a link to open it, and publishing it read-only for people without the password."""
-    workspace = state.workspace()
+    folder = state.folder(run)
     st.markdown("**Demo**")
     st.page_link(DEMO_PAGE, label="Open the demo of this model", icon=":material/slideshow:",
                  query_params={"run": run.id})
     # The store is the truth (the CLI can publish too): the toggle shows it on every rerun.
-    st.session_state[PUBLISH_KEY] = workspace.is_published(run.id)
+    st.session_state[PUBLISH_KEY] = folder.published
 
     def publish() -> None:
-        workspace.set_published(run.id, bool(st.session_state[PUBLISH_KEY]))
+        folder.set_published(bool(st.session_state[PUBLISH_KEY]))
 
     st.toggle("Publish the demo read-only (opens by link without the password)", key=PUBLISH_KEY,
               on_change=publish)
@@ -141,13 +140,13 @@ def _zip_folder(folder: str, mtime: float) -> bytes:
 
 
 def _downloads(run: Run, report: export.ExportReport | None) -> None:
-    workspace = state.workspace()
+    folder = state.folder(run)
     st.markdown("**Downloads**")
     artifacts = [a for a in (report.artifacts if report else []) if not a.error]
     columns = st.columns(4)
     slot = 0
     for a in artifacts:
-        path = export.artifact_path(workspace, run.id, a)
+        path = folder.resolve(a.path)
         if not path.exists():
             continue
         if path.is_dir():
@@ -159,26 +158,26 @@ def _downloads(run: Run, report: export.ExportReport | None) -> None:
                                           mime=mime, key=f"export.download.{a.format}", icon=":material/download:",
                                           width="stretch", on_click="ignore")
         slot += 1
-    metadata = workspace.run_file(run.id, st_store.EXPORT_METADATA_FILE)
+    metadata = folder.export_metadata_file
     if metadata.exists():
-        columns[slot % 4].download_button("Metadata (JSON)", data=metadata.read_bytes, file_name="metadata.json",
+        columns[slot % 4].download_button("Metadata (JSON)", data=metadata.read_bytes, file_name=metadata.name,
                                           mime="application/json", key="export.download.metadata",
                                           icon=":material/data_object:", width="stretch", on_click="ignore")
         slot += 1
 
-    card_md = workspace.run_file(run.id, st_store.MODEL_CARD_FILE)
-    card_html = workspace.run_file(run.id, st_store.MODEL_CARD_HTML_FILE)
-    if not card_md.exists() or not card_html.exists():
-        write_model_card(workspace, run.id)  # no TensorFlow: reads the run folder only
-    columns[slot % 4].download_button("Model card (Markdown)", data=card_md.read_bytes, file_name="model_card.md",
+    card_md, card_html = folder.model_card("md"), folder.model_card("html")
+    if card_md is None or card_html is None:
+        write_model_card(state.workspace(), run.id)  # no TensorFlow: reads the run folder only
+        card_md, card_html = folder.model_card("md"), folder.model_card("html")
+    columns[slot % 4].download_button("Model card (Markdown)", data=card_md, file_name=folder.model_card_file.name,
                                       mime="text/markdown", key="export.download.card_md", icon=":material/description:",
                                       width="stretch", on_click="ignore")
     slot += 1
-    columns[slot % 4].download_button("Model card (HTML)", data=card_html.read_bytes, file_name="model_card.html",
+    columns[slot % 4].download_button("Model card (HTML)", data=card_html, file_name=folder.model_card_html_file.name,
                                       mime="text/html", key="export.download.card_html", icon=":material/description:",
                                       width="stretch", on_click="ignore")
     with st.expander("Model card preview", icon=":material/badge:"):
-        st.markdown(card_md.read_text())
+        st.markdown(card_md)
 
 
 def main() -> None:

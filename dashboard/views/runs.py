@@ -37,7 +37,7 @@ def _runs_table(runs: list[Run]) -> None:
         return max((m.val_accuracy for m in workspace.epochs(run.id) if m.val_accuracy is not None), default=None)
 
     rows = [{
-        "Run": r.label, "Status": "Damaged" if workspace.damage(r.id) else r.status.capitalize(), "Dataset": r.dataset, "Model": r.model,
+        "Run": r.label, "Status": "Damaged" if state.folder(r).damage() else r.status.capitalize(), "Dataset": r.dataset, "Model": r.model,
         "Epochs": f"{r.epochs_done}/{r.epochs_total}",
         "Best val acc": None if best_val(r) is None else 100 * best_val(r),
         "Test acc": None if r.test_accuracy is None else 100 * r.test_accuracy,
@@ -124,7 +124,7 @@ def _run_details(run: Run) -> None:
     cols[4].metric("Device", run.device or "—")
     cols[5].metric("Duration", widgets.duration(widgets.run_duration(run)))
 
-    if damage := workspace.damage(run.id):
+    if damage := state.folder(run).damage():
         st.warning(f"**This run is damaged:** {damage}. Delete it to tidy up.", icon=":material/broken_image:")
     if job is not None and job.status == FAILED:
         st.error(f"**This run failed:** {job.error or 'no reason was recorded'}", icon=":material/error:")

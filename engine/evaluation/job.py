@@ -1,12 +1,13 @@
-"""Fresh evaluations: a run's model on a new folder or zip, or on one of its own splits, as an `evaluate` job.
+"""The `evaluate` job: a run's model on a new folder or zip, or on one of its own splits, saved with the run.
 
-The only part that imports TensorFlow (inside the functions that predict)."""
+A saved evaluation is `evaluations/<name>.npz` (keys as `predictions.npz`) with `<name>.json` (its
+source); `RunFolder.evaluations()` lists them and `RunFolder.predictions(name)` loads one. The only
+part of `engine.evaluation` that imports TensorFlow (inside the functions that predict)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,9 @@ import numpy as np
 
 from engine import store as st
 from engine.evaluation.predictions import NoPredictions, Predictions, save_predictions
+from engine.jobs.context import JobCancelled, JobContext
+from engine.jobs.kinds import JobKind
+from engine.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +32,19 @@ class EvaluationError(ValueError):
     """An evaluation request that cannot run (bad name or source, or one is already running)."""
 
 
-def _run_classes(workspace: st.Workspace, run_id: str) -> list[str]:
-    return list(json.loads(workspace.run_file(run_id, st.DATA_REPORT_FILE).read_text())["class_names"])
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """What an `evaluate` job predicts: `source` (a folder, a .zip or `split:NAME`) saved under `name`."""
+
+    source: str
+    name: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvaluationRequest:
+        return cls(source=str(data["source"]), name=str(data.get("name") or ""))
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "name": self.name}
 
 
 def _predict_batches(model, images: np.ndarray, labels: np.ndarray, indices: np.ndarray, num_classes: int, *,
@@ -76,9 +91,9 @@ def predict_folder(workspace: st.Workspace, run_id: str, folder: str | Path, *, 
     from engine.data import DatasetError, load_images
 
     run = workspace.get_run(run_id)
-    if not workspace.run_file(run_id, st.MODEL_FILE).exists():
-        raise NoPredictions(f"run {run_id} has no saved model (status: {run.status})")
-    run_classes = _run_classes(workspace, run_id)
+    run_folder = RunFolder(workspace, run_id)
+    _check_model(run_folder, run.status)
+    run_classes = run_folder.class_names()
     images = load_images(str(folder), run.config.data.image_size, cache_dir=workspace.cache_dir)
     missing = sorted(set(run_classes) - set(images.class_names))
     extra = sorted(set(images.class_names) - set(run_classes))
@@ -105,25 +120,15 @@ def predict_split(workspace: st.Workspace, run_id: str, split: str, *, batch_siz
 
     Raises:
         NoPredictions: the run has no model yet. DatasetError: the run's data no longer loads,
-        or its classes changed since training.
+        or it changed since training (`RunFolder.dataset`).
     """
-    from engine.data import DatasetError, load_images, split_indices
-
     if split not in SPLITS:
         raise EvaluationError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
-    run = workspace.get_run(run_id)
-    if not workspace.run_file(run_id, st.MODEL_FILE).exists():
-        raise NoPredictions(f"run {run_id} has no saved model (status: {run.status})")
-    data = run.config.data
-    run_classes = _run_classes(workspace, run_id)
-    images = load_images(data.source, data.image_size, max_per_class=data.max_per_class, seed=data.seed,
-                         cache_dir=workspace.cache_dir)
-    if list(images.class_names) != run_classes:
-        raise DatasetError(f"the run's data now has classes {', '.join(images.class_names)}; it was trained on "
-                           f"{', '.join(run_classes)}")
-    parts = split_indices(images.labels, data.val_fraction, data.test_fraction, data.seed,
-                          class_names=images.class_names)
-    indices = np.asarray(getattr(parts, split), np.int64)
+    folder = RunFolder(workspace, run_id)
+    _check_model(folder, workspace.get_run(run_id).status)
+    images = folder.dataset()
+    run_classes = list(images.class_names)
+    indices = np.asarray(getattr(folder.split(images), split), np.int64)
     labels = np.asarray(images.labels, np.int64)
     from engine.models import load_run_model  # imports TensorFlow
 
@@ -146,8 +151,9 @@ def predict_source(workspace: st.Workspace, run_id: str, source: str, *, batch_s
     return predict_folder(workspace, run_id, path.resolve(), batch_size=batch_size, on_batch=on_batch)
 
 
-def evaluation_path(workspace: st.Workspace, run_id: str, name: str, suffix: str = ".npz") -> Path:
-    return workspace.run_dir(run_id) / st.EVALUATIONS_DIR / f"{name}{suffix}"
+def _check_model(folder: RunFolder, status: str) -> None:
+    if not folder.has_model:
+        raise NoPredictions(f"run {folder.run_id} has no saved model (status: {status})")
 
 
 def check_evaluation_name(name: str) -> str:
@@ -164,34 +170,8 @@ def default_evaluation_name(source: str) -> str:
     return "".join(c if c in _NAME_CHARS else "_" for c in stem).lstrip(".") or "folder"
 
 
-def saved_evaluations(workspace: st.Workspace, run_id: str) -> list[str]:
-    """The names of a run's saved fresh evaluations, newest first."""
-    folder = workspace.run_dir(run_id) / st.EVALUATIONS_DIR
-    files = [p for p in folder.glob("*.npz") if not p.name.endswith(".tmp.npz")] if folder.is_dir() else []
-    return [p.stem for p in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)]
-
-
-def evaluation_source(workspace: st.Workspace, run_id: str, name: str) -> str | None:
-    """What a saved evaluation predicted (`split:val` or a path), if recorded."""
-    try:
-        return json.loads(evaluation_path(workspace, run_id, name, ".json").read_text()).get("source")
-    except (OSError, ValueError):
-        return None
-
-
-def load_evaluation(workspace: st.Workspace, run_id: str, name: str) -> Predictions:
-    """A saved fresh evaluation as `Predictions` (every metric here works on it unchanged)."""
-    path = evaluation_path(workspace, run_id, check_evaluation_name(name))
-    if not path.exists():
-        raise NoPredictions(f"run {run_id} has no evaluation named {name!r}")
-    fingerprint = None
-    with contextlib.suppress(OSError, ValueError):
-        fingerprint = json.loads(evaluation_path(workspace, run_id, name, ".json").read_text()).get("fingerprint")
-    return Predictions.load(path, fingerprint=fingerprint, run_id=run_id)
-
-
 def request_evaluation(workspace: st.Workspace, run_id: str, source: str, name: str | None = None):
-    """Writes `evaluations/request.json` and queues an `evaluate` job; returns the job.
+    """Queues an `evaluate` job of the run's model on `source`; returns the job.
 
     Raises:
         EvaluationError: a bad name, split or path, or an evaluation of this run is already active.
@@ -205,20 +185,16 @@ def request_evaluation(workspace: st.Workspace, run_id: str, source: str, name: 
             raise EvaluationError(f"{source}: expected one of {', '.join(SPLIT_PREFIX + s for s in SPLITS)}")
     elif not Path(source).expanduser().exists():
         raise EvaluationError(f"{source}: no such folder or .zip on the server")
-    if not workspace.run_file(run_id, st.MODEL_FILE).exists():
-        raise NoPredictions(f"run {run_id} has no saved model (status: {workspace.get_run(run_id).status})")
-    return submit_job(workspace, run_id, EVALUATE_JOB, st.EVALUATION_REQUEST_FILE, {"name": name, "source": source},
-                      busy_error=EvaluationError, doing="being evaluated")
+    _check_model(RunFolder(workspace, run_id), workspace.get_run(run_id).status)
+    return submit_job(workspace, run_id, EVALUATE_JOB, EvaluationRequest(source=source, name=name),
+                      busy_error=EvaluationError)
 
 
-def run_evaluation_job(context, *, batch_size: int = 256) -> Predictions:
-    """The body of an `evaluate` job: reads `evaluations/request.json`, predicts in batches with progress
-    and cancel checks, and saves `evaluations/<name>.npz` (+ `<name>.json` with the source)."""
-    from engine.jobs import JobCancelled
-
-    request = json.loads(context.run_file(st.EVALUATION_REQUEST_FILE).read_text())
-    source = str(request["source"])
-    name = check_evaluation_name(str(request.get("name") or default_evaluation_name(source)))
+def run_evaluation_job(context: JobContext, request: EvaluationRequest, *, batch_size: int = 256) -> Predictions:
+    """The body of an `evaluate` job: predicts the request's source in batches with progress and cancel
+    checks, and saves `evaluations/<name>.npz` (+ `<name>.json` with the source)."""
+    source = request.source
+    name = check_evaluation_name(request.name or default_evaluation_name(source))
     context.report(0.0, f"loading the model and {source}")
 
     def on_batch(done: int, total: int) -> None:
@@ -229,13 +205,16 @@ def run_evaluation_job(context, *, batch_size: int = 256) -> Predictions:
     predictions = predict_source(context.workspace, context.run_id, source, batch_size=batch_size,
                                  on_batch=on_batch)
     context.raise_if_cancelled()
-    out = evaluation_path(context.workspace, context.run_id, name)
-    out.parent.mkdir(exist_ok=True)
-    save_predictions(out, predictions.probabilities, predictions.labels, predictions.ids, predictions.indices,
-                     predictions.class_names)
-    st.write_json_atomic(evaluation_path(context.workspace, context.run_id, name, ".json"),
+    folder = RunFolder(context.workspace, context.run_id)
+    folder.evaluations_dir.mkdir(exist_ok=True)
+    save_predictions(folder.evaluation_file(name), predictions.probabilities, predictions.labels, predictions.ids,
+                     predictions.indices, predictions.class_names)
+    st.write_json_atomic(folder.evaluation_file(name, ".json"),
                          {"source": source, "fingerprint": predictions.fingerprint, "job_id": context.job.id,
                           "num_samples": len(predictions)})
     accuracy = float(np.mean(predictions.predicted == predictions.labels)) if len(predictions) else 0.0
     context.report(1.0, f"done: {len(predictions):,} images, accuracy {accuracy:.4f}")
     return predictions
+
+
+KIND = JobKind(EVALUATE_JOB, run=run_evaluation_job, request_type=EvaluationRequest, doing="being evaluated")

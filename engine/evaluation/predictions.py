@@ -1,15 +1,15 @@
-"""A run's saved predictions (`predictions.npz` or a fresh evaluation's `.npz`): loading and saving."""
+"""A run's saved predictions (`predictions.npz` or a fresh evaluation's `.npz`): the type, its file format.
+
+`RunFolder.predictions(name)` finds and loads a run's; this module knows nothing of run folders.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from engine import store as st
 
 
 class NoPredictions(LookupError):
@@ -62,24 +62,6 @@ class Predictions:
                        labels=np.asarray(data["labels"], np.int64), ids=np.asarray(data["ids"], str),
                        indices=np.asarray(data["indices"], np.int64),
                        class_names=[str(c) for c in data["class_names"]], fingerprint=fingerprint, run_id=run_id)
-
-
-def load_predictions(workspace: st.Workspace, run_id: str) -> Predictions:
-    """Loads a run's test predictions with its dataset fingerprint.
-
-    Raises:
-        NoPredictions: the run has no `predictions.npz` (not completed, or failed before testing).
-    """
-    path = workspace.run_file(run_id, st.PREDICTIONS_FILE)
-    if not path.exists():
-        status = workspace.get_run(run_id).status
-        raise NoPredictions(f"run {run_id} has no test predictions (status: {status}); only a completed run "
-                            "can be evaluated")
-    fingerprint = None
-    report = workspace.run_file(run_id, st.DATA_REPORT_FILE)
-    if report.exists():
-        fingerprint = json.loads(report.read_text()).get("fingerprint")
-    return Predictions.load(path, fingerprint=fingerprint, run_id=run_id)
 
 
 def save_predictions(path: Path, probabilities, labels, ids, indices, class_names) -> None:

@@ -1,19 +1,17 @@
 """Batch mode: explain a run's N most confident test-set mistakes as a job, and store them with the run.
 
-`request_mistakes` checks the request, writes `explanations/request.json` and queues an
-`explain` job; the job (`run_mistakes_job`) explains each mistake with the chosen methods
+`request_mistakes` checks the request and queues an `explain` job with it; the job (`run_mistakes_job`) explains each mistake with the chosen methods
 and writes, under `explanations/<batch>/`, the image (`NN-image.png`) and per method the map
 (`NN-<method>.npy`) and an overlay (`NN-<method>.png`). `explanations/mistakes.json` names the
 folder of the stored batch and holds a row per mistake and a summary per method; it is
-replaced atomically once a batch ends, so readers always see one whole batch.
+replaced atomically once a batch ends, so readers always see one whole batch (its types are
+in `batch_results`).
 
 Reading the stored batch (`load_mistakes`) needs NumPy only, never TensorFlow.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import shutil
 import time
@@ -25,7 +23,11 @@ import numpy as np
 
 from engine import evaluation as ev
 from engine import store as st
+from engine.jobs.context import JobCancelled, JobContext
+from engine.jobs.kinds import JobKind
+from engine.explain.batch_results import ExplainedMistake, MethodResult, MistakeExplanations, summarize
 from engine.explain.methods import LABELS, METHODS, explain
+from engine.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -87,133 +89,6 @@ class MistakesRequest:
                    params=dict(values.get("params") or {}))
 
 
-@dataclass(frozen=True)
-class MethodResult:
-    """One method's map of one mistake: its cost, faithfulness, and files (relative to the run folder)."""
-
-    method: str
-    seconds: float
-    deletion_auc: float
-    insertion_auc: float
-    random_deletion_auc: float
-    random_insertion_auc: float
-    map: str  # `(H, W)` float32 .npy
-    overlay: str  # the map over the image, PNG
-    params: dict = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return LABELS.get(self.method, self.method)
-
-    @property
-    def faithfulness_score(self) -> float:
-        """How much the map beats random on both curves (as `Explanation.faithfulness_score`)."""
-        return (self.random_deletion_auc - self.deletion_auc) + (self.insertion_auc - self.random_insertion_auc)
-
-    @property
-    def beats_random(self) -> bool:
-        """True when the map beats a random pixel order over both curves together (score above 0)."""
-        return self.faithfulness_score > 0
-
-
-@dataclass(frozen=True)
-class ExplainedMistake:
-    """One explained mistake: which test image, what it is and what the model said, and each method's map."""
-
-    rank: int  # 1 = the most confident mistake
-    position: int  # into the run's test predictions
-    id: str  # the sample id (the Explain page opens it as `?run=RUN&image=ID`)
-    index: int  # into the run's dataset
-    true: int
-    true_name: str
-    predicted: int  # the class explained: what the model (wrongly) said
-    predicted_name: str
-    confidence: float  # the probability of the predicted class
-    true_probability: float
-    image: str  # the image as the model saw it, PNG (relative to the run folder)
-    methods: dict[str, MethodResult]
-
-
-@dataclass(frozen=True)
-class MethodSummary:
-    """One method over the batch: mean cost and faithfulness, and how often it beats a random order."""
-
-    method: str
-    images: int
-    mean_seconds: float
-    mean_deletion_auc: float
-    mean_random_deletion_auc: float
-    mean_insertion_auc: float
-    mean_random_insertion_auc: float
-    mean_faithfulness_score: float
-    beats_random_share: float  # share of images whose map beats random over both curves together
-    beats_random_deletion_share: float
-    beats_random_insertion_share: float
-
-    @property
-    def label(self) -> str:
-        return LABELS.get(self.method, self.method)
-
-
-@dataclass(frozen=True)
-class MistakeExplanations:
-    """A stored batch: the explained mistakes, most confident first, and a summary per method.
-
-    `complete` is False when the job was cancelled part-way (`rows` then holds the images done).
-    """
-
-    run_id: str
-    job_id: str | None
-    folder: str  # relative to the run folder
-    created_at: float
-    seconds: float
-    complete: bool
-    requested: int
-    mistakes: int  # the run's mistakes on its test set
-    test_images: int
-    methods: list[str]
-    params: dict
-    class_names: list[str]
-    model_mtime: float | None
-    rows: list[ExplainedMistake]
-    summary: dict[str, MethodSummary]
-    warm_up_seconds: float = 0.0  # the methods' one-off start in the job's process, kept out of their seconds
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> MistakeExplanations:
-        rows = [ExplainedMistake(**{**row, "methods": {m: MethodResult(**r) for m, r in row["methods"].items()}})
-                for row in values["rows"]]
-        summary = {m: MethodSummary(**s) for m, s in values["summary"].items()}
-        return cls(**{**values, "rows": rows, "summary": summary})
-
-
-def summarize(rows: list[ExplainedMistake], methods: list[str]) -> dict[str, MethodSummary]:
-    """Per method: mean seconds and AUCs (with their random baselines) and the shares that beat random."""
-    out = {}
-    for method in methods:
-        results = [row.methods[method] for row in rows if method in row.methods]
-        if not results:
-            continue
-
-        def mean(values) -> float:
-            return float(np.mean(list(values)))
-
-        out[method] = MethodSummary(
-            method=method, images=len(results), mean_seconds=mean(r.seconds for r in results),
-            mean_deletion_auc=mean(r.deletion_auc for r in results),
-            mean_random_deletion_auc=mean(r.random_deletion_auc for r in results),
-            mean_insertion_auc=mean(r.insertion_auc for r in results),
-            mean_random_insertion_auc=mean(r.random_insertion_auc for r in results),
-            mean_faithfulness_score=mean(r.faithfulness_score for r in results),
-            beats_random_share=mean(r.beats_random for r in results),
-            beats_random_deletion_share=mean(r.deletion_auc < r.random_deletion_auc for r in results),
-            beats_random_insertion_share=mean(r.insertion_auc > r.random_insertion_auc for r in results))
-    return out
-
-
 # -- asking for a batch (no TensorFlow) ----------------------------------------------------------------
 
 
@@ -224,10 +99,11 @@ def mistakes_to_explain(workspace: st.Workspace, run_id: str) -> tuple[ev.Predic
         ExplanationError: the run has no model or no test predictions, or makes no mistakes.
     """
     status = workspace.get_run(run_id).status
-    if not workspace.run_file(run_id, st.MODEL_FILE).exists():
+    folder = RunFolder(workspace, run_id)
+    if not folder.has_model:
         raise ExplanationError(f"run {run_id} has no trained model yet (status: {status})")
     try:
-        predictions = ev.load_predictions(workspace, run_id)
+        predictions = folder.predictions()
     except ev.NoPredictions:
         raise ExplanationError(f"run {run_id} has no test predictions (status: {status}); only a completed run "
                                "has mistakes to explain") from None
@@ -239,7 +115,7 @@ def mistakes_to_explain(workspace: st.Workspace, run_id: str) -> tuple[ev.Predic
 
 
 def request_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequest = MistakesRequest()) -> st.Job:
-    """Checks the request, writes `explanations/request.json` and queues an `explain` job; returns the job.
+    """Checks the request and queues an `explain` job with it; returns the job.
 
     Raises:
         ExplanationError: a bad count, method or setting; the run has no model, predictions or
@@ -249,38 +125,20 @@ def request_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
 
     request = request.validate()
     mistakes_to_explain(workspace, run_id)
-    return submit_job(workspace, run_id, EXPLAIN_JOB, st.EXPLANATION_REQUEST_FILE, request.to_dict(),
-                      busy_error=ExplanationError, doing="explaining a batch")
+    return submit_job(workspace, run_id, EXPLAIN_JOB, request, busy_error=ExplanationError)
 
 
 def load_mistakes(workspace: st.Workspace, run_id: str) -> MistakeExplanations | None:
     """The run's stored batch, or None if it has none (or its record does not load)."""
-    path = workspace.run_file(run_id, st.EXPLANATION_RESULTS_FILE)
+    record = RunFolder(workspace, run_id).explanations()
     try:
-        return MistakeExplanations.from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        log.warning("%s does not load: %s", path, error)
+        return None if record is None else MistakeExplanations.from_dict(record)
+    except (ValueError, KeyError, TypeError) as error:
+        log.warning("the stored batch of run %s does not load: %s", run_id, error)
         return None
 
 
 # -- the work (imports TensorFlow) ----------------------------------------------------------------------
-
-
-def _dataset_images(workspace: st.Workspace, run: st.Run, predictions: ev.Predictions) -> np.ndarray:
-    """The run's dataset images, checked against the ids its test predictions recorded."""
-    from engine.data import DatasetError, load_images
-
-    data = run.config.data
-    images = load_images(data.source, data.image_size, max_per_class=data.max_per_class, seed=data.seed,
-                         cache_dir=workspace.cache_dir)
-    ids = images.ids
-    if (predictions.indices.size and int(predictions.indices.max()) >= len(ids)) or any(
-            ids[int(i)] != str(sample_id) for i, sample_id in zip(predictions.indices, predictions.ids)):
-        raise DatasetError(f"the run's images ({data.source}) have changed since it was tested; its test images "
-                           "cannot be found by id any more")
-    return images.images
 
 
 def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequest = MistakesRequest(), *,
@@ -310,25 +168,25 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
     from PIL import Image
 
     from engine.devices import quiet_cuda_probe
-    from engine.explain import runs as explain_runs
+    from engine.explain.single import write_outputs
 
     request = request.validate()
     report = report or (lambda progress, message: None)
     should_stop = should_stop or (lambda: None)
     started = time.time()
-    run = workspace.get_run(run_id)
+    run, folder = workspace.get_run(run_id), RunFolder(workspace, run_id)
     predictions, ranked = mistakes_to_explain(workspace, run_id)
     positions = ranked[:request.count]
     report(0.0, "loading the model and the test images")
-    images = _dataset_images(workspace, run, predictions)
-    model_mtime = workspace.run_file(run_id, st.MODEL_FILE).stat().st_mtime
+    images = folder.dataset(predictions).images
+    model_mtime = folder.model_file.stat().st_mtime
     should_stop()  # before the TensorFlow import (seconds), and again after it
     with quiet_cuda_probe():  # the first model load imports TensorFlow
         from engine.models import last_conv_layer_name, load_run_model
 
         model = load_run_model(workspace, run_id)
     should_stop()
-    names = explain_runs.class_names(workspace, run_id) or list(predictions.class_names)
+    names = folder.class_names()
     layer = last_conv_layer_name(run.config.model)
 
     # A method's first call in a process is slow (Grad-CAM traces its gradient graph, about a second;
@@ -347,10 +205,9 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
         warm_up = time.perf_counter() - tick
         should_stop()
 
-    folder_name = job_id or st.new_id()
-    relative = f"{st.EXPLANATIONS_DIR}/{folder_name}"
-    folder = workspace.run_dir(run_id) / relative
-    folder.mkdir(parents=True, exist_ok=True)
+    batch_dir = folder.explanations_dir / (job_id or st.new_id())
+    relative = folder.relative(batch_dir)
+    batch_dir.mkdir(parents=True, exist_ok=True)
     rows: list[ExplainedMistake] = []
     total = len(positions) * len(request.methods)
 
@@ -360,8 +217,8 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
             complete=complete, requested=request.count, mistakes=int(ranked.size), test_images=len(predictions),
             methods=list(request.methods), params=request.params, class_names=names, model_mtime=model_mtime,
             rows=rows, summary=summarize(rows, list(request.methods)), warm_up_seconds=warm_up)
-        st.write_json_atomic(workspace.run_file(run_id, st.EXPLANATION_RESULTS_FILE), result.to_dict())
-        _remove_other_batches(workspace, run_id, folder_name)
+        st.write_json_atomic(folder.explanations_record, result.to_dict())
+        _remove_other_batches(folder, keep=batch_dir)
         return result
 
     try:
@@ -379,8 +236,8 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
                 if method == "gradcam":
                     params["layer_name"] = layer
                 explanations.append(explain(model, image, method, target=predicted, class_names=names, **params))
-            written = explain_runs.write_outputs(folder, stem, image, explanations)
-            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{stem}-image.png")
+            written = write_outputs(batch_dir, stem, image, explanations)
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(batch_dir / f"{stem}-image.png")
             rows.append(ExplainedMistake(
                 rank=rank, position=position, id=str(predictions.ids[position]),
                 index=int(predictions.indices[position]), true=true, true_name=names[true], predicted=predicted,
@@ -394,7 +251,7 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
             log.info("stored %d of %d explained mistakes of run %s before stopping", len(rows), len(positions),
                      run_id)
         else:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(batch_dir, ignore_errors=True)
         raise
     result = store(complete=True)
     labels = ", ".join(LABELS[m] for m in request.methods)
@@ -415,19 +272,15 @@ def _method_result(row: dict, relative: str) -> MethodResult:
                         params={k: v for k, v in row["params"].items() if isinstance(v, (int, float, str))})
 
 
-def _remove_other_batches(workspace: st.Workspace, run_id: str, keep: str) -> None:
+def _remove_other_batches(folder: RunFolder, keep: Path) -> None:
     """Deletes the folders of older (or abandoned) batches once a new one is recorded."""
-    for path in (workspace.run_dir(run_id) / st.EXPLANATIONS_DIR).iterdir():
-        if path.is_dir() and path.name != keep:
+    for path in folder.explanations_dir.iterdir():
+        if path.is_dir() and path != keep:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def run_mistakes_job(context) -> MistakeExplanations:
-    """The body of an `explain` job: reads `explanations/request.json` and explains with progress and cancel."""
-    from engine.jobs import JobCancelled
-
-    path = context.run_file(st.EXPLANATION_REQUEST_FILE)
-    request = MistakesRequest.from_dict(json.loads(path.read_text())) if path.is_file() else MistakesRequest()
+def run_mistakes_job(context: JobContext, request: MistakesRequest) -> MistakeExplanations:
+    """The body of an `explain` job: explains the run's most confident mistakes with progress and cancel."""
 
     def should_stop() -> None:
         if context.should_stop(max_age=0.5):
@@ -435,3 +288,6 @@ def run_mistakes_job(context) -> MistakeExplanations:
 
     return explain_mistakes(context.workspace, context.run_id, request, report=context.report,
                             should_stop=should_stop, job_id=context.job.id)
+
+
+KIND = JobKind(EXPLAIN_JOB, run=run_mistakes_job, request_type=MistakesRequest, doing="explaining a batch")

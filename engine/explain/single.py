@@ -1,23 +1,16 @@
-"""Explaining a stored run's model: name its classes, pick the class to explain, write maps and overlays to a folder."""
+"""One image explained with a run's model: the class to explain, every method on the image, maps and overlays as files.
+
+The single-image mode of the CLI (`explain RUN --image`); `batch` explains a run's mistakes with
+the same writer. The run's class names come from `RunFolder.class_names()`.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from engine import store as st
 from engine.explain.methods import METHODS, Explanation, explain
-
-
-def class_names(workspace: st.Workspace, run_id: str) -> list[str]:
-    """The run's class names, from its data report or export metadata ([] if neither exists)."""
-    for name in (st.DATA_REPORT_FILE, st.EXPORT_METADATA_FILE):
-        path = workspace.run_file(run_id, name)
-        if path.exists():
-            return list(json.loads(path.read_text())["class_names"])
-    return []
 
 
 def resolve_class(name: str, names: list[str]) -> int:

@@ -10,7 +10,8 @@ suggested fallback.
 
 Preprocessing travels with the model: our models take float32 RGB in 0..255 at the
 run's image size and rescale inside their graph; `exports/metadata.json` records that,
-the class names and the quantization parameters of every artifact.
+the class names and the quantization parameters of every artifact. `RunFolder` names every
+file in `exports/` (`export_artifact(fmt)`, `export_report_file`, `export_metadata_file`).
 
 Importing this module is cheap (no TensorFlow): the dashboard reads reports and queues
 exports through it; TensorFlow is imported by the functions that need it.
@@ -18,19 +19,19 @@ exports through it; TensorFlow is imported by the functions that need it.
 
 from engine.export.convert import artifact_size, convert_tflite, export_artifact, export_onnx
 from engine.export.job import export_metadata, export_run, load_run_split, run_export_job, write_metadata
-from engine.export.report import (ARTIFACT_NAMES, BATCH_SIZE, DEFAULT_CALIBRATION_SIZE, DEFAULT_FORMATS,
-                                  DEFAULT_LATENCY_RUNS, DEFAULT_MAX_DROP, EXPORT_JOB, FORMAT_LABELS, FORMATS,
-                                  ONNX_OPSET, RUNTIMES, TFLITE_FORMATS, ArtifactParity, ExportError, ExportReport,
-                                  ExportRequest, artifact_path, check_exportable, read_metadata, read_report,
-                                  request_export, suggest_fallback, summary)
+from engine.export.report import (BATCH_SIZE, DEFAULT_CALIBRATION_SIZE, DEFAULT_FORMATS, DEFAULT_LATENCY_RUNS,
+                                  DEFAULT_MAX_DROP, EXPORT_JOB, FORMAT_LABELS, FORMATS, ONNX_OPSET, RUNTIMES,
+                                  TFLITE_FORMATS, ArtifactParity, ExportError, ExportReport, ExportRequest,
+                                  check_exportable, read_metadata, read_report, request_export, suggest_fallback,
+                                  summary)
 from engine.export.runners import (KerasRunner, OnnxRunner, Runner, SavedModelRunner, TFLiteRunner, load_runner,
                                    measure_parity, predict_batched, time_runner)
 
 __all__ = [
-    "ARTIFACT_NAMES", "BATCH_SIZE", "DEFAULT_CALIBRATION_SIZE", "DEFAULT_FORMATS", "DEFAULT_LATENCY_RUNS",
+    "BATCH_SIZE", "DEFAULT_CALIBRATION_SIZE", "DEFAULT_FORMATS", "DEFAULT_LATENCY_RUNS",
     "DEFAULT_MAX_DROP", "EXPORT_JOB", "FORMAT_LABELS", "FORMATS", "ONNX_OPSET", "RUNTIMES", "TFLITE_FORMATS",
     "ArtifactParity", "ExportError", "ExportReport", "ExportRequest", "KerasRunner", "OnnxRunner", "Runner",
-    "SavedModelRunner", "TFLiteRunner", "artifact_path", "artifact_size", "check_exportable", "convert_tflite",
+    "SavedModelRunner", "TFLiteRunner", "artifact_size", "check_exportable", "convert_tflite",
     "export_artifact", "export_metadata", "export_onnx", "export_run", "load_run_split", "load_runner",
     "measure_parity", "predict_batched", "read_metadata", "read_report", "request_export", "run_export_job",
     "suggest_fallback", "summary", "time_runner", "write_metadata",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from engine import store as st
 from engine.config import RunConfig
 from engine.export.convert import artifact_size, export_artifact
 from engine.export.report import (
-    ARTIFACT_NAMES,
+    EXPORT_JOB,
     FORMAT_LABELS,
     FORMATS,
     RUNTIMES,
@@ -27,16 +26,16 @@ from engine.export.report import (
     suggest_fallback,
 )
 from engine.export.runners import load_runner, measure_parity, predict_batched
-from engine.jobs import JobCancelled
+from engine.jobs.context import JobCancelled, JobContext
+from engine.jobs.kinds import JobKind
+from engine.runfolder import RunFolder
 from engine.store import Workspace
 
 log = logging.getLogger(__name__)
 
 
-def run_export_job(context) -> ExportReport:
-    """The body of an `export` job: reads `exports/request.json` and exports with progress."""
-    path = context.run_file(st.EXPORT_REQUEST_FILE)
-    request = ExportRequest.from_dict(json.loads(path.read_text())) if path.is_file() else ExportRequest()
+def run_export_job(context: JobContext, request: ExportRequest) -> ExportReport:
+    """The body of an `export` job: exports in the requested formats with progress."""
     return export_run(context.workspace, context.run_id, request, report=context.report,
                       should_stop=context.raise_if_cancelled)
 
@@ -65,9 +64,10 @@ def export_run(workspace: Workspace, run_id: str, request: ExportRequest = Expor
     from engine.models import load_run_model  # imports TensorFlow
 
     report(0.0, "loading the model and test images")
+    folder = RunFolder(workspace, run_id)
     config = workspace.get_run(run_id).config
     model = load_run_model(workspace, run_id)
-    data = load_run_split(workspace, run_id, config)
+    data = load_run_split(workspace, run_id)
     if calibration_images is None:
         rng = np.random.default_rng(config.data.seed)
         chosen = rng.choice(data["train_indices"], size=min(request.calibration_size, len(data["train_indices"])),
@@ -78,31 +78,29 @@ def export_run(workspace: Workspace, run_id: str, request: ExportRequest = Expor
     reference = predict_batched(lambda x: np.asarray(model(x, training=False)), test_x)
     reference_accuracy = float(np.mean(reference.argmax(1) == labels))
 
-    out_dir = workspace.run_dir(run_id) / st.EXPORTS_DIR
-    out_dir.mkdir(exist_ok=True)
+    folder.exports_dir.mkdir(exist_ok=True)
     artifacts: list[ArtifactParity] = []
     steps = len(request.formats)
     for step, fmt in enumerate(request.formats):
         should_stop()
         report(0.05 + 0.95 * step / steps, f"exporting {FORMAT_LABELS[fmt]} ({step + 1}/{steps})")
         started = time.monotonic()
-        path = out_dir / ARTIFACT_NAMES[fmt]
+        path = folder.export_artifact(fmt)
         try:
-            export_artifact(model, fmt, path, calibration_images=calibration_images,
-                            source=workspace.run_file(run_id, st.MODEL_FILE))
+            export_artifact(model, fmt, path, calibration_images=calibration_images, source=folder.model_file)
             should_stop()
             report(0.05 + 0.95 * (step + 0.5) / steps, f"checking {FORMAT_LABELS[fmt]} ({step + 1}/{steps})")
             runner = load_runner(path, fmt)
             parity = measure_parity(runner, fmt, test_x, labels, ids, reference, max_drop=request.max_drop,
                                     latency_runs=request.latency_runs, calibration_size=len(calibration_images))
-            parity = dataclasses.replace(parity, path=str(path.relative_to(workspace.run_dir(run_id))),
+            parity = dataclasses.replace(parity, path=folder.relative(path),
                                          size_bytes=artifact_size(path), quantization=runner.quantization,
                                          seconds=time.monotonic() - started)
         except JobCancelled:
             raise
         except Exception as error:  # noqa: BLE001 - one broken format must not hide the others
             log.exception("exporting %s failed", fmt)
-            parity = ArtifactParity(format=fmt, path=str(path.relative_to(workspace.run_dir(run_id))),
+            parity = ArtifactParity(format=fmt, path=folder.relative(path),
                                     size_bytes=artifact_size(path) if path.exists() else 0, runtime=RUNTIMES[fmt],
                                     reference_accuracy=reference_accuracy, error=_one_line(error),
                                     suggestion=suggest_fallback(fmt, len(calibration_images)),
@@ -113,14 +111,13 @@ def export_run(workspace: Workspace, run_id: str, request: ExportRequest = Expor
 
     previous = read_report(workspace, run_id)
     if previous is not None and abs(previous.reference_accuracy - reference_accuracy) < 1e-9:
-        kept = [a for a in previous.artifacts if a.format not in request.formats
-                and (workspace.run_dir(run_id) / a.path).exists()]
+        kept = [a for a in previous.artifacts if a.format not in request.formats and folder.resolve(a.path).exists()]
         artifacts = sorted(kept + artifacts, key=lambda a: FORMATS.index(a.format))
     result = ExportReport(run_id=run_id, created_at=time.time(), reference_accuracy=reference_accuracy,
                           max_drop=float(request.max_drop), calibration_size=len(calibration_images),
                           test_size=len(labels), class_names=list(class_names), artifacts=artifacts)
-    st.write_json_atomic(workspace.run_file(run_id, st.EXPORT_REPORT_FILE), result.to_dict())
-    write_metadata(workspace.run_file(run_id, st.EXPORT_METADATA_FILE), run_id, config, class_names, artifacts)
+    st.write_json_atomic(folder.export_report_file, result.to_dict())
+    write_metadata(folder.export_metadata_file, run_id, config, class_names, artifacts)
     from engine.model_card import write_model_card
 
     write_model_card(workspace, run_id)
@@ -129,24 +126,19 @@ def export_run(workspace: Workspace, run_id: str, request: ExportRequest = Expor
     return result
 
 
-def load_run_split(workspace: Workspace, run_id: str, config: RunConfig | None = None) -> dict:
-    """The run's images with its train and test indices, as training split them.
+def load_run_split(workspace: Workspace, run_id: str) -> dict:
+    """The run's images with its train and test indices, as training split them (checked by `RunFolder.dataset`).
 
     Returns:
         `{"images", "train_indices", "test_indices", "labels" (test), "ids" (test), "class_names"}`.
     """
-    from engine.data import load_images, split_indices
-
-    config = config or workspace.get_run(run_id).config
-    images = load_images(config.data.source, config.data.image_size, max_per_class=config.data.max_per_class,
-                         seed=config.data.seed, cache_dir=workspace.cache_dir)
-    split = split_indices(images.labels, config.data.val_fraction, config.data.test_fraction, config.data.seed,
-                          class_names=images.class_names)
-    with np.load(workspace.run_file(run_id, st.PREDICTIONS_FILE)) as saved:
-        test = saved["indices"] if "indices" in saved else split.test
-    return {"images": images.images, "train_indices": np.asarray(split.train), "test_indices": np.asarray(test),
-            "labels": np.asarray(images.labels)[test], "ids": [images.ids[i] for i in test],
-            "class_names": list(images.class_names)}
+    folder = RunFolder(workspace, run_id)
+    predictions = folder.predictions()
+    images = folder.dataset(predictions)
+    test = predictions.indices
+    return {"images": images.images, "train_indices": np.asarray(folder.split(images).train),
+            "test_indices": np.asarray(test), "labels": np.asarray(images.labels)[test],
+            "ids": [images.ids[i] for i in test], "class_names": list(images.class_names)}
 
 # -- metadata ---------------------------------------------------------------------------------
 
@@ -183,3 +175,6 @@ def write_metadata(path: Path, run_id: str, config: RunConfig, class_names: list
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+KIND = JobKind(EXPORT_JOB, run=run_export_job, request_type=ExportRequest, doing="being exported")

@@ -11,6 +11,7 @@ from typing import Any
 
 from engine import store as st
 from engine.jobs import submit_job
+from engine.runfolder import RunFolder
 from engine.store import Job, Workspace
 
 
@@ -24,11 +25,6 @@ FORMAT_LABELS = {
 }
 RUNTIMES = {**{f: "LiteRT" for f in TFLITE_FORMATS}, "saved_model": "TensorFlow", "onnx": "onnxruntime",
             "keras": "Keras"}
-ARTIFACT_NAMES = {
-    "float32": "model_float32.tflite", "dynamic": "model_dynamic.tflite", "float16": "model_float16.tflite",
-    "int8": "model_int8.tflite", "uint8": "model_uint8.tflite", "saved_model": "saved_model",
-    "onnx": "model.onnx", "keras": "model.keras",
-}
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 DEFAULT_CALIBRATION_SIZE = 200
 DEFAULT_LATENCY_RUNS = 50
@@ -148,11 +144,8 @@ class ExportReport:
 
 def read_report(workspace: Workspace, run_id: str) -> ExportReport | None:
     """The run's latest parity report, or None if it was never exported."""
-    path = workspace.run_file(run_id, st.EXPORT_REPORT_FILE)
-    try:
-        return ExportReport.from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
+    saved = RunFolder(workspace, run_id).export_report()
+    return None if saved is None else ExportReport.from_dict(saved)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -162,16 +155,16 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def check_exportable(workspace: Workspace, run_id: str) -> None:
     """Raises ExportError unless the run finished training and has its model and test predictions."""
-    run = workspace.get_run(run_id)
+    run, folder = workspace.get_run(run_id), RunFolder(workspace, run_id)
     if run.status != st.COMPLETED:
         raise ExportError(f"run {run_id} is {run.status}: only a completed run can be exported")
-    for name in (st.MODEL_FILE, st.PREDICTIONS_FILE):
-        if not workspace.run_file(run_id, name).is_file():
-            raise ExportError(f"run {run_id} has no {name}")
+    for path in (folder.model_file, folder.predictions_file):
+        if not path.is_file():
+            raise ExportError(f"run {run_id} has no {path.name}")
 
 
 def request_export(workspace: Workspace, run_id: str, request: ExportRequest) -> Job:
-    """Writes the export options into the run folder and queues an export job.
+    """Queues an export job with these options (stored with the job).
 
     Returns:
         The job (queued or running). Raises ExportError for a run that cannot be
@@ -179,12 +172,7 @@ def request_export(workspace: Workspace, run_id: str, request: ExportRequest) ->
     """
     request.validate()
     check_exportable(workspace, run_id)
-    return submit_job(workspace, run_id, EXPORT_JOB, st.EXPORT_REQUEST_FILE, request.to_dict(),
-                      busy_error=ExportError, doing="being exported")
-
-
-def artifact_path(workspace: Workspace, run_id: str, artifact: ArtifactParity) -> Path:
-    return workspace.run_dir(run_id) / artifact.path
+    return submit_job(workspace, run_id, EXPORT_JOB, request, busy_error=ExportError)
 
 
 def suggest_fallback(fmt: str, calibration_size: int) -> str:
@@ -199,7 +187,7 @@ def suggest_fallback(fmt: str, calibration_size: int) -> str:
 def summary(report: ExportReport, artifact: ArtifactParity, workspace: Workspace) -> dict[str, Any]:
     """The CLI's JSON for one artifact."""
     return {"run_id": report.run_id, "format": artifact.format,
-            "path": str(workspace.run_dir(report.run_id) / artifact.path), "size_bytes": artifact.size_bytes,
+            "path": str(RunFolder(workspace, report.run_id).resolve(artifact.path)), "size_bytes": artifact.size_bytes,
             "accuracy": artifact.accuracy, "reference_accuracy": report.reference_accuracy,
             "accuracy_drop_points": artifact.accuracy_drop, "flipped": len(artifact.flipped),
             "flipped_ids": artifact.flipped, "mean_abs_prob_diff": artifact.mean_abs_prob_diff,

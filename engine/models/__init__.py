@@ -96,11 +96,11 @@ def load_run_model(workspace, run_id: str) -> keras.Model:
         FileNotFoundError: the run has no trained model yet.
         ValueError: the file is corrupt or holds layers safe mode refuses (the message says which).
     """
-    from engine.store import MODEL_FILE
+    from engine.runfolder import RunFolder
 
-    path = workspace.run_file(run_id, MODEL_FILE)
+    path = RunFolder(workspace, run_id).model_file
     if not path.exists():
-        raise FileNotFoundError(f"run {run_id} has no trained model yet ({MODEL_FILE})")
+        raise FileNotFoundError(f"run {run_id} has no trained model yet ({path.name})")
     return keras.saving.load_model(path, compile=False)
 
 

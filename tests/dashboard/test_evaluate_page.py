@@ -8,7 +8,8 @@ from streamlit.testing.v1 import AppTest
 
 from engine.config import RunConfig
 from engine.data import load_images, split_indices
-from engine.store import COMPLETED, DATA_REPORT_FILE, PREDICTIONS_FILE, Workspace, write_json_atomic
+from engine.runfolder import RunFolder
+from engine.store import COMPLETED, Workspace, write_json_atomic
 from tests.dashboard.apptest import HEAVY_LOADED, in_fresh_interpreter, open_app, texts
 
 DATA = {"image_size": 16, "max_per_class": 30}
@@ -29,10 +30,10 @@ def completed_run(workspace: Workspace, *, mistakes: float = 0.2, seed: int = 0,
     predicted[wrong] = (labels[wrong] + 3) % 10  # a consistent confusion: d -> d+3
     probs = rng.dirichlet(np.ones(10) * 0.3, size=labels.size) * 0.3
     probs[np.arange(labels.size), predicted] += 0.7
-    np.savez_compressed(workspace.run_file(run.id, PREDICTIONS_FILE), probabilities=probs.astype(np.float32),
+    np.savez_compressed(RunFolder(workspace, run.id).predictions_file, probabilities=probs.astype(np.float32),
                         labels=labels.astype(np.int32), ids=np.asarray([images.ids[i] for i in split.test], str),
                         indices=split.test.astype(np.int64), class_names=np.asarray(images.class_names, str))
-    write_json_atomic(workspace.run_file(run.id, DATA_REPORT_FILE),
+    write_json_atomic(RunFolder(workspace, run.id).data_report_file,
                       {"source": "digits", "class_names": images.class_names, "fingerprint": images.fingerprint,
                        "counts": {}, "skipped": []})
     workspace.update_run(run.id, test_accuracy=float(np.mean(predicted == labels)), num_classes=10,
@@ -144,16 +145,17 @@ def test_evaluate_never_imports_tensorflow(workspace):
 
 def saved_evaluation(workspace: Workspace, run_id: str, name: str, *, count: int = 25, source: str = "split:val"):
     """A fresh evaluation as an evaluate job would have saved it: all predicted as class 0."""
-    from engine.evaluation import evaluation_path, save_predictions
+    from engine.evaluation import save_predictions
 
     labels = np.arange(count) % 10
     probs = np.full((count, 10), 0.02, np.float32)
     probs[:, 0] = 0.82
-    path = evaluation_path(workspace, run_id, name)
+    folder = RunFolder(workspace, run_id)
+    path = folder.evaluation_file(name)
     path.parent.mkdir(exist_ok=True)
     save_predictions(path, probs, labels, [f"digits/{i}" for i in range(count)], np.arange(count),
                      [str(i) for i in range(10)])
-    write_json_atomic(evaluation_path(workspace, run_id, name, ".json"), {"source": source})
+    write_json_atomic(folder.evaluation_file(name, ".json"), {"source": source})
 
 
 def test_the_predictions_selector_lists_saved_evaluations(workspace):

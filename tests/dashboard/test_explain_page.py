@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.config import ModelConfig, RunConfig
-from engine.store import MODEL_FILE
+from engine.runfolder import RunFolder
 from tests.dashboard.apptest import HEAVY_LOADED, in_fresh_interpreter, open_app, texts
 
 
@@ -29,8 +29,8 @@ def test_gradcam_inline_then_shap_and_lime_on_request(workspace):
     from engine.models import make_model
 
     run_id = completed_run(workspace)
-    make_model(ModelConfig(), (16, 16, 3), 10, seed=0).save(workspace.run_file(run_id, MODEL_FILE))
-    predictions_ids = __import__("numpy").load(workspace.run_file(run_id, "predictions.npz"))["ids"]
+    make_model(ModelConfig(), (16, 16, 3), 10, seed=0).save(RunFolder(workspace, run_id).model_file)
+    predictions_ids = RunFolder(workspace, run_id).predictions().ids
     at = open_explain(run=run_id, image=str(predictions_ids[3]))
     assert at.selectbox(key="explain.run").value == run_id
     assert at.number_input(key="explain.index").value == 3
@@ -57,7 +57,7 @@ def run_with_batch(workspace, count: int = 3) -> str:
     from engine.models import make_model
 
     run_id = completed_run(workspace)
-    make_model(ModelConfig(), (16, 16, 3), 10, seed=0).save(workspace.run_file(run_id, MODEL_FILE))
+    make_model(ModelConfig(), (16, 16, 3), 10, seed=0).save(RunFolder(workspace, run_id).model_file)
     batch.explain_mistakes(workspace, run_id, batch.MistakesRequest(count=count))
     return run_id
 
@@ -103,7 +103,7 @@ def test_the_batch_form_queues_a_job_and_its_cancel_works(workspace):
     from engine.explain import batch
 
     run_id = completed_run(workspace)
-    workspace.run_file(run_id, MODEL_FILE).write_bytes(b"never loaded here")
+    RunFolder(workspace, run_id).model_file.write_bytes(b"never loaded here")
     busy = workspace.create_run(RunConfig())
     holder = workspace.claim_next_job(limit=10)  # "running", no process yet: refresh leaves it alone for a while
     at = open_explain(run=run_id, view="mistakes")
@@ -134,14 +134,14 @@ def test_the_batch_view_says_why_there_is_nothing_to_explain(workspace):
 
     run = workspace.create_run(RunConfig())
     job = workspace.claim_next_job(limit=10)
-    workspace.run_file(run.id, MODEL_FILE).write_bytes(b"never loaded here")
+    RunFolder(workspace, run.id).model_file.write_bytes(b"never loaded here")
     workspace.finish_job(job.id, "completed")
     at = open_explain(run=run.id, view="mistakes")
     assert "has no test predictions" in texts(at.info)
     assert not [b for b in at.button if b.key == "explain.batch.start"]
 
     perfect = completed_run(workspace, mistakes=0.0)
-    workspace.run_file(perfect, MODEL_FILE).write_bytes(b"never loaded here")
+    RunFolder(workspace, perfect).model_file.write_bytes(b"never loaded here")
     at = open_explain(run=perfect, view="mistakes")
     assert "makes no mistakes on its test set" in texts(at.success)
     assert not [b for b in at.button if b.key == "explain.batch.start"]

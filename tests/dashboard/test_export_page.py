@@ -10,6 +10,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from engine import export
+from engine.runfolder import RunFolder
 from engine.store import HOME_ENV, Workspace
 from tests.dashboard.apptest import APP, HEAVY_LOADED, in_fresh_interpreter, open_app, texts
 from tests.export_helpers import train_tiny_run
@@ -125,13 +126,13 @@ def test_export_page_publishes_the_demo_read_only_and_withdraws_it(home):
         assert "Not published" in texts(at.caption) or "No password is set" in texts(at.caption)
         at.toggle(key="export.publish").set_value(True).run()
         assert not at.exception, [e.value for e in at.exception]
-        assert workspace.is_published(run_id)
+        assert RunFolder(workspace, run_id).published
         assert len(published_links(at)) == 1 and published_links(at)[0].endswith(f"/demo?run={run_id}")
         assert "Anyone with this link can open this model's demo without the password" in texts(at.caption)
         at.toggle(key="export.publish").set_value(False).run()
-        assert not workspace.is_published(run_id) and published_links(at) == []
+        assert not RunFolder(workspace, run_id).published and published_links(at) == []
     finally:
-        workspace.set_published(run_id, False)
+        RunFolder(workspace, run_id).set_published(False)
 
 
 def test_export_page_shows_a_run_published_elsewhere_as_published(home, monkeypatch):
@@ -148,26 +149,26 @@ def test_export_page_shows_a_run_published_elsewhere_as_published(home, monkeypa
         assert at.toggle(key="export.publish").value is True and len(published_links(at)) == 1
         assert "No password is set" not in texts(at.caption)
     finally:
-        workspace.set_published(run_id, False)
+        RunFolder(workspace, run_id).set_published(False)
 
 
 def test_a_run_not_exported_yet_can_publish_its_demo(home):
     import shutil
 
     from engine.config import RunConfig
-    from engine.store import COMPLETED, MODEL_FILE
+    from engine.store import COMPLETED
 
     workspace, run_id = home
     run = workspace.create_run(RunConfig.from_dict({"name": "not exported"}))
     job = workspace.claim_next_job(limit=10)
     assert job.run_id == run.id
     workspace.finish_job(job.id, COMPLETED)
-    shutil.copy(workspace.run_file(run_id, MODEL_FILE), workspace.run_file(run.id, MODEL_FILE))  # the demo's model
+    shutil.copy(RunFolder(workspace, run_id).model_file, RunFolder(workspace, run.id).model_file)  # the demo's model
     try:
         at = open_page("export", run=run.id)
         assert "has not been exported yet" in texts(at.info)
         assert any(p.label == "Open the demo of this model" for p in at.get("page_link"))
         at.toggle(key="export.publish").set_value(True).run()
-        assert workspace.is_published(run.id) and published_links(at)[0].endswith(f"/demo?run={run.id}")
+        assert RunFolder(workspace, run.id).published and published_links(at)[0].endswith(f"/demo?run={run.id}")
     finally:
         workspace.delete_run(run.id)

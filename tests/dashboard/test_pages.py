@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine import jobs
 from engine.config import RunConfig
+from engine.runfolder import RunFolder
 from engine.store import CANCELLED, COMPLETED, FAILED, EpochMetrics, Workspace
 from tests.dashboard.apptest import HEAVY_LOADED, in_fresh_interpreter, open_app, texts
 
@@ -338,7 +339,7 @@ def test_delete_asks_first_then_removes_the_run(workspace):
     at.button(key="runs.delete.confirm").click().run()
     assert not at.exception
     assert workspace.list_runs() == []
-    assert not workspace.run_dir(run_id).exists()
+    assert not RunFolder(workspace, run_id).path.exists()
 
 
 # -- The server stays free of TensorFlow ---------------------------------------------------------------

@@ -49,10 +49,11 @@ def test_click_a_confusion_cell_to_filter_the_gallery(server, page):
     weaker = train(home, *_digits(epochs=1))
     run_id = train(home, *_digits(epochs=3))
 
-    from engine.evaluation import evaluate, load_predictions
+    from engine.evaluation import evaluate
+    from engine.runfolder import RunFolder
     from engine.store import Workspace
 
-    result = evaluate(load_predictions(Workspace(home), run_id))
+    result = evaluate(RunFolder(Workspace(home), run_id).predictions())
     pair = result.confused_pairs[0]
     names = result.class_names
     true, predicted = names.index(pair.true), names.index(pair.predicted)

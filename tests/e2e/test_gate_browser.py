@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from engine.config import RunConfig
-from engine.store import COMPLETED, MODEL_FILE, Workspace
+from engine.runfolder import RunFolder
+from engine.store import COMPLETED, Workspace
 from tests.e2e.conftest import start_server, stop_server
 from tests.e2e.helpers import shot
 
@@ -21,7 +22,7 @@ def test_gate_asks_everywhere_but_a_published_demo_link(tmp_path, browser, page,
     run = workspace.create_run(RunConfig.from_dict({"name": "shared"}))
     workspace.finish_job(workspace.claim_next_job(limit=10).id, COMPLETED)
     # Export and Demo list runs with a model file; neither reads it until there is work to do.
-    workspace.run_file(run.id, MODEL_FILE).write_bytes(b"")
+    RunFolder(workspace, run.id).model_file.write_bytes(b"")
     monkeypatch.setenv("APERTURE_PASSWORD", PASSWORD)
     process, url = start_server(home)
     try:
@@ -47,7 +48,7 @@ def test_gate_asks_everywhere_but_a_published_demo_link(tmp_path, browser, page,
         toggle.click()
         link = page.locator('[data-testid="stCode"]').filter(has_text=f"/demo?run={run.id}")
         link.wait_for()
-        assert link.inner_text().strip() == f"{url}/demo?run={run.id}" and workspace.is_published(run.id)
+        assert link.inner_text().strip() == f"{url}/demo?run={run.id}" and RunFolder(workspace, run.id).published
         toggle.scroll_into_view_if_needed()
         shot(page, "gate-01-export-published")
 
@@ -61,7 +62,7 @@ def test_gate_asks_everywhere_but_a_published_demo_link(tmp_path, browser, page,
 
             toggle.click()  # withdrawn: the link asks again
             link.wait_for(state="detached")
-            assert not workspace.is_published(run.id)
+            assert not RunFolder(workspace, run.id).published
             stranger.goto(f"{url}/demo?run={run.id}")
             stranger.get_by_label("Password", exact=True).wait_for()
         finally:

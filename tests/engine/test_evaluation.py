@@ -16,6 +16,7 @@ import pytest
 from engine import store as st
 from engine.evaluation import (NotComparable, Predictions, calibration_bins, compare_runs, evaluate,
                                find_label_issues, label_issues_csv, load_predictions, mcnemar, ranked_mistakes)
+from engine.runfolder import RunFolder
 from engine.store import Workspace
 from tests.image_files import write_digit_folder, write_image_folder
 
@@ -275,19 +276,17 @@ def run_evaluate_job(home: Path, run_id: str, source: str, name: str | None = No
 
 @pytest.mark.slow
 def test_evaluate_job_over_the_validation_split(trained):
-    from engine import evaluation
-
     home, run_id = trained
     workspace, job = run_evaluate_job(home, run_id, "split:val")
     assert job.status == "completed", (job.error, job.traceback)
     assert job.progress == 1.0 and job.message.startswith("done:")
-    path = workspace.run_dir(run_id) / st.EVALUATIONS_DIR / "val-split.npz"
-    with np.load(path) as saved:
+    folder = RunFolder(workspace, run_id)
+    with np.load(folder.evaluation_file("val-split")) as saved:
         assert set(saved.files) == {"probabilities", "labels", "ids", "indices", "class_names"}
-        with np.load(workspace.run_file(run_id, st.PREDICTIONS_FILE)) as test:
+        with np.load(folder.predictions_file) as test:
             assert set(saved.files) == set(test.files)
-    report = json.loads(workspace.run_file(run_id, st.DATA_REPORT_FILE).read_text())
-    predictions = evaluation.load_evaluation(workspace, run_id, "val-split")
+    report = folder.data_report()
+    predictions = folder.predictions("val-split")
     assert predictions.probabilities.shape == (sum(report["counts"]["val"]), 10)
     assert np.bincount(predictions.labels, minlength=10).tolist() == report["counts"]["val"]
     assert predictions.fingerprint == load_predictions(workspace, run_id).fingerprint
@@ -295,20 +294,18 @@ def test_evaluate_job_over_the_validation_split(trained):
     result = evaluate(predictions)
     assert result.num_samples == len(predictions) and 0.0 <= result.accuracy <= 1.0
     find_label_issues(predictions)
-    assert evaluation.saved_evaluations(workspace, run_id) == ["val-split"]
-    assert evaluation.evaluation_source(workspace, run_id, "val-split") == "split:val"
-    assert not (workspace.run_dir(run_id) / st.EVALUATIONS_DIR / "val-split.tmp.npz").exists()
+    assert folder.evaluations() == ["val-split"]
+    assert folder.evaluation_source("val-split") == "split:val"
+    assert not (folder.evaluations_dir / "val-split.tmp.npz").exists()
 
 
 @pytest.mark.slow
 def test_evaluate_job_over_a_new_folder_and_a_mismatched_one(trained, tmp_path):
-    from engine import evaluation
-
     home, run_id = trained
     labels = write_digit_folder(tmp_path / "new", 50)
     workspace, job = run_evaluate_job(home, run_id, str(tmp_path / "new"), "fresh")
     assert job.status == "completed", (job.error, job.traceback)
-    predictions = evaluation.load_evaluation(workspace, run_id, "fresh")
+    predictions = RunFolder(workspace, run_id).predictions("fresh")
     assert predictions.probabilities.shape == (50, 10)
     assert predictions.class_names == [str(i) for i in range(10)]
     assert np.bincount(predictions.labels, minlength=10).tolist() == np.bincount(labels, minlength=10).tolist()
@@ -318,7 +315,7 @@ def test_evaluate_job_over_a_new_folder_and_a_mismatched_one(trained, tmp_path):
     workspace, job = run_evaluate_job(home, run_id, str(shapes), "shapes")
     assert job.status == "failed"
     assert "missing '2', '3'" in job.error and "not known to the model 'cat'" in job.error
-    assert "shapes" not in evaluation.saved_evaluations(workspace, run_id)
+    assert "shapes" not in RunFolder(workspace, run_id).evaluations()
 
 
 def test_evaluation_requests_are_checked_before_queueing(workspace, tmp_path):

@@ -304,10 +304,10 @@ def run_with_model(workspace):
     """A completed digits run (16 px) whose model.keras is a freshly built LeNet-5."""
     from tests.dashboard.test_evaluate_page import completed_run
 
-    from engine.store import MODEL_FILE
+    from engine.runfolder import RunFolder
 
     run_id = completed_run(workspace)
-    make_model(ModelConfig(), (16, 16, 3), 10, seed=0).save(workspace.run_file(run_id, MODEL_FILE))
+    make_model(ModelConfig(), (16, 16, 3), 10, seed=0).save(RunFolder(workspace, run_id).model_file)
     return run_id
 
 

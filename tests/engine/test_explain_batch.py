@@ -18,6 +18,7 @@ from engine import jobs
 from engine import store as st
 from engine.config import RunConfig
 from engine.explain import batch
+from engine.runfolder import RunFolder
 from engine.store import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +26,9 @@ DATA = {"source": "digits", "image_size": 16, "max_per_class": 30}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory) -> RunFolder:
     """A LeNet-5 trained in-process for two epochs on 16 px digits, with its real test predictions:
-    a folder holding `model.keras`, `predictions.npz` and `data_report.json` as a training job writes them."""
+    a run folder holding the model, test predictions and data report as a training job writes them."""
     import keras
 
     from engine.data import load_images, split_indices
@@ -44,23 +45,25 @@ def trained(tmp_path_factory) -> Path:
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     x = images.images.astype(np.float32)
     model.fit(x[split.train], images.labels[split.train], epochs=2, batch_size=32, verbose=0)
-    folder = tmp_path_factory.mktemp("trained")
-    model.save(folder / st.MODEL_FILE)
+    home = Workspace(tmp_path_factory.mktemp("trained"))
+    folder = RunFolder(home, home.create_run(config).id)
+    model.save(folder.model_file)
     probabilities = model.predict(x[split.test], verbose=0)
-    ev.save_predictions(folder / st.PREDICTIONS_FILE, probabilities, images.labels[split.test],
+    ev.save_predictions(folder.predictions_file, probabilities, images.labels[split.test],
                         [images.ids[i] for i in split.test], split.test, images.class_names)
-    (folder / st.DATA_REPORT_FILE).write_text(json.dumps(data_report(images, split)))
+    folder.data_report_file.write_text(json.dumps(data_report(images, split)))
     mistakes = int(np.sum(probabilities.argmax(axis=1) != images.labels[split.test]))
     assert 6 <= mistakes < len(split.test), f"{mistakes} mistakes of {len(split.test)}: the fixture needs some"
     return folder
 
 
-def trained_run(workspace: Workspace, trained: Path) -> str:
+def trained_run(workspace: Workspace, trained: RunFolder) -> str:
     """A completed run in `workspace` holding the trained model and its test predictions."""
     run = workspace.create_run(RunConfig.from_dict({"data": DATA, "train": {"epochs": 2}}))
     job = workspace.claim_next_job(limit=10)
-    for name in (st.MODEL_FILE, st.PREDICTIONS_FILE, st.DATA_REPORT_FILE):
-        shutil.copy(trained / name, workspace.run_file(run.id, name))
+    folder = RunFolder(workspace, run.id)
+    for name in ("model_file", "predictions_file", "data_report_file"):
+        shutil.copy(getattr(trained, name), getattr(folder, name))
     workspace.finish_job(job.id, st.COMPLETED)
     return run.id
 
@@ -89,18 +92,19 @@ def test_a_batch_in_process_is_stored_and_reloads(workspace, trained):
     request = batch.MistakesRequest(count=2, methods=("lime", "gradcam"), params={"lime": {"num_samples": 200}})
     result = batch.explain_mistakes(workspace, run_id, request, report=lambda p, m: progress.append((p, m)))
     assert result.complete and result.methods == ["gradcam", "lime"] and len(result.rows) == 2
-    predictions = ev.load_predictions(workspace, run_id)
+    folder = RunFolder(workspace, run_id)
+    predictions = folder.predictions()
     expected = ev.ranked_mistakes(predictions)[:2]
     assert [row.position for row in result.rows] == expected.tolist()
     assert result.mistakes == ev.ranked_mistakes(predictions).size and result.test_images == len(predictions)
     for row in result.rows:
         assert row.true != row.predicted and row.predicted_name == str(row.predicted)
         assert row.id == str(predictions.ids[row.position])
-        assert (workspace.run_dir(run_id) / row.image).is_file()
+        assert folder.resolve(row.image).is_file()
         for method, explained in row.methods.items():
-            attribution = np.load(workspace.run_dir(run_id) / explained.map)
+            attribution = np.load(folder.resolve(explained.map))
             assert attribution.shape == (16, 16) and np.all(np.isfinite(attribution))
-            assert (workspace.run_dir(run_id) / explained.overlay).is_file()
+            assert folder.resolve(explained.overlay).is_file()
             assert 0 <= explained.deletion_auc <= 1 and explained.seconds > 0
     assert result.rows[1].methods["lime"].params["num_samples"] == 200
     assert set(result.summary) == {"gradcam", "lime"}
@@ -115,7 +119,7 @@ def test_a_batch_in_process_is_stored_and_reloads(workspace, trained):
 
     again = batch.explain_mistakes(workspace, run_id, batch.MistakesRequest(count=1))
     assert batch.load_mistakes(workspace, run_id) == again
-    folders = [p.name for p in (workspace.run_dir(run_id) / st.EXPLANATIONS_DIR).iterdir() if p.is_dir()]
+    folders = [p.name for p in folder.explanations_dir.iterdir() if p.is_dir()]
     assert folders == [Path(again.folder).name], "the older batch's files are removed"
 
 
@@ -126,7 +130,7 @@ def test_a_shap_batch(workspace, trained):
     result = batch.explain_mistakes(workspace, run_id, batch.MistakesRequest(
         count=1, methods=("shap",), params={"shap": {"max_evals": 100, "batch_size": 50}}))
     shap = result.rows[0].methods["shap"]
-    assert shap.params["max_evals"] == 100 and np.all(np.isfinite(np.load(workspace.run_dir(run_id) / shap.map)))
+    assert shap.params["max_evals"] == 100 and np.all(np.isfinite(np.load(RunFolder(workspace, run_id).resolve(shap.map))))
     assert result.summary["shap"].images == 1 and result.warm_up_seconds > 0
 
 
@@ -144,13 +148,13 @@ def test_requests_are_checked_before_queueing(workspace, trained):
     queued = workspace.create_run(RunConfig())
     with pytest.raises(batch.ExplanationError, match="has no trained model yet"):
         batch.request_mistakes(workspace, queued.id)
-    shutil.copy(trained / st.MODEL_FILE, workspace.run_file(queued.id, st.MODEL_FILE))
+    shutil.copy(trained.model_file, RunFolder(workspace, queued.id).model_file)
     with pytest.raises(batch.ExplanationError, match=r"has no test predictions \(status: queued\)"):
         batch.request_mistakes(workspace, queued.id)
 
     perfect = trained_run(workspace, trained)
-    predictions = ev.load_predictions(workspace, perfect)
-    ev.save_predictions(workspace.run_file(perfect, st.PREDICTIONS_FILE), np.eye(10)[predictions.labels],
+    predictions = RunFolder(workspace, perfect).predictions()
+    ev.save_predictions(RunFolder(workspace, perfect).predictions_file, np.eye(10)[predictions.labels],
                         predictions.labels, predictions.ids, predictions.indices, predictions.class_names)
     with pytest.raises(batch.ExplanationError, match=f"makes no mistakes on its {len(predictions)} test images"):
         batch.request_mistakes(workspace, perfect)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from engine import export
-from engine import store as st
 from engine.config import ModelConfig
 from engine.model_card import build_model_card, write_model_card
+from engine.runfolder import RunFolder
 from engine.store import Workspace
 from tests.export_helpers import train_tiny_run
 
@@ -41,7 +41,8 @@ def test_every_format_loads_back_in_its_own_runtime_and_matches_keras(exported):
     assert report.reference_accuracy > 0.6, report.reference_accuracy
     for artifact in report.artifacts:
         assert artifact.error is None, (artifact.format, artifact.error)
-        path = workspace.run_dir(run_id) / artifact.path
+        path = RunFolder(workspace, run_id).resolve(artifact.path)
+        assert path == RunFolder(workspace, run_id).export_artifact(artifact.format).resolve()
         assert path.exists() and artifact.size_bytes > 0
         assert artifact.runtime == export.RUNTIMES[artifact.format]
         tolerance = {"int8": 0.03, "uint8": 0.03, "dynamic": 0.01, "float16": 0.002}.get(artifact.format, 1e-4)
@@ -57,9 +58,10 @@ def test_runners_agree_with_keras_on_fresh_images(exported):
     workspace, run_id, report = exported
     data = export.load_run_split(workspace, run_id)
     images = data["images"][data["test_indices"][:8]].astype(np.float32)
-    keras_probs = export.load_runner(workspace.run_file(run_id, st.MODEL_FILE), "keras").predict(images)
+    folder = RunFolder(workspace, run_id)
+    keras_probs = export.load_runner(folder.model_file, "keras").predict(images)
     for fmt in ("float32", "int8", "uint8", "saved_model", "onnx"):
-        probs = export.load_runner(workspace.run_dir(run_id) / report.artifact(fmt).path, fmt).predict(images)
+        probs = export.load_runner(folder.exports()[fmt], fmt).predict(images)
         assert probs.shape == keras_probs.shape
         assert np.allclose(probs.sum(1), 1, atol=0.05)
         assert np.max(np.abs(probs - keras_probs)) < (0.1 if fmt in ("int8", "uint8") else 1e-3), fmt
@@ -67,7 +69,8 @@ def test_runners_agree_with_keras_on_fresh_images(exported):
 
 def test_metadata_round_trips_and_describes_the_input(exported):
     workspace, run_id, report = exported
-    metadata = export.read_metadata(workspace.run_file(run_id, st.EXPORT_METADATA_FILE))
+    metadata = export.read_metadata(RunFolder(workspace, run_id).export_metadata_file)
+    assert metadata == RunFolder(workspace, run_id).export_metadata()
     config = workspace.get_run(run_id).config
     assert metadata == export.export_metadata(run_id, config, report.class_names, report.artifacts)
     assert json.loads(json.dumps(metadata)) == metadata
@@ -105,6 +108,7 @@ def test_model_card_has_data_metrics_parity_and_limits(exported):
         assert heading in text
     assert "TFLite INT8 (int8 I/O)" in text and "| 0 |" in text  # class 0 row in the data table
     assert html_path.read_text().startswith("<!doctype html>") and "<table>" in html_path.read_text()
+    assert RunFolder(workspace, run_id).model_card() == text and RunFolder(workspace, run_id).model_card("html")
     assert build_model_card(workspace, run_id).title.startswith("Model card")
 
 

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from engine import jobs
 from engine import store as st
 from engine.config import RunConfig
+from engine.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
@@ -144,7 +145,7 @@ def test_a_run_whose_files_were_deleted_is_shown_as_damaged(workspace, damage):
         shutil.rmtree(workspace.run_dir(broken))
     else:
         workspace.run_file(broken, st.CONFIG_FILE).unlink()
-    assert workspace.damage(keep) is None and "missing" in workspace.damage(broken)
+    assert RunFolder(workspace, keep).damage() is None and "missing" in RunFolder(workspace, broken).damage()
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["run"] = broken
     at.run()

@@ -23,6 +23,7 @@ from engine import cli
 from engine import jobs
 from engine import store as st
 from engine.config import RunConfig
+from engine.runfolder import RunFolder
 from tests.conftest import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -247,4 +248,4 @@ def test_cli_resume_and_publish_refuse_the_wrong_runs(workspace, untouched_outsi
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
-    assert len(workspace.jobs()) == 1 and not workspace.is_published(run.id)
+    assert len(workspace.jobs()) == 1 and not RunFolder(workspace, run.id).published

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine import store as st
 from engine.config import RunConfig
+from engine.runfolder import RunFolder
 from engine.data import DATA_ROOTS_ENV, DatasetError, archive, check_source_allowed, load_images
 from tests.conftest import write_image_folder
 
@@ -82,7 +83,7 @@ def test_only_a_published_run_demo_link_skips_the_gate(workspace, monkeypatch, p
     if published:
         assert subprocess.run([sys.executable, "-m", "engine", "publish", run.id[-6:]], cwd=ROOT,
                               capture_output=True, text=True).returncode == 0
-    assert workspace.is_published(run.id) is published
+    assert RunFolder(workspace, run.id).published is published
     at = AppTest.from_function(_gate_script, default_timeout=30)
     at.query_params["run"] = run.id
     at.run()
@@ -93,7 +94,7 @@ def test_only_a_published_run_demo_link_skips_the_gate(workspace, monkeypatch, p
 def test_published_marker_cannot_be_reached_by_a_crafted_run_id(workspace):
     (workspace.root / st.PUBLISHED_FILE).write_text("x")  # workspace/published, one level up from runs/
     for crafted in ("..", "../..", "", "a/../..", "..%2f"):
-        assert not workspace.is_published(crafted)
+        assert not RunFolder(workspace, crafted).published
 
 
 # -- data roots ------------------------------------------------------------------------
