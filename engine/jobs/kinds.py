@@ -24,7 +24,7 @@ EXTRA_KINDS_ENV = "APERTURE_JOB_KINDS"
 _BUILT_IN = {
     TRAIN: "engine.training:KIND",
     "export": "engine.export.job:KIND",
-    "evaluate": "engine.evaluation.fresh:KIND",
+    "evaluate": "engine.evaluation.job:KIND",
     "explain": "engine.explain.batch:KIND",
 }
 
