@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from engine.runfolder import RunFolder
     from engine.store import Job, Workspace
 
 
@@ -24,12 +25,14 @@ class JobContext:
     Args:
         workspace: the workspace the job belongs to.
         job: the job being run.
+        folder: the run's folder (what the job reads and writes).
     """
 
-    def __init__(self, workspace: Workspace, job: Job):
+    def __init__(self, workspace: Workspace, job: Job, folder: RunFolder):
         self.workspace = workspace
         self.job = job
         self.run_id = job.run_id
+        self.folder = folder
         self.terminated = threading.Event()  # set by SIGTERM
         self._checked_at = 0.0
         self._cancelled = False

@@ -18,6 +18,7 @@ from engine.config import RunConfig
 import engine.jobs.kinds as kinds
 from engine.jobs.backends import get_backend
 from engine.jobs.crash_report import crash_excerpt
+from engine.runfolder import RunFolder
 from engine.store import Job, Run, Workspace
 
 MAX_JOBS_ENV = "APERTURE_MAX_JOBS"
@@ -74,8 +75,8 @@ def submit_job(workspace: Workspace, run_id: str, kind: str, request: Any, *, bu
 def can_resume(run: Run, workspace: Workspace) -> bool:
     """True if a failed or cancelled run has a last checkpoint to continue from."""
     return (run.status in (st.FAILED, st.CANCELLED) and run.epochs_done < run.epochs_total
-            and workspace.run_file(run.id, st.LAST_CHECKPOINT_FILE).exists()
-            and workspace.run_file(run.id, st.LAST_CHECKPOINT_INFO_FILE).exists())
+            and RunFolder(workspace, run.id).last_checkpoint.exists()
+            and RunFolder(workspace, run.id).last_checkpoint_info.exists())
 
 
 def resume(run_id: str, workspace: Workspace) -> Job:

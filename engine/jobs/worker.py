@@ -21,6 +21,7 @@ import engine.jobs.kinds as kinds
 from engine.jobs.backends.local import STANDBY_FILE, standby_pid
 from engine.jobs.context import JobCancelled, JobContext
 from engine.jobs.queue import HEARTBEAT_SECONDS, max_jobs, refresh
+from engine.runfolder import RunFolder
 from engine.store import Workspace
 
 STANDBY_IDLE_SECONDS = 600.0  # an unused standby exits after this long
@@ -39,7 +40,7 @@ def run_job(job_id: str, workspace: Workspace | None = None) -> int:
     _lower_priority()
     log.info("job %s (%s) for run %s started (process %d)", job_id, job.kind, job.run_id, os.getpid())
     log_onednn_setting()
-    context = JobContext(workspace, job)
+    context = JobContext(workspace, job, RunFolder(workspace, job.run_id))
     signal.signal(signal.SIGTERM, lambda *_: context.terminated.set())
     stop_beating = threading.Event()
     threading.Thread(target=_beat, args=(workspace, job_id, stop_beating), daemon=True).start()
@@ -93,7 +94,7 @@ def run_standby(workspace: Workspace | None = None) -> int:
     if job is None:
         return 0
     workspace.set_job_process(job.id, os.getpid())
-    log_file = os.open(workspace.run_file(job.run_id, st.LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    log_file = os.open(RunFolder(workspace, job.run_id).log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(log_file, 1)
     os.dup2(log_file, 2)
     return run_job(job.id, workspace)

@@ -18,6 +18,7 @@ from pathlib import Path
 from engine import store as st
 from engine.cpu import cpu_flags, onednn_setting
 from engine.jobs.crash_report import describe_death, oom_killed
+from engine.runfolder import RunFolder
 from engine.store import Job, Workspace
 
 STANDBY_ENV = "APERTURE_STANDBY"  # "0" turns the pre-warmed standby worker off
@@ -34,7 +35,7 @@ class LocalBackend:
         self._lock = threading.Lock()  # pages and the CLI refresh from several threads
 
     def start(self, workspace: Workspace, job: Job) -> None:
-        with open(workspace.run_file(job.run_id, st.LOG_FILE), "ab") as log_file:
+        with open(RunFolder(workspace, job.run_id).log_file, "ab") as log_file:
             process = self._spawn(workspace, ["job", job.id], log_file)
         workspace.set_job_process(job.id, process.pid)
 
@@ -116,7 +117,7 @@ LOCAL = LocalBackend()
 
 def read_log_tail(workspace: Workspace, run_id: str, lines: int) -> str:
     """The last `lines` lines of a run's job log (of its last 64 KiB), or "" if it has none."""
-    path = workspace.run_file(run_id, st.LOG_FILE)
+    path = RunFolder(workspace, run_id).log_file
     try:
         with open(path, "rb") as f:
             f.seek(max(0, os.path.getsize(path) - 64 * 1024))
