@@ -1,4 +1,4 @@
-"""Makes a folder of real RGB photographs, one class per source photo, without any download.
+"""Makes a folder of real RGB photographs, one class per source photo, without any download (and a synthetic one).
 
 The ten photos are the colour ones that ship inside scikit-image and scikit-learn
 (astronaut, cat, coffee, rocket, ...). Each class holds random crops of its photo at
@@ -53,6 +53,34 @@ def write_photo_folder(out: Path, per_class: int = 200, seed: int = 0) -> Path:
             size = int(rng.integers(80, 200))
             crop = crop.resize((size, max(8, int(size * h / w))), Image.Resampling.BILINEAR)
             crop.save(folder / f"{name}_{i:04d}.jpg", quality=int(rng.integers(80, 96)))
+    return out
+
+
+def write_synthetic_folder(out: Path, classes: int = 10, per_class: int = 100, seed: int = 0) -> Path:
+    """JPEGs of varied sizes around 120x90 under `out/class_NN/`: per-class gradient palettes with random shapes.
+
+    The input-pipeline benchmark's folder (bench_training.py): small, like a thumbnail set, and
+    made in a second without any photo library.
+    """
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = out / f"class_{c:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(0, 256, (2, 3))  # each class: its own gradient from one colour to another
+        for i in range(per_class):
+            w, h = int(rng.integers(100, 141)), int(rng.integers(75, 106))
+            t = np.linspace(0, 1, w)[None, :, None] * np.linspace(0.6, 1, h)[:, None, None]
+            pixels = base[0] * (1 - t) + base[1] * t + rng.normal(0, 12, (h, w, 3))
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+            draw = ImageDraw.Draw(image)
+            for _ in range(int(rng.integers(2, 6))):
+                x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+                x1, y1 = x0 + int(rng.integers(10, 40)), y0 + int(rng.integers(10, 40))
+                colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+                (draw.ellipse if (c + i) % 2 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
+            image.save(folder / f"img_{i:03d}.jpg", quality=90)
     return out
 
 

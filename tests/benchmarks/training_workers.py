@@ -1,0 +1,145 @@
+"""The measuring sides of bench_training.py; each runs in a fresh process (`bench_training.py --worker NAME`).
+
+Each worker returns one JSON-able dict, which bench_training.py prints and reads back.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+BATCH_SIZE = 32
+IMAGE_SIZE = 32
+PIPELINE_SIZE = 64
+
+
+def training_config(epochs: int, model: dict | None = None):
+    from engine.config import RunConfig
+
+    # Constant learning rate in both scripts; no augmentation, float32 (mixed precision is off on a CPU).
+    return RunConfig.from_dict({
+        "name": "bench",
+        "data": {"source": "digits", "image_size": IMAGE_SIZE},
+        "model": model or {"name": "lenet5"},
+        "augment": {"rotation": 0, "shift": 0, "zoom": 0, "flip": False},
+        "train": {"epochs": epochs, "batch_size": BATCH_SIZE, "optimizer": "adam", "schedule": "constant",
+                  "mixed_precision": "off"},
+    })
+
+
+def worker_plain_fit(epochs: int, model: dict | None = None) -> dict:
+    """The same model, data and split as the Aperture job, in a plain model.fit script."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from engine.data import load_images, split_indices
+    from engine.models import make_model
+
+    config = training_config(epochs, model)
+    keras.utils.set_random_seed(config.train.seed)
+    images = load_images(config.data.source, config.data.image_size, max_per_class=config.data.max_per_class,
+                         seed=config.data.seed)
+    split = split_indices(images.labels, config.data.val_fraction, config.data.test_fraction, config.data.seed)
+    num_classes = len(images.class_names)
+    x = np.asarray(images.images, dtype=np.float32)
+    y = keras.utils.to_categorical(images.labels, num_classes).astype(np.float32)
+    n = len(split.train)
+    train_ds = (tf.data.Dataset.from_tensor_slices((x[split.train], y[split.train])).shuffle(n)
+                .batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
+    val_ds = tf.data.Dataset.from_tensor_slices((x[split.val], y[split.val])).batch(BATCH_SIZE).prefetch(
+        tf.data.AUTOTUNE)
+
+    model = make_model(config.model, (IMAGE_SIZE, IMAGE_SIZE, 3), num_classes, seed=config.train.seed)
+    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+
+    class TrainPhaseTimer(keras.callbacks.Callback):
+        """Times each epoch as Aperture's StoreProgress does, the fixed cost after its last batch included.
+
+        `async_safe`, as StoreProgress is: a batch hook that is not makes Keras wait for every
+        batch's loss, which slows a plain fit (that has no batch hook at all) down.
+        """
+
+        async_safe = True
+
+        def __init__(self):
+            super().__init__()
+            self.rates: list[float] = []
+            self.after: list[float] = []  # last train batch end -> next epoch begin (or the end of training)
+            self.validation: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = self.last = time.monotonic()
+            if epoch:
+                self.after.append(self.started - self.last_end)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.last = time.monotonic()
+
+        def on_test_begin(self, logs=None):
+            self.test_began = time.monotonic()
+
+        def on_test_end(self, logs=None):
+            self.validation.append(time.monotonic() - self.test_began)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.rates.append(n / (self.last - self.started))
+            self.last_end = self.last
+
+        def on_train_end(self, logs=None):
+            self.after.append(time.monotonic() - self.last_end)
+
+    timer = TrainPhaseTimer()
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[timer], verbose=0)
+    return {"rates": timer.rates, "train_size": n, "after": timer.after, "validation": timer.validation}
+
+
+def worker_idg(folder: str, epochs: int) -> dict:
+    """The seed's recipe: legacy ImageDataGenerator with augmentation, from the folder."""
+    import tensorflow as tf
+
+    started = time.monotonic()
+    generator = tf.keras.preprocessing.image.ImageDataGenerator(
+        rescale=1 / 255, rotation_range=20, width_shift_range=0.2, height_shift_range=0.2, horizontal_flip=True,
+        zoom_range=0.2)
+    iterator = generator.flow_from_directory(folder, target_size=(PIPELINE_SIZE, PIPELINE_SIZE),
+                                             batch_size=BATCH_SIZE)
+    seconds, count = [], 0
+    for epoch in range(epochs):
+        count = 0
+        for _ in range(len(iterator)):
+            x, _y = next(iterator)
+            count += len(x)
+        now = time.monotonic()
+        seconds.append(now - started)
+        started = now
+    return {"images": count, "seconds": seconds}
+
+
+def worker_aperture_pipeline(folder: str, epochs: int, cache_dir: str) -> dict:
+    """Aperture: decode + cache the folder (counted in epoch 1), then the augmented tf.data pipeline."""
+    from engine.config import AugmentConfig
+    from engine.data import load_images, make_dataset
+
+    import tensorflow as tf  # noqa: F401 - imported before the clock starts, as the IDG worker does
+
+    started = time.monotonic()
+    images = load_images(folder, PIPELINE_SIZE, cache_dir=Path(cache_dir))
+    dataset = make_dataset(images.images, images.labels, batch_size=BATCH_SIZE, training=True,
+                           augment=AugmentConfig(rotation=20, shift=0.2, flip=True, zoom=0.2))
+    load_seconds = time.monotonic() - started
+    seconds, count = [], 0
+    for epoch in range(epochs):
+        count = 0
+        for x, _y in dataset:
+            count += int(x.shape[0])
+        now = time.monotonic()
+        seconds.append(now - started)
+        started = now
+    return {"images": count, "seconds": seconds, "load_seconds": load_seconds,
+            "memmap": type(images.images).__name__}
+
+
+WORKERS = {"plain_fit": worker_plain_fit, "idg": worker_idg, "aperture_pipeline": worker_aperture_pipeline}
