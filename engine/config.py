@@ -2,13 +2,20 @@
 
 The dashboard form, the CLI and the job process all go through `RunConfig`; a job
 receives only its run id and reads the config back from the run folder.
+
+Each setting is declared once, with `setting(...)`: its default and its metadata (label,
+help, range, choices, the architectures it applies to, widget hints). `validate()`, the Train
+form, the config table and the CLI's options are all generated from that metadata; read it
+with `describe_fields(section)` or `field_spec("train.learning_rate")`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +28,8 @@ SCHEDULES = ("constant", "cosine")
 ACTIVATIONS = ("tanh", "relu")
 POOLINGS = ("average", "max")
 MIXED_PRECISION = ("auto", "on", "off")
+WIDGETS = ("number", "slider", "select", "toggle", "text")
+_RESNETS = ("resnet", "resnet_cbam")
 
 
 class ConfigError(ValueError):
@@ -46,67 +55,162 @@ def _check_number(field: str, value: Any, low: float, high: float, *, integer: b
     _check(low <= value <= high, field, value, f"must be between {low:g} and {high:g}")
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the images come from and how they are split.
+# -- field metadata ---------------------------------------------------------------
+
+
+def setting(default: Any, *, label: str, help: str = "", range: tuple[float, float] | None = None,
+            low_exclusive: bool = False, choices: tuple[str, ...] | None = None,
+            choice_labels: Mapping[str, str] | None = None, models: tuple[str, ...] | None = None,
+            required: bool = False, max_length: int | None = None, reason: str = "", widget: str | None = None,
+            **ui: Any) -> Any:
+    """Declares one config setting: its default and the metadata everything else is generated from.
 
     Args:
-        source: a built-in dataset name (`digits`, `mnist`, `fashion_mnist`, `cifar10`,
-            `shapes`) or a path to an image folder or a `.zip` of class folders.
-            Default `digits`.
-        image_size: side of the square images the model sees, 8 to 512. Default 32.
-        val_fraction: share of the images held out for validation, 0.05 to 0.5.
-        test_fraction: share held out for the final test, 0.05 to 0.5.
-        max_per_class: keep at most this many images per class (0 = all).
-        seed: seed for the split (and for `shapes` generation).
-    """
+        default: the default value; its type (bool, int, float or str) is the setting's type.
+        label: the name people read (form widget, config table, error messages).
+        help: one sentence for the form's tooltip and the CLI's `--help`.
+        range: `(low, high)`, both allowed, for a number. Required for numbers.
+        low_exclusive: `low` itself is not allowed (a learning rate of 0).
+        choices: the allowed values of a text setting.
+        choice_labels: how the form shows some of the choices (others show as themselves).
+        models: the architectures (`model.name`) the setting applies to. Default: all.
+        required: a free text setting must not be blank.
+        max_length: the most characters a free text setting may have. Default: no limit.
+        reason: the error for a free text setting that breaks `required` or `max_length`.
+        widget: the form widget, one of `WIDGETS`. Default: `toggle` for a bool, `select` with
+            choices, `text` for other text, else `number`.
+        **ui: more keyword arguments for the form widget, e.g. `step`, `format`, `min_value`.
 
-    source: str = "digits"
-    image_size: int = 32
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    max_per_class: int = 0
-    seed: int = 0
+    Returns:
+        A `dataclasses.field` carrying the metadata.
+    """
+    if widget is None:
+        widget = ("toggle" if isinstance(default, bool) else "select" if choices else
+                  "text" if isinstance(default, str) else "number")
+    if widget not in WIDGETS or (widget in ("number", "slider")) != (range is not None):
+        raise ValueError(f"{label!r}: widget={widget!r} needs one of {', '.join(WIDGETS)}, and a range for numbers")
+    metadata = {"label": label, "help": help, "range": range, "low_exclusive": low_exclusive,
+                "choices": choices, "choice_labels": dict(choice_labels or {}), "models": models,
+                "required": required, "max_length": max_length, "reason": reason, "widget": widget, "ui": ui}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True, eq=False)
+class FieldSpec:
+    """One setting's metadata as `setting(...)` declared it, with its `section` ("" at the top) and `name`."""
+
+    section: str
+    name: str
+    default: Any
+    label: str
+    help: str
+    range: tuple[float, float] | None
+    low_exclusive: bool
+    choices: tuple[str, ...] | None
+    choice_labels: Mapping[str, str]
+    models: tuple[str, ...] | None
+    required: bool
+    max_length: int | None
+    reason: str
+    widget: str
+    ui: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        """The setting's full name, as errors and `--set` spell it: `train.learning_rate`."""
+        return f"{self.section}.{self.name}" if self.section else self.name
+
+    @property
+    def kind(self) -> type:
+        """`bool`, `int`, `float` or `str`: the type of the default."""
+        return type(self.default)
+
+    def applies_to(self, model_name: str) -> bool:
+        """Whether the setting matters for the architecture `model_name`."""
+        return self.models is None or model_name in self.models
+
+    def choice_label(self, value: Any) -> str:
+        return self.choice_labels.get(value, str(value))
+
+    def allowed(self) -> str:
+        """The allowed values in words, e.g. `1 to 10000` or `one of adam, adamw, sgd`."""
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if self.range:
+            low, high = (f"{v:,}" if isinstance(v, int) else f"{v:g}" for v in self.range)
+            return f"more than {low}, up to {high}" if self.low_exclusive else f"{low} to {high}"
+        return "true or false" if self.kind is bool else "text"
+
+    def check(self, value: Any) -> None:
+        """Raises `ConfigError` naming the setting and `value` when the metadata does not allow it."""
+        if self.kind is bool:
+            _check(isinstance(value, bool), self.key, value, "must be true or false")
+        elif self.choices is not None:
+            _check(value in self.choices, self.key, value, f"must be one of {', '.join(self.choices)}")
+        elif self.range is not None:
+            low, high = self.range
+            _check_number(self.key, value, low, high, integer=self.kind is int)
+            _check(value > low or not self.low_exclusive, self.key, value, f"must be greater than {low:g}")
+        else:
+            ok = (isinstance(value, str) and (value.strip() != "" or not self.required)
+                  and (self.max_length is None or len(value) <= self.max_length))
+            limit = f" of at most {self.max_length} characters" if self.max_length else ""
+            _check(ok, self.key, value, self.reason or f"must be text{limit}")
+
+
+class _Validated:
+    """A config part whose `validate()` checks each field against its metadata."""
 
     def validate(self) -> None:
-        _check(isinstance(self.source, str) and self.source.strip() != "", "data.source",
-               self.source, "give a built-in dataset name or a folder/zip path")
-        _check_number("data.image_size", self.image_size, 8, 512, integer=True)
-        _check_number("data.val_fraction", self.val_fraction, 0.05, 0.5)
-        _check_number("data.test_fraction", self.test_fraction, 0.05, 0.5)
+        """Raises `ConfigError` for the first field its metadata does not allow."""
+        for spec in describe_fields(type(self)):
+            spec.check(getattr(self, spec.name))
+
+
+# -- the sections -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig(_Validated):
+    """Where the images come from and how they are split; each field's metadata says what it allows."""
+
+    source: str = setting("digits", label="Source", required=True,
+                          help="A built-in dataset (digits, mnist, fashion_mnist, cifar10, shapes) "
+                               "or the path of an image folder or a .zip of class folders.",
+                          reason="give a built-in dataset name or a folder/zip path")
+    image_size: int = setting(32, label="Image size (px)", range=(8, 512), step=8,
+                              help="Images are resized to this square side.")
+    val_fraction: float = setting(0.15, label="Validation share", range=(0.05, 0.5), step=0.05, format="%.2f",
+                                  help="Share of the images held out for validation.")
+    test_fraction: float = setting(0.15, label="Test share", range=(0.05, 0.5), step=0.05, format="%.2f",
+                                   help="Share of the images held out for the final test.")
+    max_per_class: int = setting(0, label="Max images per class (0 = all)", range=(0, 10_000_000), step=100,
+                                 help="Keep at most this many images of each class; 0 keeps them all.")
+    seed: int = setting(0, label="Split seed", range=(0, 2**31 - 1),
+                        help="Seed for the split (and for generating `shapes`).")
+
+    def validate(self) -> None:
+        super().validate()
         _check(self.val_fraction + self.test_fraction <= 0.8, "data.test_fraction",
                self.test_fraction, "validation + test must leave at least 20% for training")
-        _check_number("data.max_per_class", self.max_per_class, 0, 10_000_000, integer=True)
-        _check_number("data.seed", self.seed, 0, 2**31 - 1, integer=True)
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    """Random augmentation applied to training batches only (Keras preprocessing layers).
+class AugmentConfig(_Validated):
+    """Random augmentation applied to training batches only (Keras preprocessing layers)."""
 
-    Args:
-        rotation: maximum rotation in degrees, 0 to 180 (0 = off). Default 10.
-        shift: maximum shift as a fraction of the image side, 0 to 0.5. Default 0.1.
-        flip: random horizontal flips (off by default: digits and text are not mirror-symmetric).
-        zoom: maximum zoom in/out as a fraction, 0 to 0.9. Default 0.1.
-        contrast: maximum contrast change as a fraction, 0 to 1.
-        brightness: maximum brightness change as a fraction, 0 to 1.
-    """
-
-    rotation: float = 10.0
-    shift: float = 0.1
-    flip: bool = False
-    zoom: float = 0.1
-    contrast: float = 0.0
-    brightness: float = 0.0
-
-    def validate(self) -> None:
-        _check_number("augment.rotation", self.rotation, 0, 180)
-        _check_number("augment.shift", self.shift, 0, 0.5)
-        _check(isinstance(self.flip, bool), "augment.flip", self.flip, "must be true or false")
-        _check_number("augment.zoom", self.zoom, 0, 0.9)
-        _check_number("augment.contrast", self.contrast, 0, 1)
-        _check_number("augment.brightness", self.brightness, 0, 1)
+    rotation: float = setting(10.0, label="Rotation (°)", range=(0, 180), widget="slider", step=5.0,
+                              help="Maximum rotation in degrees; 0 = off.")
+    shift: float = setting(0.1, label="Shift (share of side)", range=(0, 0.5), widget="slider", step=0.05,
+                           help="Maximum shift as a share of the image side.")
+    flip: bool = setting(False, label="Horizontal flip",
+                         help="Leave off for digits and text: a flipped 2 is not a 2.")
+    zoom: float = setting(0.1, label="Zoom", range=(0, 0.9), widget="slider", step=0.05,
+                          help="Maximum zoom in or out, as a fraction.")
+    contrast: float = setting(0.0, label="Contrast", range=(0, 1), widget="slider", step=0.05,
+                              help="Maximum contrast change, as a fraction.")
+    brightness: float = setting(0.0, label="Brightness", range=(0, 1), widget="slider", step=0.05,
+                                help="Maximum brightness change, as a fraction.")
 
     @property
     def enabled(self) -> bool:
@@ -115,96 +219,67 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Which network to build.
+class ModelConfig(_Validated):
+    """Which network to build; `models=` on a field names the architectures that use it."""
 
-    Args:
-        name: one of `lenet5`, `resnet`, `resnet_cbam`, `transfer`. Default `lenet5`.
-        activation: `lenet5` only: `tanh` (as in the paper) or `relu`.
-        pooling: `lenet5` only: `average` (as in the paper) or `max`.
-        width: `resnet*`: filters of the first stage (doubled each stage), 4 to 512.
-        depth: `resnet*`: residual blocks per stage (three stages), 1 to 8.
-        base: `transfer` only: `mobilenet_v2` or `efficientnet_v2b0`.
-        fine_tune_layers: `transfer` only: how many top layers of the base to train (0 = frozen).
-        dropout: dropout rate before the classifier, 0 to 0.9.
-    """
-
-    name: str = "lenet5"
-    activation: str = "tanh"
-    pooling: str = "average"
-    width: int = 16
-    depth: int = 1
-    base: str = "mobilenet_v2"
-    fine_tune_layers: int = 0
-    dropout: float = 0.0
-
-    def validate(self) -> None:
-        _check(self.name in MODEL_NAMES, "model.name", self.name, f"must be one of {', '.join(MODEL_NAMES)}")
-        _check(self.activation in ACTIVATIONS, "model.activation", self.activation,
-               f"must be one of {', '.join(ACTIVATIONS)}")
-        _check(self.pooling in POOLINGS, "model.pooling", self.pooling, f"must be one of {', '.join(POOLINGS)}")
-        _check_number("model.width", self.width, 4, 512, integer=True)
-        _check_number("model.depth", self.depth, 1, 8, integer=True)
-        _check(self.base in TRANSFER_BASES, "model.base", self.base, f"must be one of {', '.join(TRANSFER_BASES)}")
-        _check_number("model.fine_tune_layers", self.fine_tune_layers, 0, 1000, integer=True)
-        _check_number("model.dropout", self.dropout, 0, 0.9)
+    name: str = setting("lenet5", label="Architecture", choices=MODEL_NAMES,
+                        choice_labels={"lenet5": "LeNet-5 (small, fast)", "resnet": "ResNet",
+                                       "resnet_cbam": "ResNet + CBAM attention",
+                                       "transfer": "Transfer learning (pretrained base)"},
+                        help="The network to train.")
+    activation: str = setting("tanh", label="Activation", choices=ACTIVATIONS, models=("lenet5",),
+                              help="tanh (as in the paper) or relu.")
+    pooling: str = setting("average", label="Pooling", choices=POOLINGS, models=("lenet5",),
+                           help="average (as in the paper) or max.")
+    width: int = setting(16, label="Width (filters)", range=(4, 512), models=_RESNETS, step=4,
+                         help="Filters of the first stage, doubled each stage.")
+    depth: int = setting(1, label="Depth (blocks per stage)", range=(1, 8), models=_RESNETS,
+                         help="Residual blocks in each of the three stages.")
+    base: str = setting("mobilenet_v2", label="Base network", choices=TRANSFER_BASES, models=("transfer",),
+                        help="The ImageNet-pretrained network the classifier is built on.")
+    fine_tune_layers: int = setting(0, label="Fine-tuned base layers", range=(0, 1000), models=("transfer",),
+                                    help="0 keeps the pretrained base frozen.")
+    dropout: float = setting(0.0, label="Dropout", range=(0, 0.9), step=0.05, format="%.2f",
+                             help="Dropout rate before the classifier.")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """How to fit the model.
+class TrainConfig(_Validated):
+    """How to fit the model."""
 
-    Args:
-        epochs: maximum epochs, 1 to 10000. Default 20.
-        batch_size: images per step, 1 to 4096. Default 32.
-        optimizer: `adam`, `adamw` or `sgd` (with momentum 0.9).
-        learning_rate: initial learning rate, (0, 10].
-        schedule: `constant` or `cosine` (decays to 0 over all epochs).
-        weight_decay: L2 penalty on kernels (decoupled decay for `adamw`), 0 to 1.
-        label_smoothing: 0 to 0.5.
-        early_stopping: patience in epochs on validation loss (0 = off); the best
-            weights are restored.
-        mixed_precision: `auto` (on when a GPU is used), `on` or `off`.
-        seed: seed for the weights, the shuffle order and the augmentation draws.
-        deterministic: bit-exact reruns (TensorFlow op determinism; slower, and some GPU
-            ops refuse it). Without it a rerun with the same seeds differs in the last digits.
-    """
-
-    epochs: int = 20
-    batch_size: int = 32
-    optimizer: str = "adam"
-    learning_rate: float = 0.003
-    schedule: str = "cosine"
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    early_stopping: int = 0
-    mixed_precision: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
-
-    def validate(self) -> None:
-        _check_number("train.epochs", self.epochs, 1, 10_000, integer=True)
-        _check_number("train.batch_size", self.batch_size, 1, 4096, integer=True)
-        _check(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer,
-               f"must be one of {', '.join(OPTIMIZERS)}")
-        _check_number("train.learning_rate", self.learning_rate, 0, 10)
-        _check(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "must be greater than 0")
-        _check(self.schedule in SCHEDULES, "train.schedule", self.schedule, f"must be one of {', '.join(SCHEDULES)}")
-        _check_number("train.weight_decay", self.weight_decay, 0, 1)
-        _check_number("train.label_smoothing", self.label_smoothing, 0, 0.5)
-        _check_number("train.early_stopping", self.early_stopping, 0, 10_000, integer=True)
-        _check(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision", self.mixed_precision,
-               f"must be one of {', '.join(MIXED_PRECISION)}")
-        _check_number("train.seed", self.seed, 0, 2**31 - 1, integer=True)
-        _check(isinstance(self.deterministic, bool), "train.deterministic", self.deterministic,
-               "must be true or false")
+    epochs: int = setting(20, label="Epochs", range=(1, 10_000), help="The most epochs to train for.")
+    batch_size: int = setting(32, label="Batch size", range=(1, 4096), help="Images per step.")
+    optimizer: str = setting("adam", label="Optimizer", choices=OPTIMIZERS,
+                             help="adam, adamw (decoupled weight decay) or sgd (with momentum 0.9).")
+    learning_rate: float = setting(0.003, label="Learning rate", range=(0, 10), low_exclusive=True,
+                                   min_value=1e-6, step=1e-4, format="%.5f", help="The initial learning rate.")
+    schedule: str = setting("cosine", label="Schedule", choices=SCHEDULES,
+                            help="constant, or cosine: decays to 0 over all epochs.")
+    weight_decay: float = setting(0.0, label="Weight decay", range=(0, 1), step=1e-4, format="%.4f",
+                                  help="L2 penalty on kernels (decoupled decay for adamw).")
+    label_smoothing: float = setting(0.0, label="Label smoothing", range=(0, 0.5), step=0.05, format="%.2f",
+                                     help="How much of each one-hot target is spread over all classes.")
+    early_stopping: int = setting(0, label="Patience (epochs)", range=(0, 10_000),
+                                  help="Stop after this many epochs without a better validation loss "
+                                       "(the best weights are restored); 0 = off.")
+    mixed_precision: str = setting("auto", label="Mixed precision", choices=MIXED_PRECISION,
+                                   help="auto (on when a GPU is used), on or off.")
+    seed: int = setting(0, label="Training seed", range=(0, 2**31 - 1),
+                        help="Seed for the weights, the shuffle order and the augmentation draws.")
+    deterministic: bool = setting(False, label="Bit-exact reruns",
+                                  help="TensorFlow op determinism: the same seed gives the same numbers to the "
+                                       "last digit. Slower, and some GPU ops refuse it.")
 
 
 _SECTIONS = {"data": DataConfig, "augment": AugmentConfig, "model": ModelConfig, "train": TrainConfig}
 
 
+def _section(title: str, klass: type) -> Any:
+    return field(default_factory=klass, metadata={"title": title})
+
+
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_Validated):
     """Everything a training run needs; immutable and validated on creation.
 
     Args:
@@ -212,18 +287,18 @@ class RunConfig:
         data, augment, model, train: the sections above; each defaults to its defaults.
     """
 
-    name: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = setting("", label="Run name", max_length=200, placeholder="e.g. lenet baseline",
+                        help="A label shown in the runs table.")
+    data: DataConfig = _section("Data", DataConfig)
+    augment: AugmentConfig = _section("Augmentation", AugmentConfig)
+    model: ModelConfig = _section("Model", ModelConfig)
+    train: TrainConfig = _section("Training", TrainConfig)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        _check(isinstance(self.name, str) and len(self.name) <= 200, "name", self.name,
-               "must be text of at most 200 characters")
+        super().validate()
         for section in _SECTIONS:
             getattr(self, section).validate()
         if self.model.name == "transfer":
@@ -276,3 +351,48 @@ class RunConfig:
             else:
                 values[section] = part
         return RunConfig.from_dict(values)
+
+
+# -- reading the metadata ---------------------------------------------------------
+
+
+def describe_fields(section: str | type) -> tuple[FieldSpec, ...]:
+    """The metadata of a section's settings, in declaration order.
+
+    Args:
+        section: `data`, `augment`, `model` or `train` (or its class); `""` or `RunConfig`
+            for the top-level settings (`name`).
+
+    Returns:
+        One `FieldSpec` per setting.
+    """
+    if isinstance(section, str):
+        if section not in _SECTIONS and section != "":
+            raise KeyError(f"section={section!r}: expected one of {', '.join(_SECTIONS)}")
+        section = _SECTIONS.get(section, RunConfig)
+    return _specs(section)
+
+
+@functools.cache
+def _specs(klass: type) -> tuple[FieldSpec, ...]:
+    name = next((n for n, k in _SECTIONS.items() if k is klass), "")
+    return tuple(FieldSpec(section=name, name=f.name, default=f.default, **f.metadata)
+                 for f in dataclasses.fields(klass) if "label" in f.metadata)
+
+
+def field_spec(key: str) -> FieldSpec:
+    """The metadata of one setting by its full name, e.g. `train.learning_rate` or `name`.
+
+    Raises:
+        KeyError: no such setting.
+    """
+    section, _, name = key.rpartition(".")
+    for spec in describe_fields(section):
+        if spec.name == name:
+            return spec
+    raise KeyError(f"{key!r} is not a config setting")
+
+
+def section_titles() -> dict[str, str]:
+    """The sections' names and titles in order: `{"data": "Data", "augment": "Augmentation", ...}`."""
+    return {f.name: f.metadata["title"] for f in dataclasses.fields(RunConfig) if "title" in f.metadata}

@@ -1,16 +1,15 @@
-"""Small shared widgets and formatters: page headers, status badges, config tables."""
+"""Small shared widgets and formatters: page headers, status badges, config settings and tables."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
 
-from engine.config import RunConfig
 from engine import jobs
+from engine.config import FieldSpec, RunConfig, describe_fields, field_spec, section_titles
 from engine.store import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, Job, Run, Workspace
 
 PAGES = {"data": "views/data.py", "train": "views/train.py", "runs": "views/runs.py"}
@@ -22,23 +21,6 @@ STATUS_STYLE = {  # status -> (badge colour, material icon)
     FAILED: ("red", ":material/error:"),
     CANCELLED: ("orange", ":material/cancel:"),
 }
-
-SECTION_TITLES = {"data": "Data", "augment": "Augmentation", "model": "Model", "train": "Training"}
-FIELD_LABELS = {
-    "source": "Source", "image_size": "Image size (px)", "val_fraction": "Validation share",
-    "test_fraction": "Test share", "max_per_class": "Max images per class", "seed": "Seed",
-    "rotation": "Rotation (°)", "shift": "Shift (share of side)", "flip": "Horizontal flip", "zoom": "Zoom",
-    "contrast": "Contrast", "brightness": "Brightness", "name": "Architecture", "activation": "Activation",
-    "pooling": "Pooling", "width": "Width (filters)", "depth": "Depth (blocks per stage)", "base": "Base network",
-    "fine_tune_layers": "Fine-tuned base layers", "dropout": "Dropout", "epochs": "Epochs",
-    "batch_size": "Batch size", "optimizer": "Optimizer", "learning_rate": "Learning rate",
-    "schedule": "Schedule", "weight_decay": "Weight decay", "label_smoothing": "Label smoothing",
-    "early_stopping": "Early-stopping patience (epochs)", "mixed_precision": "Mixed precision",
-    "deterministic": "Bit-exact reruns",
-}
-# Model fields that only matter for some architectures.
-MODEL_FIELDS = {"lenet5": ("activation", "pooling", "dropout"), "resnet": ("width", "depth", "dropout"),
-                "resnet_cbam": ("width", "depth", "dropout"), "transfer": ("base", "fine_tune_layers", "dropout")}
 
 
 def page_header(icon: str, title: str, caption: str) -> None:
@@ -103,14 +85,43 @@ def config_table(config: RunConfig) -> pd.DataFrame:
     """The config as rows of section / setting / value, skipping model fields the architecture ignores."""
     rows = []
     if config.name:
-        rows.append(("Run", "Name", config.name))
-    for section, title in SECTION_TITLES.items():
+        rows.append(("Run", field_spec("name").label, config.name))
+    for section, title in section_titles().items():
         part = getattr(config, section)
-        for field in dataclasses.fields(part):
-            if section == "model" and field.name not in ("name", *MODEL_FIELDS.get(part.name, ())):
-                continue
-            rows.append((title, FIELD_LABELS.get(field.name, field.name), format_value(getattr(part, field.name))))
+        for spec in describe_fields(section):
+            if spec.applies_to(config.model.name):
+                rows.append((title, spec.label, format_value(getattr(part, spec.name))))
     return pd.DataFrame(rows, columns=["Section", "Setting", "Value"])
+
+
+def setting_key(spec: FieldSpec) -> str:
+    """The Train form's widget key of a config setting: `cfg.train.epochs`, `cfg.name`."""
+    return f"cfg.{spec.key}"
+
+
+def setting_widget(spec: FieldSpec, where=st, *, key: str | None = None, label: str | None = None):
+    """Draws the input for one config setting from its metadata: label, help, range or choices, widget hints.
+
+    Args:
+        spec: the setting, from `engine.config.describe_fields` or `field_spec`.
+        where: `st` or a container (a column) to draw in. Default `st`.
+        key: the widget key. Default: `setting_key(spec)`; its value lives in session state.
+        label: the widget label. Default: the setting's label.
+
+    Returns:
+        The widget's value.
+    """
+    label = label or spec.label
+    common = {"key": key or setting_key(spec), "help": spec.help or None, **spec.ui}
+    if spec.widget == "toggle":
+        return where.toggle(label, **common)
+    if spec.widget == "select":
+        return where.selectbox(label, spec.choices, format_func=spec.choice_label, **common)
+    if spec.widget == "text":
+        return where.text_input(label, max_chars=spec.max_length, **common)
+    low, high = (spec.kind(bound) for bound in spec.range)  # Streamlit wants one numeric type throughout
+    draw = where.slider if spec.widget == "slider" else where.number_input
+    return draw(label, **{"min_value": low, "max_value": high, **common})
 
 
 def run_option_label(run: Run) -> str:

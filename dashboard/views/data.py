@@ -13,7 +13,7 @@ import streamlit as st
 
 from dashboard.components import figures, state, widgets
 from dashboard.components.polling import when_ready
-from engine.config import AugmentConfig, DataConfig
+from engine.config import AugmentConfig, DataConfig, describe_fields
 from engine.data import DatasetError, ImageSet, check_upload_size, download_source, extract_zip, split_indices
 from engine.store import UPLOADS_DIR
 
@@ -130,15 +130,10 @@ def _augment_controls() -> AugmentConfig:
     defaults = AugmentConfig()
     for field, value in defaults.__dict__.items():
         st.session_state.setdefault(f"data.aug.{field}", value)
-    c1, c2, c3 = st.columns(3)
-    rotation = c1.slider("Rotation (°)", 0.0, 180.0, step=5.0, key="data.aug.rotation")
-    shift = c2.slider("Shift (share of side)", 0.0, 0.5, step=0.05, key="data.aug.shift")
-    zoom = c3.slider("Zoom", 0.0, 0.9, step=0.05, key="data.aug.zoom")
-    contrast = c1.slider("Contrast", 0.0, 1.0, step=0.05, key="data.aug.contrast")
-    brightness = c2.slider("Brightness", 0.0, 1.0, step=0.05, key="data.aug.brightness")
-    flip = c3.toggle("Horizontal flip", key="data.aug.flip")
-    return AugmentConfig(rotation=rotation, shift=shift, flip=flip, zoom=zoom, contrast=contrast,
-                         brightness=brightness)
+    columns = st.columns(3)
+    specs = sorted(describe_fields("augment"), key=lambda spec: spec.widget == "toggle")  # sliders, then flip
+    return AugmentConfig(**{spec.name: widgets.setting_widget(spec, columns[i % 3], key=f"data.aug.{spec.name}")
+                            for i, spec in enumerate(specs)})
 
 
 def _augment_preview(images: ImageSet, augment: AugmentConfig) -> None:

@@ -11,8 +11,7 @@ import streamlit as st
 from dashboard.components import state, widgets
 from dashboard.components.polling import when_ready
 from engine import jobs
-from engine.config import (ACTIVATIONS, MIXED_PRECISION, MODEL_NAMES, OPTIMIZERS, POOLINGS, SCHEDULES,
-                           TRANSFER_BASES, ConfigError, RunConfig)
+from engine.config import ConfigError, RunConfig, describe_fields, field_spec, section_titles
 from engine.data import BUILTIN_SOURCES, DatasetError, check_source_allowed, load_images
 from engine.store import CACHE_DIR
 
@@ -21,21 +20,21 @@ ERROR_KEY = "train.error"  # {"field": "train.learning_rate", "message": ..., "r
 PARENT_KEY = "train.parent"  # the run this form was cloned from
 STARTED_KEY = "train.started"  # the run just submitted, to open on the Runs page
 SAVED_KEY = "train.saved"  # form values kept while the user visits other pages
-MODEL_LABELS = {"lenet5": "LeNet-5 (small, fast)", "resnet": "ResNet", "resnet_cbam": "ResNet + CBAM attention",
-                "transfer": "Transfer learning (pretrained base)"}
 KNOWN_CLASS_COUNTS = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
-
-
-def _key(section: str, field: str) -> str:
-    return f"cfg.{section}.{field}"
+SECTION_ICONS = {"data": ":material/dataset:", "augment": ":material/tune:", "model": ":material/hub:",
+                 "train": ":material/speed:"}
+# Where a section's settings go: rows of columns (None leaves a column empty). The settings a section does
+# not place here follow in rows of three, so a new setting appears in the form without an edit here.
+LAYOUT = {"data": (("image_size", "max_per_class"), ("val_fraction", "test_fraction", "seed")),
+          "augment": (("rotation", "shift", "zoom"), ("contrast", "brightness", None), ("flip",))}
 
 
 def _values_from_config(config: RunConfig) -> dict:
     """Widget values (by key) that show `config`."""
-    values = {"cfg.name": config.name}
-    for section in ("data", "augment", "model", "train"):
-        for field, value in dataclasses.asdict(getattr(config, section)).items():
-            values[_key(section, field)] = value
+    values = {}
+    for section in ("", *section_titles()):
+        part = getattr(config, section) if section else config
+        values.update({widgets.setting_key(spec): getattr(part, spec.name) for spec in describe_fields(section)})
     source = config.data.source
     values["cfg.data.kind"] = BUILTIN if source in BUILTIN_SOURCES else PATH
     values["cfg.data.builtin"] = source if source in BUILTIN_SOURCES else "digits"
@@ -48,9 +47,9 @@ def _raw_config() -> dict:
     """The form's current values as a RunConfig dict (not yet validated)."""
     s = st.session_state
     raw: dict = {"name": s["cfg.name"].strip()}
-    for section in ("data", "augment", "model", "train"):
-        klass = type(getattr(RunConfig(), section))
-        raw[section] = {f.name: s[_key(section, f.name)] for f in dataclasses.fields(klass) if f.name != "source"}
+    for section in section_titles():
+        raw[section] = {spec.name: s[widgets.setting_key(spec)] for spec in describe_fields(section)
+                        if spec.name != "source"}
     raw["data"]["source"] = s["cfg.data.builtin"] if s["cfg.data.kind"] == BUILTIN else s["cfg.data.path"].strip()
     return raw
 
@@ -133,15 +132,40 @@ def _start() -> None:
 
 
 def _field_error(*fields: str) -> None:
+    """Shows the last Start's error under the widgets, if it names one of `fields` (`train.epochs`, ...)."""
     error = st.session_state.get(ERROR_KEY)
     if error and error["field"] in fields:
-        st.error(f"{widgets.FIELD_LABELS.get(error['field'].split('.')[-1], error['field'])}: {error['message']}",
-                 icon=":material/error:")
+        try:
+            label = field_spec(error["field"]).label
+        except KeyError:
+            label = error["field"]
+        st.error(f"{label}: {error['message']}", icon=":material/error:")
+
+
+def _settings(section: str, rows: tuple = (), *, skip: tuple = ()) -> None:
+    """Draws a section's settings from their metadata in `rows` of columns, each row followed by its errors.
+
+    Args:
+        section: `data`, `augment`, `model` or `train`.
+        rows: where some settings go (see `LAYOUT`); the others follow in rows of three.
+        skip: settings drawn elsewhere.
+    """
+    specs = {spec.name: spec for spec in describe_fields(section) if spec.name not in skip}
+    shown = [name for name, spec in specs.items() if spec.applies_to(st.session_state["cfg.model.name"])]
+    placed = {name for row in rows for name in row}
+    rest = [name for name in shown if name not in placed]
+    for row in [*rows, *((*rest[i:i + 3], None, None)[:3] for i in range(0, len(rest), 3))]:
+        for column, name in zip(st.columns(len(row)), row):
+            if name is not None:
+                widgets.setting_widget(specs[name], column)
+        _field_error(*(specs[name].key for name in row if name))
+    _field_error(*(spec.key for name, spec in specs.items() if name not in shown))  # settings hidden now
 
 
 def _data_section() -> None:
     infos = {info.name: info for info in state.sources()}
-    st.radio("Source", [BUILTIN, PATH], key="cfg.data.kind", horizontal=True)
+    source = field_spec("data.source")
+    st.radio(source.label, [BUILTIN, PATH], key="cfg.data.kind", horizontal=True, help=source.help)
     if st.session_state["cfg.data.kind"] == BUILTIN:
         st.selectbox("Dataset", list(infos), key="cfg.data.builtin",
                      format_func=lambda n: n + ("" if infos[n].available else " (not available offline)"))
@@ -152,71 +176,14 @@ def _data_section() -> None:
         st.text_input("Path", key="cfg.data.path", placeholder="/data/flowers or /data/flowers.zip",
                       help="A folder holding one sub-folder of images per class, or a .zip of it.")
     _field_error("data.source")
-    c1, c2 = st.columns(2)
-    c1.number_input("Image size (px)", 8, 512, step=8, key="cfg.data.image_size",
-                    help="Images are resized to this square side.")
-    c2.number_input("Max images per class (0 = all)", 0, 10_000_000, step=100, key="cfg.data.max_per_class")
-    _field_error("data.image_size", "data.max_per_class")
-    c1, c2, c3 = st.columns(3)
-    c1.number_input("Validation share", 0.05, 0.5, step=0.05, format="%.2f", key="cfg.data.val_fraction")
-    c2.number_input("Test share", 0.05, 0.5, step=0.05, format="%.2f", key="cfg.data.test_fraction")
-    c3.number_input("Split seed", 0, 2**31 - 1, key="cfg.data.seed")
-    _field_error("data.val_fraction", "data.test_fraction", "data.seed")
-
-
-def _augment_section() -> None:
-    c1, c2, c3 = st.columns(3)
-    c1.slider("Rotation (°)", 0.0, 180.0, step=5.0, key="cfg.augment.rotation")
-    c2.slider("Shift (share of side)", 0.0, 0.5, step=0.05, key="cfg.augment.shift")
-    c3.slider("Zoom", 0.0, 0.9, step=0.05, key="cfg.augment.zoom")
-    c1.slider("Contrast", 0.0, 1.0, step=0.05, key="cfg.augment.contrast")
-    c2.slider("Brightness", 0.0, 1.0, step=0.05, key="cfg.augment.brightness")
-    st.toggle("Horizontal flip", key="cfg.augment.flip", help="Leave off for digits and text: a flipped 2 is not a 2.")
-    _field_error(*(f"augment.{f}" for f in ("rotation", "shift", "zoom", "contrast", "brightness", "flip")))
+    _settings("data", LAYOUT["data"], skip=("source",))
 
 
 def _model_section() -> None:
-    st.selectbox("Architecture", MODEL_NAMES, key="cfg.model.name", format_func=MODEL_LABELS.get)
-    name = st.session_state["cfg.model.name"]
-    c1, c2, c3 = st.columns(3)
-    if name == "lenet5":
-        c1.selectbox("Activation", ACTIVATIONS, key="cfg.model.activation")
-        c2.selectbox("Pooling", POOLINGS, key="cfg.model.pooling")
-    elif name in ("resnet", "resnet_cbam"):
-        c1.number_input("Width (filters)", 4, 512, step=4, key="cfg.model.width")
-        c2.number_input("Depth (blocks per stage)", 1, 8, key="cfg.model.depth")
-    else:
-        c1.selectbox("Base network", TRANSFER_BASES, key="cfg.model.base")
-        c2.number_input("Fine-tuned base layers", 0, 1000, key="cfg.model.fine_tune_layers",
-                        help="0 keeps the pretrained base frozen.")
-    c3.number_input("Dropout", 0.0, 0.9, step=0.05, format="%.2f", key="cfg.model.dropout")
-    _field_error(*(f"model.{f}" for f in ("name", "activation", "pooling", "width", "depth", "base",
-                                          "fine_tune_layers", "dropout")))
+    widgets.setting_widget(field_spec("model.name"))
+    _field_error("model.name")
+    _settings("model", skip=("name",))
     _params_metric()
-
-
-def _train_section() -> None:
-    c1, c2, c3 = st.columns(3)
-    c1.number_input("Epochs", 1, 10_000, key="cfg.train.epochs")
-    c2.number_input("Batch size", 1, 4096, key="cfg.train.batch_size")
-    c3.selectbox("Optimizer", OPTIMIZERS, key="cfg.train.optimizer")
-    _field_error("train.epochs", "train.batch_size", "train.optimizer")
-    c1, c2, c3 = st.columns(3)
-    c1.number_input("Learning rate", 1e-6, 10.0, step=1e-4, format="%.5f", key="cfg.train.learning_rate")
-    c2.selectbox("Schedule", SCHEDULES, key="cfg.train.schedule")
-    c3.number_input("Weight decay", 0.0, 1.0, step=1e-4, format="%.4f", key="cfg.train.weight_decay")
-    _field_error("train.learning_rate", "train.schedule", "train.weight_decay")
-    c1, c2, c3 = st.columns(3)
-    c1.number_input("Label smoothing", 0.0, 0.5, step=0.05, format="%.2f", key="cfg.train.label_smoothing")
-    c2.number_input("Patience (epochs)", 0, 10_000, key="cfg.train.early_stopping",
-                    help="Stop after this many epochs without a better validation loss; 0 = off.")
-    c3.selectbox("Mixed precision", MIXED_PRECISION, key="cfg.train.mixed_precision")
-    c1, c2, _ = st.columns(3)
-    c1.number_input("Training seed", 0, 2**31 - 1, key="cfg.train.seed")
-    c2.toggle("Bit-exact reruns", key="cfg.train.deterministic",
-              help="TensorFlow op determinism: the same seed gives the same numbers to the last digit. Slower.")
-    _field_error("train.label_smoothing", "train.early_stopping", "train.mixed_precision", "train.seed",
-                 "train.deterministic")
 
 
 def _describe(config: RunConfig, cache_root: str) -> dict:
@@ -287,23 +254,17 @@ def main() -> None:
     error = st.session_state.get(ERROR_KEY)
     if error and error.get("raw") != _raw_config():
         st.session_state.pop(ERROR_KEY)  # the user changed something since: the message is stale
-    st.text_input("Run name (optional)", key="cfg.name", max_chars=200, placeholder="e.g. lenet baseline")
+    name = field_spec("name")
+    widgets.setting_widget(name, label=f"{name.label} (optional)")
     _field_error("name")
-    left, right = st.columns(2, gap="large")
-    with left:
-        with st.container(border=True):
-            st.subheader(":material/dataset: Data", anchor=False)
-            _data_section()
-        with st.container(border=True):
-            st.subheader(":material/tune: Augmentation", anchor=False)
-            _augment_section()
-    with right:
-        with st.container(border=True):
-            st.subheader(":material/hub: Model", anchor=False)
-            _model_section()
-        with st.container(border=True):
-            st.subheader(":material/speed: Training", anchor=False)
-            _train_section()
+    titles = section_titles()
+    drawers = {"data": _data_section, "augment": lambda: _settings("augment", LAYOUT["augment"]),
+               "model": _model_section, "train": lambda: _settings("train")}
+    for column, sections in zip(st.columns(2, gap="large"), (("data", "augment"), ("model", "train"))):
+        for section in sections:
+            with column, st.container(border=True):
+                st.subheader(f"{SECTION_ICONS[section]} {titles[section]}", anchor=False)
+                drawers[section]()
     if st.session_state.get(ERROR_KEY):
         st.error("Fix the highlighted setting, then start again.", icon=":material/error:")
     st.button("Start training", key="train.start", type="primary", on_click=_start, icon=":material/play_arrow:")

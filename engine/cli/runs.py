@@ -10,27 +10,25 @@ from pathlib import Path
 from engine import jobs
 from engine import store as st
 from engine.cli.common import UsageError, add_run_command
-from engine.config import AugmentConfig, RunConfig
+from engine.config import AugmentConfig, RunConfig, field_spec
 from engine.store import Run, Workspace
+
+# `train` flags that set one config setting each: their type, choices and help come from its metadata.
+CONFIG_FLAGS = {"--data": "data.source", "--model": "model.name", "--base": "model.base", "--epochs": "train.epochs",
+                "--image-size": "data.image_size", "--batch-size": "train.batch_size",
+                "--lr": "train.learning_rate", "--optimizer": "train.optimizer", "--name": "name"}
 
 
 def register(subparsers) -> None:
     """Adds the run commands to the top-level parser's `subparsers`."""
     p = subparsers.add_parser("train", help="start a training run (prints its id)")
     p.add_argument("--config", type=Path, help="a run.json; flags below override it")
-    p.add_argument("--data", help="built-in name (digits, mnist, ...) or an image folder / .zip path")
-    p.add_argument("--model", choices=["lenet5", "resnet", "resnet_cbam", "transfer"])
-    p.add_argument("--base", choices=["mobilenet_v2", "efficientnet_v2b0"], help="transfer base")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    for flag, key in CONFIG_FLAGS.items():
+        add_setting_flag(p, flag, key)
     p.add_argument("--augment", help="comma list, e.g. flip,rotation=15,shift=0.1,zoom=0.1 (or none)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="any config setting, e.g. --set train.schedule=constant (repeatable)")
-    p.add_argument("--name", help="a label for the runs table")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="sets both data.seed and train.seed")
     p.add_argument("--wait", action="store_true", help="follow the run to its end with a progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object (with --wait: the final result)")
     p.set_defaults(handler=cmd_train)
@@ -172,20 +170,18 @@ def config_from_args(args) -> RunConfig:
         if value is not None:
             values.setdefault(section, {})[key] = value
 
-    if args.data is not None:
-        put("data", "source", resolve_source(args.data))
-    put("model", "name", args.model)
-    put("model", "base", args.base)
-    put("train", "epochs", args.epochs)
-    put("data", "image_size", args.image_size)
-    put("train", "batch_size", args.batch_size)
-    put("train", "learning_rate", args.lr)
-    put("train", "optimizer", args.optimizer)
+    for flag, key in CONFIG_FLAGS.items():
+        value = getattr(args, _dest(flag))
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        if section:
+            put(section, name, resolve_source(value) if key == "data.source" else value)
+        else:
+            values[name] = value
     if args.seed is not None:
         put("train", "seed", args.seed)
         put("data", "seed", args.seed)
-    if args.name is not None:
-        values["name"] = args.name
     if args.augment is not None:
         values["augment"] = parse_augment(args.augment)
     for item in args.set:
@@ -195,6 +191,18 @@ def config_from_args(args) -> RunConfig:
             raise UsageError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.schedule=constant")
         put(section, name, _parse_value(raw))
     return RunConfig.from_dict(values)
+
+
+def add_setting_flag(parser, flag: str, key: str) -> None:
+    """Adds `flag` to `parser` for the config setting `key`, typed and described by its metadata."""
+    spec = field_spec(key)
+    allowed = "" if spec.choices or spec.kind is str else f"; {spec.allowed()}"
+    parser.add_argument(flag, dest=_dest(flag), type=None if spec.kind is str else spec.kind, choices=spec.choices,
+                        help=f"{spec.help} ({spec.key}{allowed})".replace("%", "%%"))
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def resolve_source(text: str) -> str:
