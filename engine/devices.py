@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from engine.cpu import ISA_ENV, ONEDNN_ENV, onednn_setting
+
 CPU_DEVICES_ENV = "APERTURE_CPU_DEVICES"
 
 log = logging.getLogger(__name__)
@@ -72,12 +74,28 @@ def configure_devices(mixed_precision: str = "auto") -> DeviceSetup:
         strategy, label = tf.distribute.get_strategy(), "CPU"
 
     use_mixed = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
+    if use_mixed and not gpus:
+        _check_float16_on_cpu()
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
     if use_mixed:
         label += ", mixed float16"
     log.info("training on %s", label)
     return DeviceSetup(strategy=strategy, label=label, replicas=strategy.num_replicas_in_sync,
                        mixed_precision=use_mixed)
+
+
+def _check_float16_on_cpu() -> None:
+    """Fails clearly where oneDNN, limited to AVX2 against the AVX-512 crash, has no float16 convolutions.
+
+    TensorFlow would otherwise abort the first float16 Conv2D with an opaque `AbortedError`.
+    """
+    setting = onednn_setting()
+    if setting.source == "aperture" and setting.variable == ISA_ENV:
+        raise ValueError(
+            f"train.mixed_precision=on: float16 convolutions are not available on this CPU with "
+            f"{setting.variable}={setting.value} (Aperture's guard against oneDNN's AVX-512 crash); train in "
+            f"float32 (mixed_precision=auto or off), on a GPU, or start Aperture with {ONEDNN_ENV}=0 "
+            "(oneDNN off: float16 works on the CPU, more slowly)")
 
 
 @contextlib.contextmanager

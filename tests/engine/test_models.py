@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -10,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from engine.config import ConfigError, ModelConfig
+from engine.cpu import CHOICE_ENV, ISA_ENV, ONEDNN_ENV, cpu_flags
 from engine.models import (BASE_LAYER_NAME, describe_model, imagenet_weights_path, last_conv_layer_name,
                            make_model)
 from engine.models.transfer import weights_file_names
@@ -129,17 +134,28 @@ def test_weight_decay_regularizes_every_kernel():
     assert len(model.losses) == len(kernels)
 
 
+MIXED_PRECISION_PROBE = """
+import keras, numpy as np
+from engine.config import ModelConfig
+from engine.models import make_model
+keras.mixed_precision.set_global_policy("mixed_float16")
+for name in ("lenet5", "resnet_cbam"):
+    model = make_model(ModelConfig(name=name, width=4), (16, 16, 3), 3)
+    assert model.get_layer("logits").compute_dtype == "float16"
+    probabilities = model(np.full((2, 16, 16, 3), 128, "float32"))
+    assert probabilities.dtype == "float32"
+    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-3)
+"""
+
+
 def test_outputs_stay_float32_under_mixed_precision():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        for name in ("lenet5", "resnet_cbam"):
-            model = make_model(ModelConfig(name=name, width=4), (16, 16, 3), NUM_CLASSES)
-            assert model.get_layer("logits").compute_dtype == "float16"
-            probabilities = model(np.full((2, 16, 16, 3), 128, "float32"))
-            assert probabilities.dtype == "float32"
-            np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-3)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    """In a fresh process: float16 convolutions on the CPU need oneDNN off where AVX-512 limits it to AVX2."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), TF_CPP_MIN_LOG_LEVEL="2")
+    if "avx512f" in cpu_flags():
+        env = {k: v for k, v in env.items() if k not in (ISA_ENV, CHOICE_ENV)} | {ONEDNN_ENV: "0"}
+    done = subprocess.run([sys.executable, "-c", MIXED_PRECISION_PROBE], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("kwargs, message", [
