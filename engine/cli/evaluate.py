@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from engine.cli.common import UsageError, add_run_command
+from engine.runfolder import RunFolder
 from engine.store import Workspace
 
 
@@ -24,7 +25,7 @@ def cmd_evaluate(args, workspace: Workspace) -> int:
     run_id = workspace.resolve_run_id(args.run)
     try:
         if args.data is None:
-            predictions = evaluation.load_predictions(workspace, run_id)
+            predictions = RunFolder(workspace, run_id).predictions()
         else:
             if args.batch_size < 1:
                 raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")

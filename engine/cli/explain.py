@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine import store as st
 from engine.cli.common import UsageError, add_run_command, follow
+from engine.runfolder import RunFolder
 from engine.store import Workspace
 
 
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
 
 def cmd_explain(args, workspace: Workspace) -> int:
     from engine.data import DatasetError, read_image
-    from engine.explain import runs as explain_runs
+    from engine.explain import single
 
     run_id = workspace.resolve_run_id(args.run)
     if args.mistakes is not None:
@@ -39,22 +40,23 @@ def cmd_explain(args, workspace: Workspace) -> int:
     if args.wait:
         raise UsageError("--wait applies to --mistakes only (one image is explained right away)")
     run = workspace.get_run(run_id)
-    if not workspace.run_file(run_id, st.MODEL_FILE).exists():
+    folder = RunFolder(workspace, run_id)
+    if not folder.has_model:
         raise UsageError(f"run {run_id} has no trained model yet")
     try:
         image = read_image(args.image, run.config.data.image_size).astype("float32")
     except (DatasetError, OSError) as error:
         raise UsageError(f"--image {args.image}: {error}") from None
-    names = explain_runs.class_names(workspace, run_id)
-    target = explain_runs.resolve_class(args.class_name, names) if args.class_name else None
+    names = folder.class_names()
+    target = single.resolve_class(args.class_name, names) if args.class_name else None
     from engine.models import last_conv_layer_name, load_run_model  # imports TensorFlow
 
     model = load_run_model(workspace, run_id)
     methods = ("gradcam", "shap", "lime") if args.method in (None, "all") else (args.method,)
-    results = explain_runs.explain_image(model, image, methods, target=target, names=names,
-                                         layer_name=last_conv_layer_name(run.config.model))
+    results = single.explain_image(model, image, methods, target=target, names=names,
+                                   layer_name=last_conv_layer_name(run.config.model))
     out = args.out or Path(f"explain-{run_id}")
-    rows = explain_runs.write_outputs(out, args.image.stem, image, results)
+    rows = single.write_outputs(out, args.image.stem, image, results)
     from engine.explain.methods import verdict
 
     if args.json:
@@ -82,7 +84,7 @@ def _explain_mistakes(args, workspace: Workspace, run_id: str) -> int:
         raise UsageError(f"--mistakes {args.mistakes}: explain at least 1 mistake")
     methods = ("gradcam", "shap", "lime") if args.method == "all" else (args.method or "gradcam",)
     job = batch.request_mistakes(workspace, run_id, batch.MistakesRequest(count=args.mistakes, methods=methods))
-    results_path = workspace.run_file(run_id, st.EXPLANATION_RESULTS_FILE)
+    results_path = RunFolder(workspace, run_id).explanations_record
     if not args.wait:
         if args.json:
             print(json.dumps({"run_id": run_id, "job_id": job.id, "status": job.status, "results": str(results_path)}))
@@ -108,7 +110,7 @@ def _explain_mistakes(args, workspace: Workspace, run_id: str) -> int:
 
 def _batch_json(stored, workspace: Workspace) -> dict:
     """A stored batch as JSON: rows with absolute file paths and each method's summary."""
-    folder = workspace.run_dir(stored.run_id)
+    folder = RunFolder(workspace, stored.run_id).path
     images = []
     for row in stored.rows:
         methods = {m: {**{k: v for k, v in r.__dict__.items() if k not in ("map", "overlay")}, "label": r.label,
@@ -138,4 +140,4 @@ def _print_batch(stored, workspace: Workspace) -> None:
         print(f"{s.label:<9} {s.images:>6} {s.mean_seconds:>7.2f} {s.mean_deletion_auc:>9.3f} "
               f"{s.mean_random_deletion_auc:>7.3f} {s.mean_insertion_auc:>9.3f} {s.mean_random_insertion_auc:>7.3f}"
               f" {s.beats_random_share:>12.0%}")
-    print(f"files: {workspace.run_dir(stored.run_id) / stored.folder}")
+    print(f"files: {RunFolder(workspace, stored.run_id).path / stored.folder}")

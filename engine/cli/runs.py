@@ -11,6 +11,7 @@ from engine import jobs
 from engine import store as st
 from engine.cli.common import UsageError, add_run_command
 from engine.config import AugmentConfig, RunConfig, field_spec
+from engine.runfolder import RunFolder
 from engine.store import Run, Workspace
 
 # `train` flags that set one config setting each: their type, choices and help come from its metadata.
@@ -270,7 +271,7 @@ def _print_run(run: Run, workspace: Workspace) -> None:
     print(f"accuracy  val {_pct(run.best_val_accuracy)}   test {_pct(run.test_accuracy)}")
     if run.job and run.job.error:
         print(f"reason    {run.job.error}")
-    print(f"folder    {workspace.run_dir(run.id)}")
+    print(f"folder    {RunFolder(workspace, run.id).path}")
 
 
 def _progress_printer(workspace: Workspace):

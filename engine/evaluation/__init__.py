@@ -19,18 +19,12 @@ from engine.evaluation.compare import (EXACT_MCNEMAR_BELOW, SIGNIFICANCE, align,
 from engine.evaluation.job import (EVALUATE_JOB, SPLIT_PREFIX, SPLITS, check_evaluation_name, default_evaluation_name,
                                    EvaluationError, EvaluationRequest, predict_folder, predict_source, predict_split,
                                    request_evaluation, run_evaluation_job)
-from engine.runfolder import RunFolder
 
 __all__ = [
-    "NoPredictions", "Predictions", "load_predictions", "save_predictions", "CalibrationBin", "ClassDelta", "ClassMetrics", "Comparison", "ConfusedPair", "ECE_BINS", "EVALUATE_JOB",
+    "NoPredictions", "Predictions", "save_predictions", "CalibrationBin", "ClassDelta", "ClassMetrics", "Comparison", "ConfusedPair", "ECE_BINS", "EVALUATE_JOB",
     "EXACT_MCNEMAR_BELOW", "Evaluation", "EvaluationError", "EvaluationRequest", "LabelIssue", "McNemar",
     "NotComparable", "SIGNIFICANCE", "SPLITS", "SPLIT_PREFIX", "TOP_K", "align", "calibration_bins",
     "check_evaluation_name", "compare_runs", "default_evaluation_name", "evaluate", "find_label_issues",
     "format_table", "label_issues_csv", "mcnemar", "predict_folder", "predict_source", "predict_split",
     "ranked_mistakes", "request_evaluation", "run_evaluation_job", "verdict"
 ]
-
-
-def load_predictions(workspace, run_id: str) -> Predictions:
-    """A run's test predictions: `RunFolder(workspace, run_id).predictions()`, by the name the CLI knows."""
-    return RunFolder(workspace, run_id).predictions()

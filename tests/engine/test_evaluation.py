@@ -15,7 +15,7 @@ import pytest
 
 from engine import store as st
 from engine.evaluation import (NotComparable, Predictions, calibration_bins, compare_runs, evaluate,
-                               find_label_issues, label_issues_csv, load_predictions, mcnemar, ranked_mistakes)
+                               find_label_issues, label_issues_csv, mcnemar, ranked_mistakes)
 from engine.runfolder import RunFolder
 from engine.store import Workspace
 from tests.image_files import write_digit_folder, write_image_folder
@@ -221,7 +221,7 @@ def test_cli_evaluate_a_trained_run(trained):
     assert matrix.shape == (10, 10) and matrix.sum() == data["num_samples"]
     assert data["accuracy"] == pytest.approx(Workspace(home).get_run(run_id).test_accuracy)
     assert data["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
-    saved = load_predictions(Workspace(home), run_id)
+    saved = RunFolder(Workspace(home), run_id).predictions()
     assert saved.fingerprint and len(saved) == data["num_samples"]
     table = cli(home, "evaluate", run_id[-4:]).stdout
     assert "precision" in table and "confusion matrix" in table
@@ -289,8 +289,8 @@ def test_evaluate_job_over_the_validation_split(trained):
     predictions = folder.predictions("val-split")
     assert predictions.probabilities.shape == (sum(report["counts"]["val"]), 10)
     assert np.bincount(predictions.labels, minlength=10).tolist() == report["counts"]["val"]
-    assert predictions.fingerprint == load_predictions(workspace, run_id).fingerprint
-    assert not set(predictions.indices) & set(load_predictions(workspace, run_id).indices)  # val, not test
+    assert predictions.fingerprint == RunFolder(workspace, run_id).predictions().fingerprint
+    assert not set(predictions.indices) & set(RunFolder(workspace, run_id).predictions().indices)  # val, not test
     result = evaluate(predictions)
     assert result.num_samples == len(predictions) and 0.0 <= result.accuracy <= 1.0
     find_label_issues(predictions)
