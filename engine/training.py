@@ -1,4 +1,4 @@
-"""`train(config, context)`: one synchronous training run, executed inside a job process."""
+"""`train(config, folder, report=, should_stop=)`: one synchronous training run (inside a job process: `KIND`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import platform
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import keras
 import numpy as np
@@ -45,18 +46,24 @@ class TrainResult:
     train_seconds: float
 
 
-def train(config: RunConfig, context: JobContext) -> TrainResult:
-    """Trains, checkpoints and tests one run, writing everything into its run folder.
+def train(config: RunConfig, folder: RunFolder, *, report: Callable[[float, str], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Trains, checkpoints and tests one run, writing everything into its run folder and the store.
 
     Args:
         config: the run's configuration.
-        context: the job context (workspace, run id, cancel flag, progress reporting).
+        folder: the run's folder (its workspace holds the run's row, where epochs are recorded).
+        report: `report(progress 0..1, message)`, called as training advances. Default: nothing.
+        should_stop: returns True once training should stop (checked every batch; it should be cheap).
+            Default: never.
 
     Returns:
         The `TrainResult`. Raises `JobCancelled` if stopped (the best checkpoint is kept)
         and `TrainingFailed` if the loss diverges.
     """
-    workspace, run_id = context.workspace, context.run_id
+    report = report or (lambda progress, message: None)
+    should_stop = should_stop or (lambda: False)
+    workspace, run_id = folder.workspace, folder.run_id
     # Our datasets are shuffled in tf.data; Keras warns about its own shuffle flag every epoch.
     warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*")
     keras.utils.set_random_seed(config.train.seed)
@@ -65,8 +72,7 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     devices = configure_devices(config.train.mixed_precision)
     workspace.update_run(run_id, device=devices.label, versions_json=_versions_json())
 
-    folder = RunFolder(workspace, run_id)
-    context.report(0.0, "loading data")
+    report(0.0, "loading data")
     images = folder.dataset()  # a resumed run: checked against what the interrupted attempt recorded
     split = folder.split(images)
     st.write_json_atomic(folder.data_report_file, data_report(images, split))
@@ -74,13 +80,14 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     log.info("data %s: %d images in %d classes (%d skipped); train/val/test %d/%d/%d", images.source, len(images),
              num_classes, len(images.skipped), len(split.train), len(split.val), len(split.test))
     workspace.update_run(run_id, fingerprint=images.fingerprint, num_classes=num_classes)
-    context.raise_if_cancelled()
+    if should_stop():
+        raise JobCancelled()
 
     batch_size = config.train.batch_size * devices.replicas
     if batch_size > len(split.train):  # not an error (the default 32 on a small folder): one partial batch per epoch
         log.warning("train.batch_size=%d is larger than the %d training images: each epoch is one batch of %d",
                     batch_size, len(split.train), len(split.train))
-    resumed = _read_last_checkpoint(context)
+    resumed = _read_last_checkpoint(folder)
     first_epoch = int(resumed["epoch"]) if resumed is not None else 0
     # The training batches of epochs first_epoch+1..N; each epoch's shuffle and augmentation depend on
     # (seed, epoch) alone, so a resumed run sees the batches the uninterrupted run would have seen.
@@ -105,10 +112,11 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
                           metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     workspace.update_run(run_id, params=describe_model(model)["params"])
 
-    progress = StoreProgress(context, config.train.epochs, steps_per_epoch, len(split.train))
+    progress = StoreProgress(folder, config.train.epochs, steps_per_epoch, len(split.train), report=report,
+                             should_stop=should_stop)
     checkpoint = BestCheckpoint(str(folder.model_file))
-    initial_epoch = _continue_from(resumed, context, progress, checkpoint) if resumed is not None else 0
-    last = LastCheckpoint(context, progress, best=checkpoint)
+    initial_epoch = _continue_from(resumed, folder, progress, checkpoint) if resumed is not None else 0
+    last = LastCheckpoint(folder, progress, best=checkpoint)
     # The checkpoints come first: once the store shows an epoch, its checkpoints are on disk.
     callbacks = [checkpoint, last, progress, EpochSummaries(folder.tensorboard_dir)]
     stopped_early = False
@@ -124,7 +132,7 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
     if stopped_early:  # killed after early stopping ended training: nothing left to train, only to test
         log.info("early stopping had already ended training after epoch %d", initial_epoch)
     else:
-        context.report(initial_epoch / config.train.epochs, f"epoch {initial_epoch + 1}/{config.train.epochs}")
+        report(initial_epoch / config.train.epochs, f"epoch {initial_epoch + 1}/{config.train.epochs}")
         model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
     train_seconds = time.monotonic() - started
@@ -135,7 +143,7 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
 
     if checkpoint.best_weights is not None:
         model.set_weights(checkpoint.best_weights)
-    context.report(1.0, "testing")
+    report(1.0, "testing")
     probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
     test_labels = images.labels[split.test]
     test_accuracy = float(np.mean(probabilities.argmax(axis=1) == test_labels))
@@ -143,22 +151,21 @@ def train(config: RunConfig, context: JobContext) -> TrainResult:
                      [images.ids[i] for i in split.test], split.test, images.class_names)
     best_val = progress.best_val_accuracy
     workspace.update_run(run_id, test_accuracy=test_accuracy, train_seconds=train_seconds)
-    context.report(1.0, f"done: test accuracy {test_accuracy:.4f}")
+    report(1.0, f"done: test accuracy {test_accuracy:.4f}")
     log.info("test accuracy %.4f after %d epochs in %.1f s", test_accuracy, progress.epochs_done, train_seconds)
     return TrainResult(test_accuracy, best_val, progress.epochs_done, train_seconds)
 
 
 def run_train_job(context: JobContext, request: None) -> TrainResult:
     """The body of a `train` job: trains the run from its `config.json` (resuming from `last.keras` if there)."""
-    return train(RunFolder(context.workspace, context.run_id).config(), context)
+    return train(context.folder.config(), context.folder, report=context.report, should_stop=context.should_stop)
 
 
 KIND = JobKind(st.TRAIN_JOB, run=run_train_job, doing="training")
 
 
-def _read_last_checkpoint(context: JobContext) -> dict | None:
+def _read_last_checkpoint(folder: RunFolder) -> dict | None:
     """The saved `last.json` if this run has a last checkpoint to resume from, else None."""
-    folder = RunFolder(context.workspace, context.run_id)
     info_path, model_path = folder.last_checkpoint_info, folder.last_checkpoint
     if not (info_path.exists() and model_path.exists()):
         return None
@@ -166,9 +173,9 @@ def _read_last_checkpoint(context: JobContext) -> dict | None:
     return info if int(info.get("epoch", 0)) > 0 else None
 
 
-def _continue_from(resumed: dict, context: JobContext, progress: StoreProgress, checkpoint: BestCheckpoint) -> int:
+def _continue_from(resumed: dict, folder: RunFolder, progress: StoreProgress, checkpoint: BestCheckpoint) -> int:
     """Lines the store and the callbacks up with the last checkpoint; returns the epochs it holds."""
-    workspace, run_id = context.workspace, context.run_id
+    workspace, run_id = folder.workspace, folder.run_id
     epoch = int(resumed["epoch"])
     history = [m for m in workspace.epochs(run_id) if m.epoch <= epoch]
     if len(history) < epoch and resumed.get("metrics"):  # killed between the checkpoint and the store write
@@ -176,7 +183,7 @@ def _continue_from(resumed: dict, context: JobContext, progress: StoreProgress, 
     workspace.truncate_epochs(run_id, epoch)
     losses = [m.val_loss for m in workspace.epochs(run_id) if m.val_loss is not None and math.isfinite(m.val_loss)]
     checkpoint.best_loss = min(losses, default=math.inf)
-    best_path = RunFolder(context.workspace, context.run_id).model_file
+    best_path = folder.model_file
     if best_path.exists():
         checkpoint.best_weights = keras.models.load_model(best_path, compile=False, safe_mode=True).get_weights()
     accuracies = [m.val_accuracy for m in workspace.epochs(run_id) if m.val_accuracy is not None]

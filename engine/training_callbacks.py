@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import keras
 import tensorflow as tf
@@ -22,7 +22,7 @@ import tensorflow as tf
 from engine import store as st
 
 if TYPE_CHECKING:
-    from engine.jobs.context import JobContext
+    from engine.runfolder import RunFolder
 
 log = logging.getLogger("engine.training")
 PROGRESS_SECONDS = 1.0  # how often batch-level progress reaches the store
@@ -42,9 +42,12 @@ class StoreProgress(keras.callbacks.Callback):
 
     async_safe = True
 
-    def __init__(self, context: JobContext, epochs: int, steps_per_epoch: int, train_size: int):
+    def __init__(self, folder: RunFolder, epochs: int, steps_per_epoch: int, train_size: int, *,
+                 report: Callable[[float, str], None], should_stop: Callable[[], bool]):
         super().__init__()
-        self.context = context
+        self.folder = folder
+        self.report = report
+        self.should_stop = should_stop
         self.epochs = epochs
         self.steps = steps_per_epoch
         self.train_size = train_size
@@ -65,7 +68,7 @@ class StoreProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._last_batch_end = time.monotonic()
-        if self.context.should_stop():
+        if self.should_stop():
             self.cancelled = True
             self.model.stop_training = True
             return
@@ -73,7 +76,7 @@ class StoreProgress(keras.callbacks.Callback):
         if now - self._reported_at >= PROGRESS_SECONDS:
             self._reported_at = now
             done = (self._epoch + (batch + 1) / self.steps) / self.epochs
-            self.context.report(done, f"epoch {self._epoch + 1}/{self.epochs}, batch {batch + 1}/{self.steps}")
+            self.report(done, f"epoch {self._epoch + 1}/{self.epochs}, batch {batch + 1}/{self.steps}")
 
     def on_test_begin(self, logs=None):  # fit's validation, between the last training batch and on_epoch_end
         self._test_began = time.monotonic()
@@ -89,7 +92,7 @@ class StoreProgress(keras.callbacks.Callback):
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
             self.failure = (f"the training loss became {loss} in epoch {epoch + 1}: lower the learning rate "
-                            f"(now {self.context.workspace.get_run(self.context.run_id).config.train.learning_rate})"
+                            f"(now {self.folder.config().train.learning_rate})"
                             " or check the data")
             self.model.stop_training = True
             return
@@ -100,7 +103,7 @@ class StoreProgress(keras.callbacks.Callback):
                         "validation": self._test_ended - self._test_began if validated else 0.0,
                         "checkpoints": now - (self._test_ended if validated else self._last_batch_end)}
         self.epochs_done = epoch + 1
-        self.context.workspace.add_epoch(self.context.run_id, st.EpochMetrics(
+        self.folder.workspace.add_epoch(self.folder.run_id, st.EpochMetrics(
             epoch=epoch + 1, loss=_float(loss), accuracy=_float(logs.get("accuracy")),
             val_loss=_float(logs.get("val_loss")), val_accuracy=_float(logs.get("val_accuracy")),
             learning_rate=self._epoch_learning_rate, seconds=seconds,
@@ -108,11 +111,11 @@ class StoreProgress(keras.callbacks.Callback):
         val_accuracy = _float(logs.get("val_accuracy"))
         if val_accuracy is not None and val_accuracy > (self.best_val_accuracy or -1.0):
             self.best_val_accuracy = val_accuracy
-            self.context.workspace.update_run(self.context.run_id, best_val_accuracy=val_accuracy)
+            self.folder.workspace.update_run(self.folder.run_id, best_val_accuracy=val_accuracy)
         # As often as the batch reports (a store write costs 10-20 ms: most of a short epoch's fixed cost), and last.
         if now - self._reported_at >= PROGRESS_SECONDS or epoch + 1 == self.epochs:
             self._reported_at = now
-            self.context.report((epoch + 1) / self.epochs, f"epoch {epoch + 1}/{self.epochs} done")
+            self.report((epoch + 1) / self.epochs, f"epoch {epoch + 1}/{self.epochs} done")
 
     def on_train_end(self, logs=None):
         self._log_timing()
@@ -188,9 +191,9 @@ class LastCheckpoint(keras.callbacks.Callback):
     fraction of the cost of a second save.
     """
 
-    def __init__(self, context: JobContext, progress: StoreProgress, best: BestCheckpoint | None = None):
+    def __init__(self, folder: RunFolder, progress: StoreProgress, best: BestCheckpoint | None = None):
         super().__init__()
-        self.context = context
+        self.folder = folder
         self.progress = progress
         self.best = best
 
@@ -198,7 +201,7 @@ class LastCheckpoint(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if self.progress.cancelled or (loss is not None and not math.isfinite(loss)):
             return
-        path = self.context.folder.last_checkpoint
+        path = self.folder.last_checkpoint
         if self.best is not None and self.best.saved_epoch == epoch:
             copy_atomic(Path(self.best.path), path)
         else:
@@ -206,7 +209,7 @@ class LastCheckpoint(keras.callbacks.Callback):
         metrics = {k: _float(v) for k, v in (logs or {}).items()
                    if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         states = [keras.ops.convert_to_numpy(v).tolist() for v in seed_states(self.model)]
-        st.write_json_atomic(self.context.folder.last_checkpoint_info,
+        st.write_json_atomic(self.folder.last_checkpoint_info,
                              {"epoch": epoch + 1, "metrics": {"epoch": epoch + 1, **metrics},
                               "seed_states": states})
 

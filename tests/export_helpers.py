@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from engine.config import RunConfig
-from engine.jobs import JobContext
 from engine.runfolder import RunFolder
 from engine.store import COMPLETED, Workspace
 
@@ -19,6 +18,6 @@ def train_tiny_run(workspace: Workspace, *, model: dict | None = None, epochs: i
         "train": {"epochs": epochs, "batch_size": 32, "learning_rate": 0.003, "early_stopping": 0}})
     run = workspace.create_run(config)
     job = workspace.claim_next_job(limit=10)
-    train(config, JobContext(workspace, job, RunFolder(workspace, run.id)))
+    train(config, RunFolder(workspace, run.id))
     workspace.finish_job(job.id, COMPLETED)
     return run.id

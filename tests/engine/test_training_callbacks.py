@@ -11,26 +11,16 @@ import keras
 import numpy as np
 import pytest
 
-from engine import store as st
 from engine import training_callbacks as tc
+from engine.config import RunConfig
+from engine.runfolder import RunFolder
 from tests.benchmarks.bench_training import TIMING_LINE
 
 
-class FakeContext:
-    """What the callbacks use of a `JobContext`, writing run files under `folder` and recording store calls."""
-
-    def __init__(self, folder: Path):
-        self.run_id, self.calls = "run", []
-        self.folder = SimpleNamespace(last_checkpoint=folder / st.LAST_CHECKPOINT_FILE,
-                                      last_checkpoint_info=folder / st.LAST_CHECKPOINT_INFO_FILE)
-        self.workspace = SimpleNamespace(add_epoch=lambda run_id, metrics: self.calls.append(("epoch", metrics)),
-                                         update_run=lambda run_id, **values: self.calls.append(("run", values)))
-
-    def should_stop(self) -> bool:
-        return False
-
-    def report(self, progress=None, message=None) -> None:
-        self.calls.append(("report", message))
+@pytest.fixture
+def folder(workspace):
+    """A real run's folder in a fresh workspace (the callbacks write its files and its store rows)."""
+    return RunFolder(workspace, workspace.create_run(RunConfig()).id)
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +31,13 @@ def model():
     return model
 
 
-def test_an_improving_epoch_saves_once_and_copies_the_file(model, tmp_path, monkeypatch):
+def test_an_improving_epoch_saves_once_and_copies_the_file(model, folder, monkeypatch):
     saves = []
     real_save = keras.Model.save
     monkeypatch.setattr(keras.Model, "save", lambda self, path, *a, **k: (saves.append(Path(path).name),
                                                                           real_save(self, path, *a, **k)))
-    context = FakeContext(tmp_path)
-    best = tc.BestCheckpoint(str(tmp_path / st.MODEL_FILE))
-    last = tc.LastCheckpoint(context, SimpleNamespace(cancelled=False), best=best)
+    best = tc.BestCheckpoint(str(folder.model_file))
+    last = tc.LastCheckpoint(folder, SimpleNamespace(cancelled=False), best=best)
     for callback in (best, last):
         callback.set_model(model)
     for epoch, val_loss in enumerate((1.0, 2.0, 0.5)):
@@ -56,14 +45,14 @@ def test_an_improving_epoch_saves_once_and_copies_the_file(model, tmp_path, monk
         best.on_epoch_end(epoch, logs)
         last.on_epoch_end(epoch, logs)
         if epoch == 0:
-            assert (tmp_path / st.LAST_CHECKPOINT_FILE).read_bytes() == (tmp_path / st.MODEL_FILE).read_bytes()
-            first_best = (tmp_path / st.MODEL_FILE).read_bytes()
+            assert folder.last_checkpoint.read_bytes() == folder.model_file.read_bytes()
+            first_best = folder.model_file.read_bytes()
         if epoch == 1:  # no improvement: the best checkpoint is left as it was, the last one saved
-            assert (tmp_path / st.MODEL_FILE).read_bytes() == first_best
-        assert json.loads((tmp_path / st.LAST_CHECKPOINT_INFO_FILE).read_text())["epoch"] == epoch + 1
+            assert folder.model_file.read_bytes() == first_best
+        assert json.loads(folder.last_checkpoint_info.read_text())["epoch"] == epoch + 1
     assert saves == ["model.tmp.keras", "last.tmp.keras", "model.tmp.keras"]
-    assert not list(tmp_path.glob("*.tmp.keras"))
-    restored = keras.models.load_model(tmp_path / st.LAST_CHECKPOINT_FILE)
+    assert not list(folder.path.glob("*.tmp.keras"))
+    restored = keras.models.load_model(folder.last_checkpoint)
     assert all(np.array_equal(a, b) for a, b in zip(restored.get_weights(), model.get_weights()))
     assert [v.numpy().tolist() for v in restored.optimizer.variables] == \
            [v.numpy().tolist() for v in model.optimizer.variables]
@@ -97,9 +86,10 @@ def test_saving_reuses_keras_skip_sets(model, tmp_path):
         assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), model.get_weights()))
 
 
-def test_each_epoch_logs_its_timing_and_reports_progress_at_most_every_second(model, tmp_path, caplog):
-    context = FakeContext(tmp_path)
-    progress = tc.StoreProgress(context, epochs=3, steps_per_epoch=1, train_size=8)
+def test_each_epoch_logs_its_timing_and_reports_progress_at_most_every_second(model, folder, caplog):
+    reports = []
+    progress = tc.StoreProgress(folder, epochs=3, steps_per_epoch=1, train_size=8,
+                                report=lambda progress, message: reports.append(message), should_stop=lambda: False)
     progress.set_model(model)
     with caplog.at_level(logging.INFO, logger="engine.training"):
         for epoch in range(3):
@@ -111,7 +101,6 @@ def test_each_epoch_logs_its_timing_and_reports_progress_at_most_every_second(mo
         progress.on_train_end()
     timings = [m for m in caplog.messages if "timing" in m]
     assert len(timings) == 3 and all(TIMING_LINE.search(m) for m in timings), timings
-    assert [m.epoch for kind, m in context.calls if kind == "epoch"] == [1, 2, 3]
-    reports = [m for kind, m in context.calls if kind == "report"]
+    assert [m.epoch for m in folder.workspace.epochs(folder.run_id)] == [1, 2, 3]
     assert reports[0] == "epoch 1/3, batch 1/1" and reports[-1] == "epoch 3/3 done"
     assert "epoch 2/3 done" not in reports  # less than a second after the last report
