@@ -13,7 +13,8 @@ which return data. The layout (kept as existing workspaces have it)::
     predictions.npz             the test split: probabilities, labels, ids, indices, class_names
     evaluations/<name>.npz      fresh evaluations (keys as predictions.npz), each with <name>.json (its source)
     explanations/mistakes.json  the stored batch of explained mistakes; its maps in explanations/<batch>/
-    exports/                    exported artifacts, report.json (parity) and metadata.json
+    exports/                    exported artifacts (named by `engine.export.formats.FORMATS`), report.json (parity)
+                                and metadata.json
     model_card.md, model_card.html
     published                   present: the run's demo opens by link without the password
 
@@ -54,11 +55,6 @@ _EXPORT_REPORT = "exports/report.json"
 _EXPORT_METADATA = "exports/metadata.json"
 _MODEL_CARD = "model_card.md"
 _MODEL_CARD_HTML = "model_card.html"
-_ARTIFACTS = {  # exported artifact per format, in `exports/`, in the order `engine.export.FORMATS` lists them
-    "float32": "model_float32.tflite", "dynamic": "model_dynamic.tflite", "float16": "model_float16.tflite",
-    "int8": "model_int8.tflite", "uint8": "model_uint8.tflite", "saved_model": "saved_model",
-    "onnx": "model.onnx", "keras": "model.keras",
-}
 _RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")  # as `store.new_id` makes them
 
 
@@ -131,10 +127,12 @@ class RunFolder:
         return self.path / _EXPORT_METADATA
 
     def export_artifact(self, fmt: str) -> Path:
-        """Where the export of format `fmt` (one of `engine.export.FORMATS`) is written."""
-        if fmt not in _ARTIFACTS:
-            raise ValueError(f"format {fmt!r}: expected one of {', '.join(_ARTIFACTS)}")
-        return self.exports_dir / _ARTIFACTS[fmt]
+        """Where the export of format `fmt` (one of `engine.export.FORMATS`) is written: its `Format.artifact`."""
+        from engine.export.formats import FORMATS  # at call time: engine.export imports this module
+
+        if fmt not in FORMATS:
+            raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        return self.exports_dir / FORMATS[fmt].artifact
 
     @property
     def evaluations_dir(self) -> Path:
@@ -241,7 +239,9 @@ class RunFolder:
 
     def exports(self) -> dict[str, Path]:
         """The exported artifacts on disk, by format (in `engine.export.FORMATS` order)."""
-        return {fmt: path for fmt in _ARTIFACTS if (path := self.export_artifact(fmt)).exists()}
+        from engine.export.formats import FORMATS
+
+        return {fmt: path for fmt in FORMATS if (path := self.export_artifact(fmt)).exists()}
 
     def export_report(self) -> dict | None:
         """The latest export's parity report as saved (`engine.export.read_report` types it), or None."""

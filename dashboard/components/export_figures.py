@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from dashboard.components.figures import _layout
-from engine.export import FORMAT_LABELS, ExportReport
+from engine.export import ExportReport, format_label
 
 PASS_COLOR = "#2f9e44"
 FAIL_COLOR = "#e03131"
@@ -19,7 +19,7 @@ def size_vs_accuracy(report: ExportReport) -> go.Figure:
     for i, a in enumerate(done):
         # One legend entry per format (labels on the markers would collide: most formats share an accuracy).
         fig.add_scatter(
-            x=[a.size_bytes / 1024], y=[100 * a.accuracy], mode="markers", name=FORMAT_LABELS.get(a.format, a.format),
+            x=[a.size_bytes / 1024], y=[100 * a.accuracy], mode="markers", name=format_label(a.format),
             marker={"size": 13, "color": PALETTE[i % len(PALETTE)], "symbol": "circle" if a.passed else "x",
                     "line": {"width": 1, "color": "white"}},
             customdata=[[len(a.flipped), a.latency_ms_median or 0, "passed" if a.passed else "failed"]],

@@ -15,7 +15,7 @@ from PIL import Image
 from dashboard.components import state, widgets
 from dashboard.components.gallery import upscale
 from engine.explain import batch
-from engine.explain.methods import LABELS, METHODS, Explanation
+from engine.explain.methods import METHODS, SIDE_BY_SIDE, Explanation, method_label
 from engine.runfolder import RunFolder
 from engine.store import Run
 
@@ -25,9 +25,7 @@ MAX_COUNT = 64  # the gallery gets long beyond this; the CLI takes up to batch.M
 PAGE_SIZE = 12
 OPACITY = 0.5  # as the single-image view's default
 THUMB_SIDE = 150
-# Rough seconds per image on two CPU cores (see STACK.md), and the job's start-up (TensorFlow, the model).
-SECONDS_PER_IMAGE = {"gradcam": 0.1, "shap": 1.0, "lime": 1.0}
-START_SECONDS, SHAP_WARM_UP_SECONDS = 10, 15
+START_SECONDS = 10  # the job's start-up (TensorFlow, the model); each method's own costs are in METHODS
 
 
 def _test_mistakes(run: Run) -> tuple[int, int] | str:
@@ -40,8 +38,7 @@ def _test_mistakes(run: Run) -> tuple[int, int] | str:
 
 
 def _estimate(count: int, methods: list[str]) -> str:
-    seconds = START_SECONDS + count * sum(SECONDS_PER_IMAGE[m] for m in methods)
-    seconds += SHAP_WARM_UP_SECONDS if "shap" in methods else 0
+    seconds = START_SECONDS + sum(count * METHODS[m].seconds_per_image + METHODS[m].warm_up_seconds for m in methods)
     return f"{seconds:.0f} s" if seconds < 60 else widgets.duration(seconds)
 
 
@@ -63,11 +60,12 @@ def request_form(run: Run) -> None:
     if int(st.session_state.get(COUNT_KEY) or 0) > most:
         st.session_state[COUNT_KEY] = most
     st.session_state.setdefault(COUNT_KEY, min(batch.DEFAULT_COUNT, most))
-    st.session_state.setdefault(METHODS_KEY, ["gradcam"])
+    st.session_state.setdefault(METHODS_KEY, list(batch.MistakesRequest().methods))
     c1, c2 = st.columns([1, 2], vertical_alignment="bottom")
     count = int(c1.number_input(f"Mistakes (1–{most})", min_value=1, max_value=most, step=1, key=COUNT_KEY))
-    methods = c2.pills("Methods", list(METHODS), selection_mode="multi", format_func=LABELS.get, key=METHODS_KEY)
-    methods = [m for m in METHODS if m in (methods or [])]
+    methods = c2.pills("Methods", list(SIDE_BY_SIDE), selection_mode="multi", format_func=method_label,
+                       key=METHODS_KEY)
+    methods = [m for m in SIDE_BY_SIDE if m in (methods or [])]
     latest = workspace.latest_job(run.id, batch.EXPLAIN_JOB)
     busy = latest is not None and latest.active
     start = st.button(f"Explain {count} mistake{'s' * (count != 1)}", key=START_KEY, type="primary",
@@ -121,7 +119,7 @@ def show_batch(run: Run, open_image: Callable[[str, str], None]) -> None:
 
 
 def _summary(run: Run, stored: batch.MistakeExplanations) -> None:
-    labels = ", ".join(LABELS[m] for m in stored.methods)
+    labels = ", ".join(method_label(m) for m in stored.methods)
     st.subheader(f"The {len(stored.rows)} most confident mistake{'s' * (len(stored.rows) != 1)}", anchor=False)
     warm_up = f" ({widgets.duration(stored.warm_up_seconds)} of it warming up)" if stored.warm_up_seconds >= 1 else ""
     st.caption(f"Explained with {labels} · {widgets.timestamp(stored.created_at)} · took "
@@ -196,7 +194,7 @@ def _card(run: Run, row: batch.ExplainedMistake, methods: list[str], folder: Run
         except (OSError, ValueError):
             attribution = None
         if attribution is None:
-            column.caption(f"{LABELS[method]}: {'its map is missing' if result else 'not run'}")
+            column.caption(f"{method_label(method)}: {'its map is missing' if result else 'not run'}")
             continue
         column.image(upscale(_overlay(pixels, attribution), THUMB_SIDE), caption=result.label, width="stretch")
         mark = ":green[✓ beats random]" if result.beats_random else ":orange[✗ no better than random]"

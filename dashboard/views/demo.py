@@ -23,7 +23,6 @@ from engine.store import Run, RunNotFound
 PICKER_KEY = "demo.run"
 ARTIFACT_KEY = "demo.artifact"
 DISPLAY_SIDE = 280
-SERVERS = {"int8": "INT8 TFLite", "uint8": "INT8 TFLite (uint8)", "float32": "float32 TFLite", "keras": "Keras"}
 
 
 def _choose_run(runs: list[Run]) -> tuple[Run | None, bool]:
@@ -46,10 +45,15 @@ def _choose_run(runs: list[Run]) -> tuple[Run | None, bool]:
 
 
 def _servers(run: Run) -> dict[str, Path]:
-    """The artifacts that can serve this run's demo, best first (INT8 TFLite, then float32, then Keras)."""
-    exported = state.folder(run).exports()
-    return {**{fmt: exported[fmt] for fmt in ("int8", "uint8", "float32") if fmt in exported},
-            "keras": state.folder(run).model_file}
+    """The artifacts that can serve this run's demo, best first (`export.DEMO_FORMATS`: INT8 TFLite, then float32,
+    then Keras). Keras is the run's own model file, always there; the others once exported."""
+    folder = state.folder(run)
+    exported = {**folder.exports(), "keras": folder.model_file}
+    return {fmt: exported[fmt] for fmt in export.DEMO_FORMATS if fmt in exported}
+
+
+def _served_by(fmt: str) -> str:
+    return export.FORMATS[fmt].demo
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -104,8 +108,8 @@ def _show(run: Run, fmt: str, servers: dict[str, Path], upload: UploadedFile) ->
     with right:
         st.metric("Prediction", names[top] if names else str(top), f"{100 * probabilities[top]:.1f}% confident",
                   delta_color="off", delta_arrow="off")
-        st.plotly_chart(top_classes(names, probabilities, title=f"Top {min(5, len(names))} · served by {SERVERS[fmt]}"),
-                        key="demo.topk", width="stretch")
+        title = f"Top {min(5, len(names))} · served by {_served_by(fmt)}"
+        st.plotly_chart(top_classes(names, probabilities, title=title), key="demo.topk", width="stretch")
     keras_path = servers["keras"]
     from engine.models import last_conv_layer_name
 
@@ -121,7 +125,7 @@ def _show(run: Run, fmt: str, servers: dict[str, Path], upload: UploadedFile) ->
         same = int(np.argmax(reference)) == top
         diff = float(np.max(np.abs(reference - probabilities)))
         text = (f"Keras says **{names[int(np.argmax(reference))]}** ({100 * reference.max():.1f}%), "
-                f"{SERVERS[fmt]} says **{names[top]}** ({100 * probabilities[top]:.1f}%); largest probability "
+                f"{_served_by(fmt)} says **{names[top]}** ({100 * probabilities[top]:.1f}%); largest probability "
                 f"difference {100 * diff:.2f} points.")
         if same:
             st.success("The exported model and the Keras model agree. " + text, icon=":material/check_circle:")
@@ -155,7 +159,7 @@ def main() -> None:
         st.session_state[ARTIFACT_KEY] = options[0]
     c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
     with c1:
-        fmt = st.segmented_control("Served by", options, key=ARTIFACT_KEY, format_func=SERVERS.get,
+        fmt = st.segmented_control("Served by", options, key=ARTIFACT_KEY, format_func=_served_by,
                                    help="Which file answers: the exported TFLite file (LiteRT) or the Keras model. "
                                         "The Grad-CAM overlay always comes from the Keras model.") or options[0]
     with c2:

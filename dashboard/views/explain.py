@@ -19,7 +19,7 @@ from dashboard.components import mistakes_panel, state, uploads, widgets
 from dashboard.components.figures import top_classes
 from engine import evaluation as ev
 from engine.data import DatasetError
-from engine.explain.methods import LABELS, Explanation, verdict, warm_up
+from engine.explain.methods import METHODS, SIDE_BY_SIDE, Explanation, method_label, verdict, warm_up
 from engine.store import Run
 
 RUN_KEY, SOURCE_KEY, INDEX_KEY = "explain.run", "explain.source", "explain.index"
@@ -29,6 +29,9 @@ VIEW_KEY, VIEW_PARAM = "explain.view", "view"
 ONE_IMAGE, MISTAKES = "One image", "Most confident mistakes"
 DISPLAY_SIDE = 240
 PREDICTED = -1  # the "Explain for class…" option meaning whatever the model predicts
+INSTANT = tuple(m for m in SIDE_BY_SIDE if METHODS[m].instant)  # Grad-CAM, as soon as an image is chosen
+SLOW = tuple(m for m in SIDE_BY_SIDE if not METHODS[m].instant)  # SHAP and LIME, behind a button
+SLOW_LABELS = " and ".join(method_label(m) for m in SLOW)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
@@ -36,7 +39,7 @@ def _explain(run_id: str, mtime: float, digest: str, image: np.ndarray, method: 
              layer: str, names: tuple[str, ...]) -> Explanation:
     from engine.explain.methods import explain
 
-    params = {"layer_name": layer} if method == "gradcam" else {}
+    params = {"layer_name": layer} if METHODS[method].needs_conv else {}
     return explain(state.keras_model(run_id), image, method, target=target, class_names=list(names), **params)
 
 
@@ -160,7 +163,7 @@ def main() -> None:
     image, label, true = chosen
     # SHAP's first call compiles numba code for ~15 s per process: do it now, while Grad-CAM runs and the
     # user looks, so "Run SHAP and LIME" starts warm.
-    state.start_task("explain.warm_up", functools.partial(warm_up, methods=("shap", "lime")))
+    state.start_task("explain.warm_up", functools.partial(warm_up, methods=SLOW))
     names = state.folder(run).class_names()
     mtime = state.folder(run).model_file.stat().st_mtime
     digest = hashlib.sha1(image.tobytes()).hexdigest()
@@ -190,22 +193,24 @@ def main() -> None:
     layer = last_conv_layer_name(run.config.model)
     key = f"{run.id}:{digest}"  # once asked for on an image, SHAP and LIME follow its class changes
     args = (run.id, mtime, digest, image)
-    with st.spinner("Grad-CAM…"):
-        results = {"gradcam": _explain(*args, "gradcam", target_index, layer, tuple(names))}
+    results = {}
+    for method in INSTANT:
+        with st.spinner(f"{method_label(method)}…"):
+            results[method] = _explain(*args, method, target_index, layer, tuple(names))
     slow_requested = st.session_state.get(SLOW_KEY) == key
     if slow_requested:
-        with st.spinner("SHAP and LIME (a few seconds each)…"):
-            for method in ("shap", "lime"):
+        with st.spinner(f"{SLOW_LABELS} (a few seconds each)…"):
+            for method in SLOW:
                 results[method] = _explain(*args, method, target_index, layer, tuple(names))
 
-    columns = st.columns(3)
-    for column, method in zip(columns, ("gradcam", "shap", "lime")):
+    columns = st.columns(len(SIDE_BY_SIDE))
+    for column, method in zip(columns, SIDE_BY_SIDE):
         with column, st.container(border=True, key=f"explain.card.{method}"):
-            st.markdown(f"**{LABELS[method]}** · class {names[target_index]}")
+            st.markdown(f"**{method_label(method)}** · class {names[target_index]}")
             result = results.get(method)
             if result is None:
                 st.image(_big(image), width="stretch")
-                st.caption("Not run yet: SHAP and LIME each take a few seconds.")
+                st.caption(f"Not run yet: {SLOW_LABELS} each take a few seconds.")
                 continue
             from engine.explain.gradcam import overlay
 
@@ -214,7 +219,7 @@ def main() -> None:
                      width="stretch")
             st.caption(_figures(result))
     if not slow_requested:
-        st.button("Run SHAP and LIME", key="explain.run_slow", icon=":material/play_arrow:", type="primary",
+        st.button(f"Run {SLOW_LABELS}", key="explain.run_slow", icon=":material/play_arrow:", type="primary",
                   on_click=st.session_state.__setitem__, args=(SLOW_KEY, key))
     st.info(verdict(list(results.values())), icon=":material/insights:")
     st.caption("Faithfulness: pixels are greyed out (deletion) or restored (insertion) in the order the map ranks "

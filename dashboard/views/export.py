@@ -21,8 +21,8 @@ DEMO_PAGE = "views/demo.py"
 
 def _form(run: Run, busy: bool) -> None:
     c1, c2, c3 = st.columns([4, 1, 1])
-    formats = c1.multiselect("Formats", export.FORMATS, default=list(export.DEFAULT_FORMATS), key="export.formats",
-                             format_func=lambda f: export.FORMAT_LABELS[f])
+    formats = c1.multiselect("Formats", list(export.FORMATS), default=list(export.DEFAULT_FORMATS),
+                             key="export.formats", format_func=export.format_label)
     max_drop = c2.number_input("Max accuracy drop (points)", 0.0, 100.0, export.DEFAULT_MAX_DROP, 0.1,
                                key="export.max_drop", help="An artifact that loses more test accuracy than this "
                                "against the Keras model is marked failed.")
@@ -60,9 +60,9 @@ def _parity(report: export.ExportReport) -> None:
                                 "Δ vs Keras (points)": number(format="%+.2f"), "Mean |Δp|": number(format="%.5f"),
                                 "Latency 1 img (ms)": number(format="%.2f"), "p95 (ms)": number(format="%.2f"),
                                 f"Batch of {export.BATCH_SIZE} (ms)": number(format="%.1f")})
-    st.caption("Each artifact is loaded back in its own runtime (LiteRT, TensorFlow, onnxruntime, Keras) and run on "
-               "the test split; Δ and flipped count against the Keras model; latency is measured on this machine's "
-               "CPU.")
+    runtimes = ", ".join(dict.fromkeys(f.runtime for f in export.FORMATS.values()))
+    st.caption(f"Each artifact is loaded back in its own runtime ({runtimes}) and run on the test split; Δ and "
+               "flipped count against the Keras model; latency is measured on this machine's CPU.")
     left, right = st.columns([3, 2])
     left.plotly_chart(export_figures.size_vs_accuracy(report), key="export.chart", width="stretch")
     with right:

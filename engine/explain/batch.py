@@ -26,7 +26,7 @@ from engine import store as st
 from engine.jobs.context import JobCancelled, JobContext
 from engine.jobs.kinds import JobKind
 from engine.explain.batch_results import ExplainedMistake, MethodResult, MistakeExplanations, summarize
-from engine.explain.methods import LABELS, METHODS, explain
+from engine.explain.methods import METHODS, SIDE_BY_SIDE, explain, method_label
 from engine.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,6 @@ log = logging.getLogger(__name__)
 EXPLAIN_JOB = "explain"
 DEFAULT_COUNT = 8
 MAX_COUNT = 256  # a safety cap: each mistake is a few small files per method
-# Per-method settings a request may change (the rest stay at `methods.explain`'s defaults).
-PARAMS = {"gradcam": (), "shap": ("max_evals", "batch_size"), "lime": ("num_samples", "batch_size", "n_segments")}
-WARM_UP = {"gradcam": {}, "shap": {"max_evals": 40, "batch_size": 40}}  # cheap first calls, see explain_mistakes
 
 
 class ExplanationError(ValueError):
@@ -51,7 +48,8 @@ class MistakesRequest:
         count: how many mistakes, most confident first; 1..`MAX_COUNT`, default 8. A run with
             fewer mistakes has all of them explained.
         methods: a non-empty subset of `gradcam`, `shap`, `lime`; default Grad-CAM only.
-        params: per-method settings, e.g. `{"shap": {"max_evals": 300}}` (see `PARAMS`).
+        params: per-method settings, e.g. `{"shap": {"max_evals": 300}}` (those `Method.tunable` names; the
+            rest stay at their `Method.params` defaults).
     """
 
     count: int = DEFAULT_COUNT
@@ -65,20 +63,23 @@ class MistakesRequest:
         if self.count > MAX_COUNT:
             raise ExplanationError(f"count={self.count}: at most {MAX_COUNT} mistakes per batch")
         methods = tuple(self.methods)
-        unknown = [m for m in methods if m not in METHODS]
+        unknown = [m for m in methods if m not in SIDE_BY_SIDE]
         if not methods or unknown:
-            raise ExplanationError(f"methods={list(methods)!r}: expected one or more of {', '.join(METHODS)}")
+            raise ExplanationError(f"methods={list(methods)!r}: expected one or more of {', '.join(SIDE_BY_SIDE)}")
         params = dict(self.params or {})
         for method, values in params.items():
             if method not in methods or not isinstance(values, dict):
                 raise ExplanationError(f"params[{method!r}]: settings must be a dict for a requested method")
+            tunable = METHODS[method].tunable
             for name, value in values.items():
-                if name not in PARAMS[method]:
-                    allowed = ", ".join(PARAMS[method]) or "none"
+                if name not in tunable:
+                    allowed = ", ".join(tunable) or "none"
                     raise ExplanationError(f"params[{method!r}][{name!r}]: not a setting of {method} ({allowed})")
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ExplanationError(f"params[{method!r}][{name!r}]={value!r}: expected a whole number >= 1")
-        return MistakesRequest(int(self.count), tuple(m for m in METHODS if m in methods), params)
+                least = tunable[name].minimum
+                if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                    raise ExplanationError(f"params[{method!r}][{name!r}]={value!r}: expected a whole number "
+                                           f">= {least}")
+        return MistakesRequest(int(self.count), tuple(m for m in SIDE_BY_SIDE if m in methods), params)
 
     def to_dict(self) -> dict:
         return {"count": int(self.count), "methods": list(self.methods), "params": self.params}
@@ -193,13 +194,14 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
     # SHAP compiles, tens of seconds): a small untimed call first keeps that out of the per-image
     # seconds the methods are compared by. LIME needs none.
     warm_up = 0.0
-    warming = [m for m in request.methods if m in WARM_UP]
+    warming = [m for m in request.methods if METHODS[m].job_warm_up is not None]
     if warming:
-        report(0.0, f"warming up {' and '.join(LABELS[m] for m in warming)} (once per job)")
+        report(0.0, f"warming up {' and '.join(method_label(m) for m in warming)} (once per job)")
         tick = time.perf_counter()
         first = int(positions[0])
         for method in warming:
-            params = {**WARM_UP[method], **({"layer_name": layer} if method == "gradcam" else {})}
+            spec = METHODS[method]
+            params = {**spec.job_warm_up, **({"layer_name": layer} if spec.needs_conv else {})}
             explain(model, np.asarray(images[int(predictions.indices[first])], dtype=np.float32), method,
                     target=int(predictions.predicted[first]), faithfulness=False, **params)
         warm_up = time.perf_counter() - tick
@@ -231,9 +233,9 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
             for method in request.methods:
                 should_stop()
                 done = (rank - 1) * len(request.methods) + len(explanations)
-                report(done / total, f"image {rank} of {len(positions)}: {LABELS[method]}")
+                report(done / total, f"image {rank} of {len(positions)}: {method_label(method)}")
                 params = dict(request.params.get(method, {}))
-                if method == "gradcam":
+                if METHODS[method].needs_conv:
                     params["layer_name"] = layer
                 explanations.append(explain(model, image, method, target=predicted, class_names=names, **params))
             written = write_outputs(batch_dir, stem, image, explanations)
@@ -254,7 +256,7 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
             shutil.rmtree(batch_dir, ignore_errors=True)
         raise
     result = store(complete=True)
-    labels = ", ".join(LABELS[m] for m in request.methods)
+    labels = ", ".join(method_label(m) for m in request.methods)
     report(1.0, f"done: {len(rows)} mistake{'s' * (len(rows) != 1)} explained with {labels} in "
                 f"{result.seconds:.0f} s")
     log.info("explained %d mistakes of run %s with %s in %.1f s", len(rows), run_id, labels, result.seconds)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.explain.methods import LABELS
+from engine.explain.methods import method_label
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class MethodResult:
 
     @property
     def label(self) -> str:
-        return LABELS.get(self.method, self.method)
+        return method_label(self.method)
 
     @property
     def faithfulness_score(self) -> float:
@@ -79,7 +79,7 @@ class MethodSummary:
 
     @property
     def label(self) -> str:
-        return LABELS.get(self.method, self.method)
+        return method_label(self.method)
 
 
 @dataclass(frozen=True)

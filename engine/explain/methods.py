@@ -1,27 +1,117 @@
 """Grad-CAM, SHAP and LIME behind one call, each returning an `Explanation` with its cost and faithfulness.
 
+The methods are declared once, in `METHODS`: a `Method` per name with its label, its map
+function (in `maps`), its settings with their defaults, its warm-ups and whether it needs a
+conv layer. Pages, the batch job and the CLI list, label and call methods through it.
+
 All functions are pure: a Keras model (as `engine.models.make_model` builds it, or loaded
 from its `.keras` file) and one `(H, W, 3)` float32 image in 0..255 in, data out.
 `warm_up` pays the one-off costs (SHAP's numba compilation, Grad-CAM's graph) ahead of time.
+Importing this module is cheap (no TensorFlow, shap or lime).
 """
 
 from __future__ import annotations
 
-import threading
+import functools
 import time
-import weakref
 from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from engine.explain import faithfulness as fa
+from engine.explain import maps
 
-METHODS = ("gradcam", "shap", "lime")  # the three shown side by side
-EXTRA_METHODS = ("gradcam_pp", "shap_gradient")  # also accepted by `explain`
-LABELS = {"gradcam": "Grad-CAM", "gradcam_pp": "Grad-CAM++", "shap": "SHAP", "lime": "LIME",
-          "shap_gradient": "SHAP (gradients)"}
-SHAP_DEFAULTS = {"max_evals": 500, "batch_size": 50}
-LIME_DEFAULTS = {"num_samples": 1000, "batch_size": 200, "n_segments": 30, "seed": 0}
+
+@dataclass(frozen=True)
+class Param:
+    """One setting of a method.
+
+    Attributes:
+        name: the keyword the map function takes.
+        default: its value when a caller does not set it (None: found automatically, or required where the
+            method says so).
+        minimum: the least whole number a batch request may set (None: a request may not set it).
+    """
+
+    name: str
+    default: Any = None
+    minimum: int | None = None
+
+    @property
+    def tunable(self) -> bool:
+        """A batch request (`MistakesRequest.params`) may set it."""
+        return self.minimum is not None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One explanation method.
+
+    Attributes:
+        name: its key in requests, stored batches, the CLI's `--method` and JSON.
+        label: how pages and the CLI name it.
+        compute: `compute(model, image, target, *, predict, **settings) -> (attribution, settings used)`.
+        params: its settings with their defaults (`explain` fills in those not given).
+        warm_up: `warm_up(model, image_shape, layer_name)`, the one-off cost of a first call in a process
+            (`methods.warm_up`); None if it has none. Methods sharing one share the work.
+        job_warm_up: the settings of the small untimed call a batch job makes before timing the
+            method (its first call is slow), or None where it needs none.
+        needs_conv: it explains a conv layer (and takes `layer_name`); a model without one cannot use it.
+        side_by_side: one of the methods shown side by side, offered by batches and the CLI.
+        instant: the Explain page runs it as soon as an image is chosen (the others behind a button).
+        seconds_per_image: a rough cost on two CPU cores, for estimates.
+        warm_up_seconds: a rough one-off cost per job, for estimates.
+    """
+
+    name: str
+    label: str
+    compute: Callable[..., tuple[np.ndarray, dict]]
+    params: tuple[Param, ...] = ()
+    warm_up: Callable[..., None] | None = None
+    job_warm_up: Mapping[str, Any] | None = None
+    needs_conv: bool = False
+    side_by_side: bool = False
+    instant: bool = False
+    seconds_per_image: float = 1.0
+    warm_up_seconds: float = 0.0
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    @property
+    def tunable(self) -> dict[str, Param]:
+        """The settings a batch request may change, by name."""
+        return {p.name: p for p in self.params if p.tunable}
+
+
+def _gradcam(name: str, label: str, **flags) -> Method:
+    return Method(name, label, functools.partial(maps.gradcam_map, variant=name),
+                  (Param("layer_name"), Param("shifts")), warm_up=maps.warm_gradcam, needs_conv=True, **flags)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    _gradcam("gradcam", "Grad-CAM", job_warm_up={}, side_by_side=True, instant=True, seconds_per_image=0.1),
+    Method("shap", "SHAP", maps.shap_map,
+           (Param("max_evals", 500, minimum=1), Param("batch_size", 50, minimum=1), Param("masker", "grey")),
+           warm_up=maps.warm_shap, job_warm_up={"max_evals": 40, "batch_size": 40}, side_by_side=True,
+           warm_up_seconds=15),
+    Method("lime", "LIME", maps.lime_map,
+           (Param("num_samples", 1000, minimum=1), Param("batch_size", 200, minimum=1),
+            Param("n_segments", 30, minimum=1), Param("seed", 0)),
+           warm_up=maps.warm_lime, side_by_side=True),
+    _gradcam("gradcam_pp", "Grad-CAM++"),
+    Method("shap_gradient", "SHAP (gradients)", maps.shap_gradient_map,
+           (Param("background"), Param("nsamples", 200), Param("batch_size", 50))),  # background: required
+)}
+SIDE_BY_SIDE = tuple(name for name, m in METHODS.items() if m.side_by_side)  # gradcam, shap, lime
+
+
+def method_label(name: str) -> str:
+    """The method's label (the name itself for one not in `METHODS`)."""
+    method = METHODS.get(name)
+    return method.label if method else name
 
 
 @dataclass
@@ -63,7 +153,7 @@ class Explanation:
         """The JSON-able fields (no map)."""
         out = asdict(self)
         out.pop("attribution")
-        out["label"] = LABELS.get(self.method, self.method)
+        out["label"] = method_label(self.method)
         out["faithfulness_score"] = self.faithfulness_score
         return out
 
@@ -75,118 +165,14 @@ def _image(image) -> np.ndarray:
     return image
 
 
-def gradcam_map(model, image: np.ndarray, target: int, *, layer_name: str | None = None,
-                variant: str = "gradcam", shifts: int | None = None) -> tuple[np.ndarray, dict]:
-    """Grad-CAM (or Grad-CAM++ with `variant="gradcam_pp"`) on the last conv block (found by name when not
-    given), with sub-cell shifts (`shifts` phases per axis; default: automatic; 1: none)."""
-    from engine.explain.gradcam import gradcam
-
-    layer_name = layer_name or _last_conv(model)
-    attribution = gradcam(model, image, layer_name, target, variant=variant, shifts=shifts)
-    return attribution, {"layer": layer_name, "shifts": "auto" if shifts is None else int(shifts)}
+def _image(image) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"image shape {image.shape}: expected (H, W, 3) (or (H, W, 1))")
+    return image
 
 
-_LAST_CONV: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its last conv layer's name
-
-
-def _last_conv(model) -> str:
-    """The model's last conv block (looked up once per model: `describe_model` also counts every weight)."""
-    from engine.models import describe_model
-
-    layer_name = _LAST_CONV.get(model)
-    if layer_name is None:
-        layer_name = describe_model(model)["last_conv"]
-        if layer_name is None:
-            raise ValueError("the model has no convolutional layer for Grad-CAM")
-        _LAST_CONV[model] = layer_name
-    return layer_name
-
-
-def shap_map(model, image: np.ndarray, target: int, *, max_evals: int = 500, batch_size: int = 50,
-             masker: str = "grey", predict=None) -> tuple[np.ndarray, dict]:
-    """SHAP partition explainer with an image masker; the map sums the channels' values.
-
-    `masker` is `"grey"` (hidden pixels turn mid-grey, as in the faithfulness curves) or an `shap.maskers.Image` string such as `"blur(9,9)"` (keeps colour, so it is
-    blind to colour cues).
-    """
-    import shap
-
-    predict = predict or fa.model_predict(model)
-    fill = fa.grey(image) if masker == "grey" else masker
-    image_masker = shap.maskers.Image(fill, image.shape)
-    explainer = shap.Explainer(lambda x: predict(np.asarray(x, dtype=np.float32)), image_masker)
-    result = explainer(image[None], max_evals=int(max_evals), batch_size=int(batch_size), outputs=[int(target)],
-                       silent=True)
-    values = np.asarray(result.values)[0, ..., 0]  # (H, W, C)
-    return values.sum(axis=-1).astype(np.float32), {"max_evals": int(max_evals), "batch_size": int(batch_size),
-                                                    "masker": masker}
-
-
-def shap_gradient_map(model, image: np.ndarray, target: int, *, background: np.ndarray, nsamples: int = 200,
-                      batch_size: int = 50) -> tuple[np.ndarray, dict]:
-    """`shap.GradientExplainer` (expected gradients) against a background sample of training images."""
-    import shap
-
-    background = np.asarray(background, dtype=np.float32)
-    explainer = shap.GradientExplainer(model, background, batch_size=int(batch_size))
-    values = explainer.shap_values(image[None], nsamples=int(nsamples))
-    values = np.asarray(values)  # (1, H, W, C, classes)
-    return values[0, ..., int(target)].sum(axis=-1).astype(np.float32), {
-        "nsamples": int(nsamples), "background": int(len(background))}
-
-
-def lime_map(model, image: np.ndarray, target: int, *, num_samples: int = 1000, batch_size: int = 200,
-             n_segments: int = 30, seed: int = 0, predict=None) -> tuple[np.ndarray, dict]:
-    """LIME over SLIC superpixels (~`n_segments`, a grid if SLIC finds none).
-
-    Hidden segments turn mid-grey, as in the faithfulness curves (LIME's default, each
-    segment's own mean colour, hides nothing of a flat-coloured region).
-    """
-    from lime import lime_image
-    from skimage.segmentation import slic
-
-    predict = predict or fa.model_predict(model)
-    rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
-    scaled = (rgb / 255.0).astype(np.float64)
-
-    def segment(x):
-        segments = slic(x, n_segments=int(n_segments), compactness=20, start_label=0, channel_axis=-1)
-        return segments if segments.max() >= 3 else _grid(x.shape[:2], int(n_segments))
-
-    def classify(batch):
-        batch = np.asarray(batch, dtype=np.float32) * 255.0
-        return predict(batch if image.shape[2] == 3 else batch[..., :1])
-
-    lime_image.tqdm = _silent  # lime 0.2.0.1 has no progress_bar switch; keep its bar out of logs
-    explainer = lime_image.LimeImageExplainer(random_state=seed)
-    explanation = explainer.explain_instance(scaled, classify, labels=(int(target),), top_labels=None,
-                                             hide_color=fa.GREY / 255.0, num_samples=int(num_samples),
-                                             batch_size=int(batch_size), segmentation_fn=segment,
-                                             random_seed=seed)
-    weights = dict(explanation.local_exp[int(target)])
-    segments = explanation.segments
-    attribution = np.vectorize(lambda s: weights.get(int(s), 0.0), otypes=[np.float64])(segments)
-    return attribution.astype(np.float32), {"num_samples": int(num_samples), "batch_size": int(batch_size),
-                                            "segments": int(segments.max()) + 1, "seed": int(seed)}
-
-
-def _silent(iterable, *args, **kwargs):
-    return iterable
-
-
-def _grid(shape: tuple[int, int], count: int) -> np.ndarray:
-    """A square grid of about `count` cells: LIME's segments when SLIC finds no structure (e.g. noise)."""
-    side = max(1, int(round(np.sqrt(count))))
-    rows = np.minimum(np.arange(shape[0]) * side // shape[0], side - 1)
-    cols = np.minimum(np.arange(shape[1]) * side // shape[1], side - 1)
-    return (rows[:, None] * side + cols[None, :]).astype(np.int64)
-
-
-_SHAP_LOCK = threading.Lock()
-_SHAP_READY = False
-
-
-def warm_up(model=None, image_shape: tuple[int, ...] | None = None, *, methods=METHODS,
+def warm_up(model=None, image_shape: tuple[int, ...] | None = None, *, methods=SIDE_BY_SIDE,
             layer_name: str | None = None) -> dict[str, float]:
     """Pays the one-off costs of the first explanation in this process, e.g. from a background thread.
 
@@ -200,51 +186,26 @@ def warm_up(model=None, image_shape: tuple[int, ...] | None = None, *, methods=M
     - `lime`: imports lime and scikit-image and segments a tiny image once (well under a second).
 
     Args:
-        model: the Keras model to be explained (optional; only Grad-CAM needs it).
+        model: the Keras model to be explained (optional; only the methods that need a conv layer need it).
         image_shape: `(H, W, C)` of the images it takes (default: the model's input shape).
-        methods: which methods to prepare (default all three).
+        methods: which methods to prepare (default the three shown side by side).
         layer_name: Grad-CAM's layer (default: the last conv block).
 
     Returns:
-        Seconds spent per prepared method (0 when it was already warm).
+        Seconds spent per prepared method (0 when it was already warm); methods that share a
+        warm-up (Grad-CAM and Grad-CAM++) appear once, under the first.
     """
-    spent = {}
-    if "shap" in methods:
+    spent, done = {}, set()
+    for name, method in METHODS.items():
+        if name not in methods or method.warm_up is None or method.warm_up in done:
+            continue
+        if method.needs_conv and model is None:
+            continue
         started = time.perf_counter()
-        _warm_shap()
-        spent["shap"] = time.perf_counter() - started
-    if "lime" in methods:
-        started = time.perf_counter()
-        rng = np.random.default_rng(0)
-        lime_map(None, rng.uniform(0, 255, (8, 8, 3)).astype(np.float32), 0, num_samples=10, batch_size=10,
-                 n_segments=4, predict=_dummy_predict)
-        spent["lime"] = time.perf_counter() - started
-    if model is not None and {"gradcam", "gradcam_pp"} & set(methods):
-        started = time.perf_counter()
-        shape = tuple(image_shape or tuple(int(d) for d in model.inputs[0].shape[1:]))
-        from engine.explain.gradcam import gradcam
-
-        gradcam(model, np.full(shape, fa.GREY, dtype=np.float32), layer_name or _last_conv(model), 0)
-        spent["gradcam"] = time.perf_counter() - started
+        method.warm_up(model, image_shape, layer_name)
+        spent[name] = time.perf_counter() - started
+        done.add(method.warm_up)
     return spent
-
-
-def _dummy_predict(images: np.ndarray) -> np.ndarray:
-    """A stand-in two-class "model" for warming up: the mean brightness and its complement."""
-    mean = np.asarray(images, dtype=np.float32).reshape(len(images), -1).mean(axis=1, keepdims=True) / 255.0
-    return np.concatenate([mean, 1 - mean], axis=1)
-
-
-def _warm_shap() -> None:
-    global _SHAP_READY
-    with _SHAP_LOCK:
-        if _SHAP_READY:
-            return
-        image = np.random.default_rng(0).uniform(0, 255, (8, 8, 3)).astype(np.float32)
-        # The same explainer, masker and output selection as `shap_map`, so the same numba
-        # signatures compile (they depend on dtypes and ranks, not on sizes).
-        shap_map(None, image, 0, max_evals=64, batch_size=64, predict=_dummy_predict)
-        _SHAP_READY = True
 
 
 def explain(model, image, method: str = "gradcam", *, target: int | None = None,
@@ -270,6 +231,9 @@ def explain(model, image, method: str = "gradcam", *, target: int | None = None,
     Raises:
         ValueError: an unknown method, target or image shape.
     """
+    spec = METHODS.get(method)
+    if spec is None:
+        raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
     image = _image(image)
     predict = fa.model_predict(model)
     probabilities = predict(image[None])[0]
@@ -279,16 +243,7 @@ def explain(model, image, method: str = "gradcam", *, target: int | None = None,
         raise ValueError(f"target={target}: the model has {probabilities.shape[0]} classes")
     target = int(target)
     started = time.perf_counter()
-    if method in ("gradcam", "gradcam_pp"):
-        attribution, used = gradcam_map(model, image, target, variant=method, **params)
-    elif method == "shap":
-        attribution, used = shap_map(model, image, target, predict=predict, **params)
-    elif method == "lime":
-        attribution, used = lime_map(model, image, target, predict=predict, **params)
-    elif method == "shap_gradient":
-        attribution, used = shap_gradient_map(model, image, target, **params)
-    else:
-        raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS + EXTRA_METHODS)}")
+    attribution, used = spec.compute(model, image, target, predict=predict, **{**spec.defaults, **params})
     seconds = time.perf_counter() - started
     attribution = np.nan_to_num(np.asarray(attribution, dtype=np.float32))
     result = Explanation(method=method, attribution=attribution, target=target,
@@ -314,7 +269,7 @@ def verdict(explanations: list[Explanation]) -> str:
     best = most_faithful(explanations)
     if best is None:
         return "Faithfulness was not measured."
-    label = LABELS.get(best.method, best.method)
+    label = method_label(best.method)
     beats_deletion = best.deletion_auc < best.random_deletion_auc
     beats_insertion = best.insertion_auc > best.random_insertion_auc
     if not (beats_deletion or beats_insertion):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.explain.methods import METHODS, Explanation, explain
+from engine.explain.methods import METHODS, SIDE_BY_SIDE, Explanation, explain
 
 
 def resolve_class(name: str, names: list[str]) -> int:
@@ -22,12 +22,13 @@ def resolve_class(name: str, names: list[str]) -> int:
     raise ValueError(f"unknown class {name!r}; the run's classes are: {', '.join(names)}")
 
 
-def explain_image(model, image: np.ndarray, methods=METHODS, *, target: int | None = None,
+def explain_image(model, image: np.ndarray, methods=SIDE_BY_SIDE, *, target: int | None = None,
                   names: list[str] | None = None, layer_name: str | None = None) -> list[Explanation]:
-    """Every requested method on one image (Grad-CAM on `layer_name` when given)."""
+    """Every requested method on one image (those that need a conv layer on `layer_name` when given)."""
     results = []
     for method in methods:
-        params = {"layer_name": layer_name} if method == "gradcam" and layer_name else {}
+        needs_conv = method in METHODS and METHODS[method].needs_conv
+        params = {"layer_name": layer_name} if needs_conv and layer_name else {}
         results.append(explain(model, image, method, target=target, class_names=names, **params))
     return results
 

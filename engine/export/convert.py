@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.export.report import FORMATS, ONNX_OPSET, TFLITE_FORMATS, ExportError
+from engine.export.formats import FORMATS
+from engine.export.report import ONNX_OPSET, ExportError
 
 
 def export_artifact(model, fmt: str, path: Path, *, calibration_images: np.ndarray | None = None,
@@ -31,17 +32,29 @@ def export_artifact(model, fmt: str, path: Path, *, calibration_images: np.ndarr
         raise ExportError(f"format={fmt!r}: choose from {', '.join(FORMATS)}")
     path = Path(path)
     _remove(path)
-    if fmt in TFLITE_FORMATS:
-        path.write_bytes(convert_tflite(model, fmt, calibration_images))
-    elif fmt == "saved_model":
-        model.export(str(path), format="tf_saved_model", verbose=False)
-    elif fmt == "onnx":
-        export_onnx(model, path)
-    elif source is not None:
+    FORMATS[fmt].writer()(model, fmt, path, calibration_images=calibration_images, source=source)
+    return path
+
+
+# The writers `Format.write` names: (model, fmt, path, *, calibration_images, source).
+
+def write_tflite(model, fmt: str, path: Path, *, calibration_images: np.ndarray | None = None, **_) -> None:
+    path.write_bytes(convert_tflite(model, fmt, calibration_images))
+
+
+def write_saved_model(model, fmt: str, path: Path, **_) -> None:
+    model.export(str(path), format="tf_saved_model", verbose=False)
+
+
+def write_onnx(model, fmt: str, path: Path, **_) -> None:
+    export_onnx(model, path)
+
+
+def write_keras(model, fmt: str, path: Path, *, source: Path | None = None, **_) -> None:
+    if source is not None:
         shutil.copyfile(source, path)
     else:
         model.save(path)
-    return path
 
 
 def convert_tflite(model, fmt: str, calibration_images: np.ndarray | None = None) -> bytes:
@@ -61,11 +74,11 @@ def convert_tflite(model, fmt: str, calibration_images: np.ndarray | None = None
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if fmt != "float32":
+    if FORMATS[fmt].quantized:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if fmt == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if fmt in ("int8", "uint8"):
+    if FORMATS[fmt].calibrated:
         if calibration_images is None or len(calibration_images) == 0:
             raise ExportError(f"format={fmt!r} needs calibration images")
         images = np.asarray(calibration_images, dtype=np.float32)

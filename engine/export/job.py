@@ -13,11 +13,9 @@ import numpy as np
 from engine import store as st
 from engine.config import RunConfig
 from engine.export.convert import artifact_size, export_artifact
+from engine.export.formats import FORMATS
 from engine.export.report import (
     EXPORT_JOB,
-    FORMAT_LABELS,
-    FORMATS,
-    RUNTIMES,
     ArtifactParity,
     ExportReport,
     ExportRequest,
@@ -83,13 +81,14 @@ def export_run(workspace: Workspace, run_id: str, request: ExportRequest = Expor
     steps = len(request.formats)
     for step, fmt in enumerate(request.formats):
         should_stop()
-        report(0.05 + 0.95 * step / steps, f"exporting {FORMAT_LABELS[fmt]} ({step + 1}/{steps})")
+        label = FORMATS[fmt].label
+        report(0.05 + 0.95 * step / steps, f"exporting {label} ({step + 1}/{steps})")
         started = time.monotonic()
         path = folder.export_artifact(fmt)
         try:
             export_artifact(model, fmt, path, calibration_images=calibration_images, source=folder.model_file)
             should_stop()
-            report(0.05 + 0.95 * (step + 0.5) / steps, f"checking {FORMAT_LABELS[fmt]} ({step + 1}/{steps})")
+            report(0.05 + 0.95 * (step + 0.5) / steps, f"checking {label} ({step + 1}/{steps})")
             runner = load_runner(path, fmt)
             parity = measure_parity(runner, fmt, test_x, labels, ids, reference, max_drop=request.max_drop,
                                     latency_runs=request.latency_runs, calibration_size=len(calibration_images))
@@ -100,8 +99,8 @@ def export_run(workspace: Workspace, run_id: str, request: ExportRequest = Expor
             raise
         except Exception as error:  # noqa: BLE001 - one broken format must not hide the others
             log.exception("exporting %s failed", fmt)
-            parity = ArtifactParity(format=fmt, path=folder.relative(path),
-                                    size_bytes=artifact_size(path) if path.exists() else 0, runtime=RUNTIMES[fmt],
+            parity = ArtifactParity(format=fmt, path=folder.relative(path), runtime=FORMATS[fmt].runtime,
+                                    size_bytes=artifact_size(path) if path.exists() else 0,
                                     reference_accuracy=reference_accuracy, error=_one_line(error),
                                     suggestion=suggest_fallback(fmt, len(calibration_images)),
                                     seconds=time.monotonic() - started)
@@ -112,7 +111,7 @@ def export_run(workspace: Workspace, run_id: str, request: ExportRequest = Expor
     previous = read_report(workspace, run_id)
     if previous is not None and abs(previous.reference_accuracy - reference_accuracy) < 1e-9:
         kept = [a for a in previous.artifacts if a.format not in request.formats and folder.resolve(a.path).exists()]
-        artifacts = sorted(kept + artifacts, key=lambda a: FORMATS.index(a.format))
+        artifacts = sorted(kept + artifacts, key=lambda a: list(FORMATS).index(a.format))
     result = ExportReport(run_id=run_id, created_at=time.time(), reference_accuracy=reference_accuracy,
                           max_drop=float(request.max_drop), calibration_size=len(calibration_images),
                           test_size=len(labels), class_names=list(class_names), artifacts=artifacts)

@@ -7,24 +7,18 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from engine import store as st
+from engine.export.formats import DEFAULT_FORMATS, FORMATS, format_label
 from engine.jobs import submit_job
 from engine.runfolder import RunFolder
 from engine.store import Job, Workspace
 
 
-TFLITE_FORMATS = ("float32", "dynamic", "float16", "int8", "uint8")
-FORMATS = (*TFLITE_FORMATS, "saved_model", "onnx", "keras")
-DEFAULT_FORMATS = ("float32", "dynamic", "float16", "int8", "saved_model", "onnx", "keras")
-FORMAT_LABELS = {
-    "float32": "TFLite float32", "dynamic": "TFLite dynamic-range", "float16": "TFLite float16",
-    "int8": "TFLite INT8 (int8 I/O)", "uint8": "TFLite INT8 (uint8 I/O)", "saved_model": "TF SavedModel",
-    "onnx": "ONNX", "keras": "Keras (.keras)",
-}
-RUNTIMES = {**{f: "LiteRT" for f in TFLITE_FORMATS}, "saved_model": "TensorFlow", "onnx": "onnxruntime",
-            "keras": "Keras"}
+# Derived for engine.model_card, which still imports it; everything else reads `FORMATS`.
+FORMAT_LABELS = MappingProxyType({name: f.label for name, f in FORMATS.items()})
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 DEFAULT_CALIBRATION_SIZE = 200
 DEFAULT_LATENCY_RUNS = 50
@@ -55,6 +49,9 @@ class ExportRequest:
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     latency_runs: int = DEFAULT_LATENCY_RUNS
 
+    def __post_init__(self):
+        object.__setattr__(self, "formats", tuple(self.formats))  # a list, or `FORMATS` itself, as a tuple
+
     def validate(self) -> ExportRequest:
         unknown = [f for f in self.formats if f not in FORMATS]
         if not self.formats or unknown:
@@ -72,9 +69,6 @@ class ExportRequest:
 
     @classmethod
     def from_dict(cls, values: dict) -> ExportRequest:
-        values = dict(values)
-        if "formats" in values:
-            values["formats"] = tuple(values["formats"])
         return cls(**values).validate()
 
 
@@ -109,7 +103,7 @@ class ArtifactParity:
 
     @property
     def label(self) -> str:
-        return FORMAT_LABELS.get(self.format, self.format)
+        return format_label(self.format)
 
 
 @dataclass(frozen=True)
@@ -177,12 +171,14 @@ def request_export(workspace: Workspace, run_id: str, request: ExportRequest) ->
 
 def suggest_fallback(fmt: str, calibration_size: int) -> str:
     """What to try when `fmt` loses too much accuracy."""
-    if fmt in ("int8", "uint8"):
+    spec = FORMATS.get(fmt)
+    if spec is not None and spec.calibrated:
         return (f"use float16 or dynamic-range instead, or calibrate INT8 on more training images "
                 f"(now {calibration_size})")
-    if fmt in ("dynamic", "float16"):
+    if spec is not None and spec.quantized:
         return "use float32 TFLite (no quantization)"
     return "the conversion changed the model: use the Keras or SavedModel artifact and report the problem"
+
 
 def summary(report: ExportReport, artifact: ArtifactParity, workspace: Workspace) -> dict[str, Any]:
     """The CLI's JSON for one artifact."""

@@ -9,13 +9,11 @@ from typing import Callable
 
 import numpy as np
 
+from engine.export.formats import FORMATS
 from engine.export.report import (
     BATCH_SIZE,
     DEFAULT_LATENCY_RUNS,
     DEFAULT_MAX_DROP,
-    FORMATS,
-    RUNTIMES,
-    TFLITE_FORMATS,
     ArtifactParity,
     ExportError,
     suggest_fallback,
@@ -127,16 +125,10 @@ class KerasRunner(Runner):
 
 
 def load_runner(path: str | os.PathLike, fmt: str) -> Runner:
-    """Loads an artifact in its own runtime: LiteRT, TensorFlow (SavedModel), onnxruntime or Keras."""
-    if fmt in TFLITE_FORMATS:
-        return TFLiteRunner(path)
-    if fmt == "saved_model":
-        return SavedModelRunner(path)
-    if fmt == "onnx":
-        return OnnxRunner(path)
-    if fmt == "keras":
-        return KerasRunner(path)
-    raise ExportError(f"format={fmt!r}: choose from {', '.join(FORMATS)}")
+    """Loads an artifact in its own runtime (the format's `Format.serve`): LiteRT, TensorFlow, onnxruntime or Keras."""
+    if fmt not in FORMATS:
+        raise ExportError(f"format={fmt!r}: choose from {', '.join(FORMATS)}")
+    return FORMATS[fmt].runner()(path)
 
 
 def predict_batched(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
@@ -180,7 +172,8 @@ def measure_parity(runner: Runner, fmt: str, images: np.ndarray, labels: np.ndar
     single, batch = time_runner(runner, images, runs=latency_runs)
     passed = drop <= max_drop + 1e-9
     return ArtifactParity(
-        format=fmt, path="", size_bytes=0, runtime=RUNTIMES.get(fmt, ""), accuracy=accuracy,
+        format=fmt, path="", size_bytes=0, runtime=FORMATS[fmt].runtime if fmt in FORMATS else "",
+        accuracy=accuracy,
         reference_accuracy=reference_accuracy, accuracy_drop=round(drop, 4), per_class_delta=per_class,
         flipped=flipped, mean_abs_prob_diff=float(np.mean(np.abs(probabilities - reference))),
         latency_ms_median=statistics.median(single), latency_ms_p95=float(np.percentile(single, 95)),

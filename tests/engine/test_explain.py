@@ -6,7 +6,10 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import subprocess
+import sys
 import weakref
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -15,7 +18,8 @@ import pytest
 from engine.config import ModelConfig
 from engine.explain import faithfulness as fa
 from engine.explain import gradcam as gc_module
-from engine.explain.methods import Explanation, explain, most_faithful, verdict, warm_up
+from engine.explain.methods import (METHODS, SIDE_BY_SIDE, Explanation, explain, method_label, most_faithful, verdict,
+                                    warm_up)
 from engine.models import BASE_LAYER_NAME, last_conv_layer_name, make_model
 
 SIZE = 32
@@ -134,6 +138,29 @@ def test_most_faithful_and_verdict():
     assert "caution" in verdict([fake("shap", 0.6, 0.4)])
     assert verdict([fake("gradcam", 0.3, 0.4)]).startswith("Grad-CAM beats chance here: removing")
     assert most_faithful([]) is None
+
+
+def test_the_method_table_declares_labels_settings_and_warm_ups():
+    assert SIDE_BY_SIDE == ("gradcam", "shap", "lime")
+    assert {name: m.label for name, m in METHODS.items()} == {
+        "gradcam": "Grad-CAM", "shap": "SHAP", "lime": "LIME", "gradcam_pp": "Grad-CAM++",
+        "shap_gradient": "SHAP (gradients)"}
+    assert method_label("occlusion") == "occlusion"
+    assert METHODS["shap"].defaults == {"max_evals": 500, "batch_size": 50, "masker": "grey"}
+    assert METHODS["lime"].defaults == {"num_samples": 1000, "batch_size": 200, "n_segments": 30, "seed": 0}
+    assert {name: tuple(m.tunable) for name, m in METHODS.items() if m.side_by_side} == {
+        "gradcam": (), "shap": ("max_evals", "batch_size"), "lime": ("num_samples", "batch_size", "n_segments")}
+    assert [name for name, m in METHODS.items() if m.needs_conv] == ["gradcam", "gradcam_pp"]
+    assert {name: m.job_warm_up for name, m in METHODS.items() if m.job_warm_up is not None} == {
+        "gradcam": {}, "shap": {"max_evals": 40, "batch_size": 40}}
+    assert METHODS["gradcam"].warm_up is METHODS["gradcam_pp"].warm_up  # one graph serves both
+    assert [name for name, m in METHODS.items() if m.instant] == ["gradcam"]
+
+
+def test_listing_methods_imports_no_tensorflow():
+    code = ("import sys, engine.explain.methods, engine.explain.batch; "
+            "assert not {'tensorflow', 'keras', 'shap', 'lime'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True, timeout=60)
 
 
 def test_pointing_game():
@@ -272,6 +299,8 @@ def test_shap_gradient_on_a_reloaded_model(cue_model):
     assert result.attribution.shape == (SIZE, SIZE) and result.attribution.dtype == np.float32
     assert np.all(np.isfinite(result.attribution)) and np.abs(result.attribution).max() > 0
     assert result.params == {"nsamples": 64, "background": 16}
+    with pytest.raises(ValueError, match="background"):
+        explain(model, images[0], "shap_gradient", faithfulness=False)
     assert _cue_share(result.attribution) > 0.5  # expected gradients also find the planted cue
 
 

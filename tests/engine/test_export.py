@@ -44,7 +44,7 @@ def test_every_format_loads_back_in_its_own_runtime_and_matches_keras(exported):
         path = RunFolder(workspace, run_id).resolve(artifact.path)
         assert path == RunFolder(workspace, run_id).export_artifact(artifact.format).resolve()
         assert path.exists() and artifact.size_bytes > 0
-        assert artifact.runtime == export.RUNTIMES[artifact.format]
+        assert artifact.runtime == export.FORMATS[artifact.format].runtime
         tolerance = {"int8": 0.03, "uint8": 0.03, "dynamic": 0.01, "float16": 0.002}.get(artifact.format, 1e-4)
         assert artifact.mean_abs_prob_diff <= tolerance, (artifact.format, artifact.mean_abs_prob_diff)
         assert abs(artifact.accuracy_drop) <= 2.0 and artifact.passed, artifact
@@ -89,6 +89,33 @@ def test_max_drop_gate_fails_a_broken_int8_export(trained, tmp_path):
     assert not int8.passed and not report.passed
     assert int8.accuracy_drop > 0.5 and len(int8.flipped) > 0
     assert "float16" in int8.suggestion and "calibrat" in int8.suggestion
+
+
+def test_the_format_table_keeps_every_name_workspaces_and_clients_rely_on(tmp_path):
+    """File names, labels, runtimes and the Demo's choices are what existing workspaces and pages have."""
+    assert {name: f.artifact for name, f in export.FORMATS.items()} == {
+        "float32": "model_float32.tflite", "dynamic": "model_dynamic.tflite", "float16": "model_float16.tflite",
+        "int8": "model_int8.tflite", "uint8": "model_uint8.tflite", "saved_model": "saved_model",
+        "onnx": "model.onnx", "keras": "model.keras"}
+    assert export.DEFAULT_FORMATS == ("float32", "dynamic", "float16", "int8", "saved_model", "onnx", "keras")
+    assert export.TFLITE_FORMATS == ("float32", "dynamic", "float16", "int8", "uint8")
+    assert [export.format_label(f) for f in ("int8", "uint8", "saved_model", "keras", "old")] == [
+        "TFLite INT8 (int8 I/O)", "TFLite INT8 (uint8 I/O)", "TF SavedModel", "Keras (.keras)", "old"]
+    assert {f.runtime for f in export.FORMATS.values()} == {"LiteRT", "TensorFlow", "onnxruntime", "Keras"}
+    assert [(f, export.FORMATS[f].demo) for f in export.DEMO_FORMATS] == [
+        ("int8", "INT8 TFLite"), ("uint8", "INT8 TFLite (uint8)"), ("float32", "float32 TFLite"), ("keras", "Keras")]
+    folder = RunFolder(Workspace(tmp_path / "workspace"), "20240101-000000-abcd")
+    for name, spec in export.FORMATS.items():
+        assert folder.export_artifact(name) == folder.exports_dir / spec.artifact
+        assert callable(spec.writer()) and issubclass(spec.runner(), export.Runner)
+    assert export.ExportRequest(formats=export.FORMATS).formats == tuple(export.FORMATS)
+    assert "use float32" in export.suggest_fallback("float16", 10) and "calibrate" in export.suggest_fallback("uint8", 10)
+
+
+def test_listing_formats_imports_no_tensorflow():
+    code = ("import sys, engine.export.formats, engine.export, engine.runfolder; "
+            "assert not {'tensorflow', 'keras', 'onnxruntime'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
 def test_request_validation_names_the_bad_value():
