@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -36,18 +37,16 @@ if TYPE_CHECKING:
     from engine.data import ImageSet, Split
     from engine.evaluation.predictions import Predictions
 
-# Code outside this module that still builds paths itself uses these names from engine.store, so they
-# are defined there until it moves to RunFolder; the rest are this module's alone.
-_CONFIG = st.CONFIG_FILE
-_MODEL = st.MODEL_FILE
-_LAST_CHECKPOINT = st.LAST_CHECKPOINT_FILE
-_LAST_CHECKPOINT_INFO = st.LAST_CHECKPOINT_INFO_FILE
-_LOG = st.LOG_FILE
-_TENSORBOARD = st.TENSORBOARD_DIR
-_DATA_REPORT = st.DATA_REPORT_FILE
-_PREDICTIONS = st.PREDICTIONS_FILE
-_PUBLISHED = st.PUBLISHED_FILE
-_EXPLANATIONS_RECORD = st.EXPLANATION_RESULTS_FILE
+_CONFIG = st.CONFIG_FILE  # the store writes it with the run's row
+_MODEL = "model.keras"
+_LAST_CHECKPOINT = "last.keras"
+_LAST_CHECKPOINT_INFO = "last.json"
+_LOG = "job.log"
+_TENSORBOARD = "tensorboard"
+_DATA_REPORT = "data_report.json"
+_PREDICTIONS = "predictions.npz"
+_PUBLISHED = "published"
+_EXPLANATIONS_RECORD = "explanations/mistakes.json"
 _EVALUATIONS = "evaluations"
 _EXPLANATIONS = "explanations"
 _EXPORTS = "exports"
@@ -315,7 +314,12 @@ class RunFolder:
 
     def set_published(self, published: bool = True) -> None:
         """Publishes the run's demo read-only (or withdraws it). Raises RunNotFound for an unknown run."""
-        self.workspace.set_published(self.run_id, published)
+        self.workspace.get_run(self.run_id)
+        marker = self.path / _PUBLISHED
+        if published:
+            marker.write_text(str(time.time()))
+        else:
+            marker.unlink(missing_ok=True)
 
 
 def check_predicted_images(images: ImageSet, predictions: Predictions) -> None:

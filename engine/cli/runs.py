@@ -130,7 +130,7 @@ def cmd_resume(args, workspace: Workspace) -> int:
 
 def cmd_publish(args, workspace: Workspace) -> int:
     run_id = workspace.resolve_run_id(args.run)
-    workspace.set_published(run_id, not args.off)
+    RunFolder(workspace, run_id).set_published(not args.off)
     print(f"{run_id}: {'not ' if args.off else ''}published" + ("" if args.off else f" (/demo?run={run_id})"))
     return 0
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,9 +35,6 @@ class JobContext:
         self.terminated = threading.Event()  # set by SIGTERM
         self._checked_at = 0.0
         self._cancelled = False
-
-    def run_file(self, name: str) -> Path:
-        return self.workspace.run_file(self.run_id, name)
 
     @property
     def request(self) -> dict[str, Any]:

@@ -7,13 +7,9 @@ Import from here: `from engine import store`, `store.Workspace()`.
 
 from engine.store.records import (ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, STATUSES, TRAIN_JOB,
                                   EpochMetrics, Job, Run, RunNotFound)
-from engine.store.workspace import (CACHE_DIR, CONFIG_FILE, DATA_REPORT_FILE, DB_FILE, EXPLANATION_RESULTS_FILE,
-                                    HOME_ENV, LAST_CHECKPOINT_FILE, LAST_CHECKPOINT_INFO_FILE, LOG_FILE, MODEL_FILE,
-                                    PREDICTIONS_FILE, PUBLISHED_FILE, RUNS_DIR, TENSORBOARD_DIR, UPLOADS_DIR,
-                                    Workspace, default_root, new_id, write_json_atomic)
+from engine.store.workspace import (CACHE_DIR, CONFIG_FILE, DB_FILE, HOME_ENV, RUNS_DIR, UPLOADS_DIR, Workspace,
+                                    default_root, new_id, write_json_atomic)
 
-__all__ = ["ACTIVE", "CACHE_DIR", "CANCELLED", "COMPLETED", "CONFIG_FILE", "DATA_REPORT_FILE", "DB_FILE",
-           "EXPLANATION_RESULTS_FILE", "EpochMetrics", "FAILED", "HOME_ENV", "Job", "LAST_CHECKPOINT_FILE",
-           "LAST_CHECKPOINT_INFO_FILE", "LOG_FILE", "MODEL_FILE", "PREDICTIONS_FILE", "PUBLISHED_FILE", "QUEUED",
-           "RUNNING", "RUNS_DIR", "Run", "RunNotFound", "STATUSES", "TENSORBOARD_DIR", "TRAIN_JOB", "UPLOADS_DIR",
-           "Workspace", "default_root", "new_id", "write_json_atomic"]
+__all__ = ["ACTIVE", "CACHE_DIR", "CANCELLED", "COMPLETED", "CONFIG_FILE", "DB_FILE", "EpochMetrics", "FAILED",
+           "HOME_ENV", "Job", "QUEUED", "RUNNING", "RUNS_DIR", "Run", "RunNotFound", "STATUSES", "TRAIN_JOB",
+           "UPLOADS_DIR", "Workspace", "default_root", "new_id", "write_json_atomic"]

@@ -29,20 +29,8 @@ DB_FILE = "aperture.db"
 RUNS_DIR = "runs"
 UPLOADS_DIR = "uploads"
 CACHE_DIR = "cache"  # extracted uploads and decoded-image caches, shared by the dashboard and every job
+CONFIG_FILE = "config.json"  # in each run's folder, written with its row; `engine.runfolder` names the rest
 
-# Files inside runs/<id>/: `engine.runfolder.RunFolder` names them all (use its paths and readers). These
-# few are still named here only because code outside it builds their paths (the job queue and worker,
-# the CLI, training's callbacks, tests); RunFolder takes them from here. Remove each once unused.
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
-LAST_CHECKPOINT_FILE = "last.keras"
-LAST_CHECKPOINT_INFO_FILE = "last.json"
-PUBLISHED_FILE = "published"
-PREDICTIONS_FILE = "predictions.npz"
-DATA_REPORT_FILE = "data_report.json"
-LOG_FILE = "job.log"
-TENSORBOARD_DIR = "tensorboard"
-EXPLANATION_RESULTS_FILE = "explanations/mistakes.json"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -161,10 +149,6 @@ class Workspace:
         """Where a run's folder is; `engine.runfolder.RunFolder` knows what is in it."""
         return self.root / RUNS_DIR / run_id
 
-    def run_file(self, run_id: str, name: str) -> Path:
-        """A file in a run's folder by name (for code not yet on `RunFolder`'s named paths)."""
-        return self.run_dir(run_id) / name
-
     @property
     def cache_dir(self) -> Path:
         """Where decoded images and extracted uploads are cached (everything in it can be rebuilt)."""
@@ -218,15 +202,6 @@ class Workspace:
             for job in db.execute("SELECT * FROM jobs WHERE kind = ? ORDER BY created_at, id", (TRAIN_JOB,)):
                 latest[job["run_id"]] = job
             return [self._make_run(row, latest.get(row["id"])) for row in rows]
-
-    def set_published(self, run_id: str, published: bool = True) -> None:
-        """Publishes a run's demo read-only (`RunFolder.published` reads it), or withdraws it."""
-        self.get_run(run_id)
-        marker = self.run_file(run_id, PUBLISHED_FILE)
-        if published:
-            marker.write_text(str(time.time()))
-        else:
-            marker.unlink(missing_ok=True)
 
     def update_run(self, run_id: str, **values: Any) -> None:
         """Records facts about a run, e.g. `update_run(id, device="CPU", params=61706)`."""

@@ -138,7 +138,7 @@ def test_export_page_publishes_the_demo_read_only_and_withdraws_it(home):
 def test_export_page_shows_a_run_published_elsewhere_as_published(home, monkeypatch):
     workspace, run_id = home
     monkeypatch.setenv("APERTURE_PASSWORD", "pw")
-    workspace.set_published(run_id)  # as `python -m engine publish RUN` does
+    RunFolder(workspace, run_id).set_published()  # as `python -m engine publish RUN` does
     try:
         at = AppTest.from_file(APP, default_timeout=90)
         at.query_params["run"] = run_id

@@ -21,6 +21,7 @@ from engine import store as st
 from engine.config import RunConfig
 from engine.cpu import CHOICE_ENV, ISA_ENV, ONEDNN_ENV, cpu_flags
 from engine.devices import CPU_DEVICES_ENV
+from engine.runfolder import RunFolder
 
 AVX512 = "avx512f" in cpu_flags()
 
@@ -47,14 +48,14 @@ def test_split_cpu_trains_a_real_job_with_mirrored_strategy(workspace, monkeypat
     epochs = workspace.epochs(run.id)
     assert [e.epoch for e in epochs] == [1, 2]
     assert all(e.images_per_second and e.images_per_second > 0 and math.isfinite(e.loss) for e in epochs)
-    log_text = workspace.run_file(run.id, st.LOG_FILE).read_text(errors="replace")
+    log_text = RunFolder(workspace, run.id).log_file.read_text(errors="replace")
     assert "MirroredStrategy" in log_text, log_text[-3000:]
     # Keras logs the number of steps per epoch (verbose=2 prints "N/N"): with two replicas
     # the global batch is 2 x 16, so 300 images x 0.7 train split -> 7 steps, not 14.
-    report = json.loads(workspace.run_file(run.id, st.DATA_REPORT_FILE).read_text())
+    report = json.loads(RunFolder(workspace, run.id).data_report_file.read_text())
     train_size = sum(report["counts"]["train"])
     assert f"{math.ceil(train_size / 32)}/{math.ceil(train_size / 32)}" in log_text, log_text[-3000:]
-    assert workspace.run_file(run.id, st.MODEL_FILE).stat().st_size > 0
+    assert RunFolder(workspace, run.id).model_file.stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -67,7 +68,7 @@ def test_mixed_precision_on_cpu_trains_and_saves_a_float32_model(workspace, monk
     assert "mixed float16" in run.device and run.device.startswith("CPU")
     assert isinstance(run.test_accuracy, float) and 0.0 <= run.test_accuracy <= 1.0
     # The saved model computes in float16 inside, so it is loaded where the job ran: a fresh process.
-    check = subprocess.run([sys.executable, "-c", RELOAD_PROBE, str(workspace.run_file(run.id, st.MODEL_FILE))],
+    check = subprocess.run([sys.executable, "-c", RELOAD_PROBE, str(RunFolder(workspace, run.id).model_file)],
                            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
                            capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stderr[-3000:]

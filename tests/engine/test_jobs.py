@@ -9,6 +9,7 @@ import pytest
 from engine import jobs
 from engine import store as st
 from engine.config import RunConfig
+from engine.runfolder import RunFolder
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +35,10 @@ def test_submit_runs_to_completion_and_writes_every_artifact(workspace):
     assert run.epochs_done == 2 and len(workspace.epochs(run.id)) == 2
     assert 0.0 <= run.test_accuracy <= 1.0 and run.device.startswith("CPU") and run.params > 0
     assert run.fingerprint and "tensorflow" in run.versions
-    for name in (st.MODEL_FILE, st.PREDICTIONS_FILE, st.DATA_REPORT_FILE, st.LOG_FILE):
-        assert workspace.run_file(run.id, name).exists(), name
-    assert any(workspace.run_file(run.id, st.TENSORBOARD_DIR).rglob("events.out.tfevents*"))
+    folder = RunFolder(workspace, run.id)
+    for path in (folder.model_file, folder.predictions_file, folder.data_report_file, folder.log_file):
+        assert path.exists(), path.name
+    assert any(RunFolder(workspace, run.id).tensorboard_dir.rglob("events.out.tfevents*"))
     epoch = workspace.epochs(run.id)[-1]
     assert epoch.images_per_second > 0 and epoch.learning_rate > 0 and epoch.val_accuracy is not None
 
@@ -44,13 +46,13 @@ def test_submit_runs_to_completion_and_writes_every_artifact(workspace):
 def test_cancel_keeps_the_best_checkpoint(workspace):
     run = jobs.submit(RunConfig.from_dict(LONG), workspace)
     wait_until(lambda: workspace.get_run(run.id).epochs_done >= 1, what="the first epoch")
-    assert workspace.run_file(run.id, st.MODEL_FILE).exists()
+    assert RunFolder(workspace, run.id).model_file.exists()
     started = time.time()
     jobs.cancel(run.id, workspace)
     run = jobs.wait(run.id, workspace, poll_seconds=0.3)
     assert run.status == st.CANCELLED
     assert time.time() - started < 10, "a cooperative cancel should stop within seconds"
-    assert workspace.run_file(run.id, st.MODEL_FILE).stat().st_size > 0
+    assert RunFolder(workspace, run.id).model_file.stat().st_size > 0
 
 
 @pytest.mark.parametrize("sig, reason", [(signal.SIGKILL, "the job process was killed (SIGKILL)"),
@@ -63,7 +65,7 @@ def test_a_job_killed_by_a_signal_is_failed_with_that_signal_named(workspace, si
     run = jobs.wait(run.id, workspace, poll_seconds=0.3)
     assert run.status == st.FAILED
     assert run.job.error == reason, "not a memory problem unless the kernel or the log says so"
-    assert workspace.run_file(run.id, st.MODEL_FILE).exists()
+    assert RunFolder(workspace, run.id).model_file.exists()
     if sig == signal.SIGSEGV:  # faulthandler wrote the Python stack where the crash hit
         assert "Fatal Python error: Segmentation fault" in jobs.read_log_tail(workspace, run.id, lines=200)
 
@@ -105,7 +107,7 @@ def test_delete_a_running_run_cancels_it_first(workspace):
     run = jobs.submit(RunConfig.from_dict(LONG), workspace)
     wait_until(lambda: workspace.get_run(run.id).status == st.RUNNING, what="running")
     jobs.delete(run.id, workspace)
-    assert workspace.list_runs() == [] and not workspace.run_dir(run.id).exists()
+    assert workspace.list_runs() == [] and not RunFolder(workspace, run.id).path.exists()
     assert not [j for j in workspace.jobs(statuses=(st.RUNNING,))]
 
 

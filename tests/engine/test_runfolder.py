@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pytest
 
-from engine import store as st
 from engine.config import RunConfig
 from engine.data import DatasetError, load_images
 from engine.evaluation import NoPredictions, save_predictions
@@ -49,9 +48,6 @@ def test_the_layout_is_the_one_existing_workspaces_have(folder):
     }
     assert folder.path == folder.workspace.root / "runs" / folder.run_id
     assert {folder.relative(path): name for name, path in names.items()} == {n: n for n in names}
-    # The names code outside RunFolder still takes from engine.store are the same files.
-    assert (st.CONFIG_FILE, st.MODEL_FILE, st.PREDICTIONS_FILE, st.EXPLANATION_RESULTS_FILE) == (
-        "config.json", "model.keras", "predictions.npz", "explanations/mistakes.json")
     assert folder.config() == RunConfig.from_dict({"data": DATA})
 
 

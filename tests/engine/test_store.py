@@ -6,12 +6,13 @@ import pytest
 from engine import store as st
 from engine.config import RunConfig
 from engine.store import EpochMetrics, RunNotFound, Workspace
+from engine.runfolder import RunFolder
 
 
 def test_create_run_writes_row_folder_config_and_queued_job(workspace):
     run = workspace.create_run(RunConfig(name="first"))
     assert run.status == st.QUEUED and run.label == "first"
-    assert RunConfig.from_json(workspace.run_file(run.id, st.CONFIG_FILE).read_text()) == RunConfig(name="first")
+    assert RunConfig.from_json(RunFolder(workspace, run.id).config_file.read_text()) == RunConfig(name="first")
     assert [r.id for r in workspace.list_runs()] == [run.id]
     journal = sqlite3.connect(workspace.db_path).execute("PRAGMA journal_mode").fetchone()[0]
     assert journal == "wal"
@@ -69,7 +70,7 @@ def test_delete_run_removes_rows_and_folder(workspace):
     run = workspace.create_run(RunConfig())
     workspace.add_epoch(run.id, EpochMetrics(1))
     workspace.delete_run(run.id)
-    assert not workspace.run_dir(run.id).exists()
+    assert not RunFolder(workspace, run.id).path.exists()
     assert workspace.list_runs() == [] and workspace.epochs(run.id) == []
 
 

@@ -22,6 +22,7 @@ import pytest
 from engine import jobs
 from engine import store as st
 from engine.config import RunConfig
+from engine.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,8 +75,9 @@ def _crashed_copy(workspace, run_id: str) -> str:
     source = workspace.get_run(run_id)
     copy = workspace.create_run(source.config)
     workspace.finish_job(workspace.claim_next_job(limit=10).id, st.FAILED, error="killed before testing")
-    for name in (st.LAST_CHECKPOINT_FILE, st.LAST_CHECKPOINT_INFO_FILE, st.MODEL_FILE):
-        shutil.copyfile(workspace.run_file(run_id, name), workspace.run_file(copy.id, name))
+    source_folder, copy_folder = RunFolder(workspace, run_id), RunFolder(workspace, copy.id)
+    for name in ("last_checkpoint", "last_checkpoint_info", "model_file"):
+        shutil.copyfile(getattr(source_folder, name), getattr(copy_folder, name))
     for metrics in workspace.epochs(run_id):
         workspace.add_epoch(copy.id, metrics)
     return copy.id
@@ -87,7 +89,7 @@ def _history(workspace, run_id):
 
 
 def _probabilities(workspace, run_id):
-    with np.load(workspace.run_file(run_id, st.PREDICTIONS_FILE)) as saved:
+    with np.load(RunFolder(workspace, run_id).predictions_file) as saved:
         return saved["probabilities"]
 
 

@@ -13,6 +13,7 @@ import pytest
 from engine import jobs
 from engine import store as st
 from engine.config import RunConfig
+from engine.runfolder import RunFolder
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,7 @@ def test_kill_nine_then_resume_continues_the_same_run_to_completion(workspace):
     killed = jobs.wait(run.id, workspace, poll_seconds=0.3)
     assert killed.status == st.FAILED and killed.job.error == "the job process was killed (SIGKILL)"
     assert killed.epochs_done < 12, "the run finished before it could be killed; make it longer"
-    assert workspace.run_file(run.id, st.LAST_CHECKPOINT_FILE).stat().st_size > 0
+    assert RunFolder(workspace, run.id).last_checkpoint.stat().st_size > 0
     before = {m.epoch: m for m in workspace.epochs(run.id)}
     assert jobs.can_resume(killed, workspace)
 
@@ -52,7 +53,7 @@ def test_kill_nine_then_resume_continues_the_same_run_to_completion(workspace):
     assert all(b < a for a, b in zip(rates, rates[1:])), f"the cosine schedule restarted: {rates}"
     assert len([j for j in workspace.jobs() if j.run_id == run.id and j.kind == "train"]) == 2
     assert "resuming from the last checkpoint" in jobs.read_log_tail(workspace, run.id, lines=400)
-    assert done.test_accuracy is not None and workspace.run_file(run.id, st.PREDICTIONS_FILE).exists()
+    assert done.test_accuracy is not None and RunFolder(workspace, run.id).predictions_file.exists()
 
 
 def test_resume_is_refused_without_a_checkpoint_or_for_a_completed_run(workspace, tmp_path):

@@ -85,10 +85,10 @@ def test_four_jobs_and_twenty_pollers_for_a_minute_never_see_database_is_locked(
     assert min(reads) > 0, reads
     written = []
     for run in (workspace.get_run(r.id) for r in runs):
-        log_text = workspace.run_file(run.id, st.LOG_FILE).read_text(errors="replace")  # all of it
+        log_text = RunFolder(workspace, run.id).log_file.read_text(errors="replace")  # all of it
         assert run.status == st.CANCELLED and run.job.error == "cancelled by the user", (run.job.error, log_text[-2000:])
         assert "locked" not in log_text and "heartbeat failed" not in log_text, log_text[-2000:]
-        checkpointed = json.loads(workspace.run_file(run.id, st.LAST_CHECKPOINT_INFO_FILE).read_text())["epoch"]
+        checkpointed = json.loads(RunFolder(workspace, run.id).last_checkpoint_info.read_text())["epoch"]
         assert [m.epoch for m in workspace.epochs(run.id)] == list(range(1, checkpointed + 1)), "an epoch was lost"
         assert run.epochs_done == checkpointed >= 2  # many more on an idle machine
         written.append(checkpointed)
@@ -106,11 +106,12 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoints(workspace,
     run = workspace.create_run(config)
     saved = {}
     real_save = keras.Model.save
+    folder = RunFolder(workspace, run.id)
 
     def save(model, path, *args, **kwargs):
         if workspace.epochs(run.id):  # from epoch 2 on, the disk is full
-            for name in (st.MODEL_FILE, st.LAST_CHECKPOINT_FILE, st.LAST_CHECKPOINT_INFO_FILE):
-                saved.setdefault(name, workspace.run_file(run.id, name).read_bytes())
+            for checkpoint in (folder.model_file, folder.last_checkpoint, folder.last_checkpoint_info):
+                saved.setdefault(checkpoint, checkpoint.read_bytes())
             Path(path).write_bytes(b"half a file")
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_save(model, path, *args, **kwargs)
@@ -120,11 +121,11 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoints(workspace,
     run = workspace.get_run(run.id)
     assert run.status == st.FAILED and "No space left on device" in run.job.error
     assert run.epochs_done == 1
-    for name, content in saved.items():
-        assert workspace.run_file(run.id, name).read_bytes() == content, f"{name} was damaged"
-    assert not list(workspace.run_dir(run.id).glob("*.tmp.keras")), "a half-written temp file was left behind"
+    for path, content in saved.items():
+        assert path.read_bytes() == content, f"{path.name} was damaged"
+    assert not list(RunFolder(workspace, run.id).path.glob("*.tmp.keras")), "a half-written temp file was left behind"
     monkeypatch.setattr(keras.Model, "save", real_save)
-    keras.models.load_model(workspace.run_file(run.id, st.LAST_CHECKPOINT_FILE))  # still loads
+    keras.models.load_model(RunFolder(workspace, run.id).last_checkpoint)  # still loads
     assert jobs.can_resume(run, workspace)
 
 
@@ -142,9 +143,9 @@ def test_a_run_whose_files_were_deleted_is_shown_as_damaged(workspace, damage):
 
     keep, broken = _finished(workspace, "whole"), _finished(workspace, "broken")
     if damage == "folder":
-        shutil.rmtree(workspace.run_dir(broken))
+        shutil.rmtree(RunFolder(workspace, broken).path)
     else:
-        workspace.run_file(broken, st.CONFIG_FILE).unlink()
+        RunFolder(workspace, broken).config_file.unlink()
     assert RunFolder(workspace, keep).damage() is None and "missing" in RunFolder(workspace, broken).damage()
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["run"] = broken
@@ -171,8 +172,8 @@ def test_runs_page_offers_resume_only_for_a_stopped_run_with_a_last_checkpoint(w
     at.run()
     at.switch_page("views/runs.py").run()
     assert not any(b.key == "runs.resume" for b in at.button), "no last.keras yet: nothing to resume"
-    workspace.run_file(failed.id, st.LAST_CHECKPOINT_FILE).write_bytes(b"stands in for a checkpoint")
-    st.write_json_atomic(workspace.run_file(failed.id, st.LAST_CHECKPOINT_INFO_FILE), {"epoch": 1})
+    RunFolder(workspace, failed.id).last_checkpoint.write_bytes(b"stands in for a checkpoint")
+    st.write_json_atomic(RunFolder(workspace, failed.id).last_checkpoint_info, {"epoch": 1})
     # Occupy the one job slot, so the resumed job stays queued instead of starting TensorFlow here.
     workspace.create_run(RunConfig(name="blocker"))
     blocker_job = workspace.claim_next_job(limit=10)

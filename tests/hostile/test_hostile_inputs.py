@@ -100,7 +100,7 @@ def test_a_diverging_loss_fails_the_run_with_that_reason(workspace, untouched_ou
     run = run_in_process(workspace, config, monkeypatch)
     assert run.status == st.FAILED, run.job.traceback
     assert "the training loss became nan in epoch 1" in run.job.error and "lower the learning rate" in run.job.error
-    assert run.epochs_done == 0 and not workspace.run_file(run.id, st.LAST_CHECKPOINT_FILE).exists()
+    assert run.epochs_done == 0 and not RunFolder(workspace, run.id).last_checkpoint.exists()
 
 
 @pytest.mark.slow
@@ -120,7 +120,7 @@ def _completed_run_with_model(workspace, model_bytes: bytes | None = None, model
     run = workspace.create_run(RunConfig.from_dict({"data": {"image_size": 8}, "train": {"epochs": 1}}))
     job = workspace.claim_next_job(limit=10)
     workspace.finish_job(job.id, st.COMPLETED)
-    path = workspace.run_file(run.id, st.MODEL_FILE)
+    path = RunFolder(workspace, run.id).model_file
     if model is not None:
         model.save(path)
     else:
@@ -142,7 +142,7 @@ def test_a_model_with_a_lambda_layer_is_refused_by_every_loader(workspace, untou
     with pytest.raises(ValueError, match="(?i)lambda|safe_mode"):
         load_run_model(workspace, run_id)  # Evaluate (and the CLI `evaluate --data`)
     with pytest.raises(ValueError, match="(?i)lambda|safe_mode"):
-        keras.saving.load_model(workspace.run_file(run_id, st.MODEL_FILE), compile=False)  # Export, Demo
+        keras.saving.load_model(RunFolder(workspace, run_id).model_file, compile=False)  # Export, Demo
     assert not marker.exists()
 
 
@@ -155,8 +155,8 @@ def test_a_lambda_layer_in_a_resume_checkpoint_fails_the_job_clearly(workspace, 
     config = RunConfig.from_dict({"data": {"image_size": 8, "max_per_class": 5}, "train": {"epochs": 2,
                                                                                           "batch_size": 8}})
     run = workspace.create_run(config)
-    keras.Model(inputs, outputs).save(workspace.run_file(run.id, st.LAST_CHECKPOINT_FILE))
-    st.write_json_atomic(workspace.run_file(run.id, st.LAST_CHECKPOINT_INFO_FILE), {"epoch": 1})
+    keras.Model(inputs, outputs).save(RunFolder(workspace, run.id).last_checkpoint)
+    st.write_json_atomic(RunFolder(workspace, run.id).last_checkpoint_info, {"epoch": 1})
     monkeypatch.setattr(jobs.worker, "_lower_priority", lambda: None)
     jobs.run_job(workspace.claim_next_job(limit=10).id, workspace)
     run = workspace.get_run(run.id)

@@ -92,7 +92,7 @@ def test_only_a_published_run_demo_link_skips_the_gate(workspace, monkeypatch, p
 
 
 def test_published_marker_cannot_be_reached_by_a_crafted_run_id(workspace):
-    (workspace.root / st.PUBLISHED_FILE).write_text("x")  # workspace/published, one level up from runs/
+    (workspace.root / "published").write_text("x")  # a run's marker name, one level up from runs/
     for crafted in ("..", "../..", "", "a/../..", "..%2f"):
         assert not RunFolder(workspace, crafted).published
 
