@@ -84,7 +84,8 @@ def build_model_card(workspace: Workspace, run_id: str) -> ModelCard:
     Returns:
         The card; `to_markdown()` and `to_html()` render it.
     """
-    from engine.export.report import FORMAT_LABELS, read_report
+    from engine.export.formats import format_label
+    from engine.export.report import read_report
 
     run, folder = workspace.get_run(run_id), RunFolder(workspace, run_id)
     config = run.config
@@ -158,10 +159,10 @@ def build_model_card(workspace: Workspace, run_id: str) -> ModelCard:
         rows = []
         for a in report.artifacts:
             if a.error:
-                rows.append((FORMAT_LABELS.get(a.format, a.format), _size(a.size_bytes), "—", "—", "—", "—",
+                rows.append((format_label(a.format), _size(a.size_bytes), "—", "—", "—", "—",
                              f"failed: {a.error}"))
                 continue
-            rows.append((FORMAT_LABELS.get(a.format, a.format), _size(a.size_bytes), _pct(a.accuracy),
+            rows.append((format_label(a.format), _size(a.size_bytes), _pct(a.accuracy),
                          f"{-a.accuracy_drop:+.2f}", len(a.flipped), f"{a.latency_ms_median:.2f}",
                          "passed" if a.passed else f"failed: {a.suggestion}"))
         sections.append(Section("Exports and parity", (

@@ -30,14 +30,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 
 if TYPE_CHECKING:
     from engine.data import ImageSet, Split
     from engine.evaluation.predictions import Predictions
 
-_CONFIG = st.CONFIG_FILE  # the store writes it with the run's row
+_CONFIG = store.CONFIG_FILE  # the store writes it with the run's row
 _MODEL = "model.keras"
 _LAST_CHECKPOINT = "last.keras"
 _LAST_CHECKPOINT_INFO = "last.json"
@@ -65,7 +65,7 @@ class RunFolder:
         run_id: the run's full id.
     """
 
-    def __init__(self, workspace: st.Workspace, run_id: str):
+    def __init__(self, workspace: store.Workspace, run_id: str):
         self.workspace = workspace
         self.run_id = run_id
         self.path = workspace.run_dir(run_id)

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.data import ImageSet, Split, make_dataset
 from engine.devices import configure_devices
@@ -75,7 +75,7 @@ def train(config: RunConfig, folder: RunFolder, *, report: Callable[[float, str]
     report(0.0, "loading data")
     images = folder.dataset()  # a resumed run: checked against what the interrupted attempt recorded
     split = folder.split(images)
-    st.write_json_atomic(folder.data_report_file, data_report(images, split))
+    store.write_json_atomic(folder.data_report_file, data_report(images, split))
     num_classes = len(images.class_names)
     log.info("data %s: %d images in %d classes (%d skipped); train/val/test %d/%d/%d", images.source, len(images),
              num_classes, len(images.skipped), len(split.train), len(split.val), len(split.test))
@@ -161,7 +161,7 @@ def run_train_job(context: JobContext, request: None) -> TrainResult:
     return train(context.folder.config(), context.folder, report=context.report, should_stop=context.should_stop)
 
 
-KIND = JobKind(st.TRAIN_JOB, run=run_train_job, doing="training")
+KIND = JobKind(store.TRAIN_JOB, run=run_train_job, doing="training")
 
 
 def _read_last_checkpoint(folder: RunFolder) -> dict | None:
@@ -179,7 +179,7 @@ def _continue_from(resumed: dict, folder: RunFolder, progress: StoreProgress, ch
     epoch = int(resumed["epoch"])
     history = [m for m in workspace.epochs(run_id) if m.epoch <= epoch]
     if len(history) < epoch and resumed.get("metrics"):  # killed between the checkpoint and the store write
-        workspace.add_epoch(run_id, st.EpochMetrics(**resumed["metrics"]))
+        workspace.add_epoch(run_id, store.EpochMetrics(**resumed["metrics"]))
     workspace.truncate_epochs(run_id, epoch)
     losses = [m.val_loss for m in workspace.epochs(run_id) if m.val_loss is not None and math.isfinite(m.val_loss)]
     checkpoint.best_loss = min(losses, default=math.inf)

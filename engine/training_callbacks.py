@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 import keras
 import tensorflow as tf
 
-from engine import store as st
+from engine import store
 
 if TYPE_CHECKING:
     from engine.runfolder import RunFolder
@@ -103,7 +103,7 @@ class StoreProgress(keras.callbacks.Callback):
                         "validation": self._test_ended - self._test_began if validated else 0.0,
                         "checkpoints": now - (self._test_ended if validated else self._last_batch_end)}
         self.epochs_done = epoch + 1
-        self.folder.workspace.add_epoch(self.folder.run_id, st.EpochMetrics(
+        self.folder.workspace.add_epoch(self.folder.run_id, store.EpochMetrics(
             epoch=epoch + 1, loss=_float(loss), accuracy=_float(logs.get("accuracy")),
             val_loss=_float(logs.get("val_loss")), val_accuracy=_float(logs.get("val_accuracy")),
             learning_rate=self._epoch_learning_rate, seconds=seconds,
@@ -209,7 +209,7 @@ class LastCheckpoint(keras.callbacks.Callback):
         metrics = {k: _float(v) for k, v in (logs or {}).items()
                    if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         states = [keras.ops.convert_to_numpy(v).tolist() for v in seed_states(self.model)]
-        st.write_json_atomic(self.folder.last_checkpoint_info,
+        store.write_json_atomic(self.folder.last_checkpoint_info,
                              {"epoch": epoch + 1, "metrics": {"epoch": epoch + 1, **metrics},
                               "seed_states": states})
 

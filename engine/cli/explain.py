@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine import store as st
+from engine import store
 from engine.cli.common import UsageError, add_run_command, follow
 from engine.runfolder import RunFolder
 from engine.store import Workspace
@@ -101,7 +101,7 @@ def _explain_mistakes(args, workspace: Workspace, run_id: str) -> int:
                           **(_batch_json(mine, workspace) if mine else {})}))
     elif mine:
         _print_batch(mine, workspace)
-    if job.status != st.COMPLETED:
+    if job.status != store.COMPLETED:
         kept = f" ({len(mine.rows)} explained image(s) kept)" if mine else ""
         print(f"explain {job.status}: {job.error or ''}{kept}", file=sys.stderr)
         return 1

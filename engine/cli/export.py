@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
-from engine import store as st
+from engine import store
 from engine.cli.common import add_run_command, follow
+from engine.export.formats import FORMATS
+from engine.export.report import DEFAULT_CALIBRATION_SIZE, DEFAULT_MAX_DROP
 from engine.store import Workspace
 
 
@@ -15,9 +17,11 @@ def register(subparsers) -> None:
     p = add_run_command(subparsers, "export", cmd_export,
                         help="export a completed run and check parity (runs as a job)")
     p.add_argument("--format", default="int8",
-                   help="int8|uint8|float16|dynamic|float32|saved_model|onnx|keras, or a comma list (default int8)")
-    p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points an export may lose (default 1.0)")
-    p.add_argument("--calibration-size", type=int, default=200, help="training images for INT8 calibration")
+                   help=f"{'|'.join(FORMATS)}, or a comma list (default int8)")
+    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP,
+                   help=f"accuracy points an export may lose (default {DEFAULT_MAX_DROP})")
+    p.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION_SIZE,
+                   help="training images for INT8 calibration")
     p.add_argument("--json", action="store_true", help="print JSON (one object per format)")
 
 
@@ -30,7 +34,7 @@ def cmd_export(args, workspace: Workspace) -> int:
     job = export.request_export(workspace, run_id, request)
     print(f"exporting run {run_id}: {', '.join(formats)}", file=sys.stderr)
     job = follow(job, workspace)
-    if job.status != st.COMPLETED:
+    if job.status != store.COMPLETED:
         print(f"export {job.status}: {job.error or ''}", file=sys.stderr)
         return 1
     report = export.read_report(workspace, run_id)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from engine import jobs
-from engine import store as st
+from engine import store
 from engine.cli.common import UsageError, add_run_command
 from engine.config import AugmentConfig, RunConfig, field_spec
 from engine.runfolder import RunFolder
@@ -70,7 +70,7 @@ def cmd_train(args, workspace: Workspace) -> int:
         print(json.dumps(result))
     else:
         _print_run(run, workspace)
-    if run.status != st.COMPLETED:
+    if run.status != store.COMPLETED:
         print(f"run {run.status}: {run.job.error if run.job else ''}", file=sys.stderr)
         return 1
     return 0
@@ -125,7 +125,7 @@ def cmd_resume(args, workspace: Workspace) -> int:
     run = jobs.wait(run_id, workspace, on_poll=_progress_printer(workspace))
     print(file=sys.stderr)
     _print_run(run, workspace)
-    return 0 if run.status == st.COMPLETED else 1
+    return 0 if run.status == store.COMPLETED else 1
 
 
 def cmd_publish(args, workspace: Workspace) -> int:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine import store as st
+from engine import store
 from engine.evaluation.predictions import NoPredictions, Predictions, save_predictions
 from engine.jobs.context import JobCancelled, JobContext
 from engine.jobs.kinds import JobKind
@@ -66,7 +66,7 @@ def _predict_batches(model, images: np.ndarray, labels: np.ndarray, indices: np.
     return probabilities
 
 
-def predict_folder(workspace: st.Workspace, run_id: str, folder: str | Path, *, batch_size: int = 256,
+def predict_folder(workspace: store.Workspace, run_id: str, folder: str | Path, *, batch_size: int = 256,
                    on_batch: Callable[[int, int], None] | None = None) -> Predictions:
     """Runs a run's model over an image folder in batches; memory stays flat in the folder's size.
 
@@ -114,7 +114,7 @@ def predict_folder(workspace: st.Workspace, run_id: str, folder: str | Path, *, 
                        images.fingerprint, run_id)
 
 
-def predict_split(workspace: st.Workspace, run_id: str, split: str, *, batch_size: int = 256,
+def predict_split(workspace: store.Workspace, run_id: str, split: str, *, batch_size: int = 256,
                   on_batch: Callable[[int, int], None] | None = None) -> Predictions:
     """Re-predicts one of the run's own splits (`train`, `val` or `test`), reloaded with its config and seeds.
 
@@ -139,7 +139,7 @@ def predict_split(workspace: st.Workspace, run_id: str, split: str, *, batch_siz
                        run_classes, images.fingerprint, run_id)
 
 
-def predict_source(workspace: st.Workspace, run_id: str, source: str, *, batch_size: int = 256,
+def predict_source(workspace: store.Workspace, run_id: str, source: str, *, batch_size: int = 256,
                    on_batch: Callable[[int, int], None] | None = None) -> Predictions:
     """Predicts `split:<name>` (one of the run's splits) or a folder/.zip path; see `predict_split`/`predict_folder`."""
     if source.startswith(SPLIT_PREFIX):
@@ -170,7 +170,7 @@ def default_evaluation_name(source: str) -> str:
     return "".join(c if c in _NAME_CHARS else "_" for c in stem).lstrip(".") or "folder"
 
 
-def request_evaluation(workspace: st.Workspace, run_id: str, source: str, name: str | None = None):
+def request_evaluation(workspace: store.Workspace, run_id: str, source: str, name: str | None = None):
     """Queues an `evaluate` job of the run's model on `source`; returns the job.
 
     Raises:
@@ -209,7 +209,7 @@ def run_evaluation_job(context: JobContext, request: EvaluationRequest, *, batch
     folder.evaluations_dir.mkdir(exist_ok=True)
     save_predictions(folder.evaluation_file(name), predictions.probabilities, predictions.labels, predictions.ids,
                      predictions.indices, predictions.class_names)
-    st.write_json_atomic(folder.evaluation_file(name, ".json"),
+    store.write_json_atomic(folder.evaluation_file(name, ".json"),
                          {"source": source, "fingerprint": predictions.fingerprint, "job_id": context.job.id,
                           "num_samples": len(predictions)})
     accuracy = float(np.mean(predictions.predicted == predictions.labels)) if len(predictions) else 0.0

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from engine import evaluation as ev
-from engine import store as st
+from engine import store
 from engine.jobs.context import JobCancelled, JobContext
 from engine.jobs.kinds import JobKind
 from engine.explain.batch_results import ExplainedMistake, MethodResult, MistakeExplanations, summarize
@@ -93,7 +93,7 @@ class MistakesRequest:
 # -- asking for a batch (no TensorFlow) ----------------------------------------------------------------
 
 
-def mistakes_to_explain(workspace: st.Workspace, run_id: str) -> tuple[ev.Predictions, np.ndarray]:
+def mistakes_to_explain(workspace: store.Workspace, run_id: str) -> tuple[ev.Predictions, np.ndarray]:
     """The run's test predictions and its mistakes' positions, most confident first.
 
     Raises:
@@ -115,7 +115,7 @@ def mistakes_to_explain(workspace: st.Workspace, run_id: str) -> tuple[ev.Predic
     return predictions, positions
 
 
-def request_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequest = MistakesRequest()) -> st.Job:
+def request_mistakes(workspace: store.Workspace, run_id: str, request: MistakesRequest = MistakesRequest()) -> store.Job:
     """Checks the request and queues an `explain` job with it; returns the job.
 
     Raises:
@@ -129,7 +129,7 @@ def request_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
     return submit_job(workspace, run_id, EXPLAIN_JOB, request, busy_error=ExplanationError)
 
 
-def load_mistakes(workspace: st.Workspace, run_id: str) -> MistakeExplanations | None:
+def load_mistakes(workspace: store.Workspace, run_id: str) -> MistakeExplanations | None:
     """The run's stored batch, or None if it has none (or its record does not load)."""
     record = RunFolder(workspace, run_id).explanations()
     try:
@@ -142,7 +142,7 @@ def load_mistakes(workspace: st.Workspace, run_id: str) -> MistakeExplanations |
 # -- the work (imports TensorFlow) ----------------------------------------------------------------------
 
 
-def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequest = MistakesRequest(), *,
+def explain_mistakes(workspace: store.Workspace, run_id: str, request: MistakesRequest = MistakesRequest(), *,
                      report: Callable[[float, str], None] | None = None,
                      should_stop: Callable[[], None] | None = None, job_id: str | None = None
                      ) -> MistakeExplanations:
@@ -207,19 +207,19 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
         warm_up = time.perf_counter() - tick
         should_stop()
 
-    batch_dir = folder.explanations_dir / (job_id or st.new_id())
+    batch_dir = folder.explanations_dir / (job_id or store.new_id())
     relative = folder.relative(batch_dir)
     batch_dir.mkdir(parents=True, exist_ok=True)
     rows: list[ExplainedMistake] = []
     total = len(positions) * len(request.methods)
 
-    def store(complete: bool) -> MistakeExplanations:
+    def keep(complete: bool) -> MistakeExplanations:
         result = MistakeExplanations(
             run_id=run_id, job_id=job_id, folder=relative, created_at=started, seconds=time.time() - started,
             complete=complete, requested=request.count, mistakes=int(ranked.size), test_images=len(predictions),
             methods=list(request.methods), params=request.params, class_names=names, model_mtime=model_mtime,
             rows=rows, summary=summarize(rows, list(request.methods)), warm_up_seconds=warm_up)
-        st.write_json_atomic(folder.explanations_record, result.to_dict())
+        store.write_json_atomic(folder.explanations_record, result.to_dict())
         _remove_other_batches(folder, keep=batch_dir)
         return result
 
@@ -249,13 +249,13 @@ def explain_mistakes(workspace: st.Workspace, run_id: str, request: MistakesRequ
                                                                 for row in written}))
     except BaseException:
         if rows:  # keep what is done: a cancelled batch of SHAP and LIME may have taken minutes
-            store(complete=False)
+            keep(complete=False)
             log.info("stored %d of %d explained mistakes of run %s before stopping", len(rows), len(positions),
                      run_id)
         else:
             shutil.rmtree(batch_dir, ignore_errors=True)
         raise
-    result = store(complete=True)
+    result = keep(complete=True)
     labels = ", ".join(method_label(m) for m in request.methods)
     report(1.0, f"done: {len(rows)} mistake{'s' * (len(rows) != 1)} explained with {labels} in "
                 f"{result.seconds:.0f} s")

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.export.convert import artifact_size, export_artifact
 from engine.export.formats import FORMATS
@@ -115,7 +115,7 @@ def export_run(workspace: Workspace, run_id: str, request: ExportRequest = Expor
     result = ExportReport(run_id=run_id, created_at=time.time(), reference_accuracy=reference_accuracy,
                           max_drop=float(request.max_drop), calibration_size=len(calibration_images),
                           test_size=len(labels), class_names=list(class_names), artifacts=artifacts)
-    st.write_json_atomic(folder.export_report_file, result.to_dict())
+    store.write_json_atomic(folder.export_report_file, result.to_dict())
     write_metadata(folder.export_metadata_file, run_id, config, class_names, artifacts)
     from engine.model_card import write_model_card
 
@@ -168,7 +168,7 @@ def write_metadata(path: Path, run_id: str, config: RunConfig, class_names: list
                    artifacts: list[ArtifactParity]) -> dict:
     metadata = export_metadata(run_id, config, class_names, artifacts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    st.write_json_atomic(path, metadata)
+    store.write_json_atomic(path, metadata)
     return metadata
 
 def _one_line(error: BaseException) -> str:

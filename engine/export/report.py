@@ -7,10 +7,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
-from engine import store as st
+from engine import store
 from engine.export.formats import DEFAULT_FORMATS, FORMATS, format_label
 from engine.jobs import submit_job
 from engine.runfolder import RunFolder
@@ -18,7 +17,6 @@ from engine.store import Job, Workspace
 
 
 # Derived for engine.model_card, which still imports it; everything else reads `FORMATS`.
-FORMAT_LABELS = MappingProxyType({name: f.label for name, f in FORMATS.items()})
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 DEFAULT_CALIBRATION_SIZE = 200
 DEFAULT_LATENCY_RUNS = 50
@@ -150,7 +148,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
 def check_exportable(workspace: Workspace, run_id: str) -> None:
     """Raises ExportError unless the run finished training and has its model and test predictions."""
     run, folder = workspace.get_run(run_id), RunFolder(workspace, run_id)
-    if run.status != st.COMPLETED:
+    if run.status != store.COMPLETED:
         raise ExportError(f"run {run_id} is {run.status}: only a completed run can be exported")
     for path in (folder.model_file, folder.predictions_file):
         if not path.is_file():

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 import engine.jobs.kinds as kinds
 from engine.jobs.backends import get_backend
@@ -74,7 +74,7 @@ def submit_job(workspace: Workspace, run_id: str, kind: str, request: Any, *, bu
 
 def can_resume(run: Run, workspace: Workspace) -> bool:
     """True if a failed or cancelled run has a last checkpoint to continue from."""
-    return (run.status in (st.FAILED, st.CANCELLED) and run.epochs_done < run.epochs_total
+    return (run.status in (store.FAILED, store.CANCELLED) and run.epochs_done < run.epochs_total
             and RunFolder(workspace, run.id).last_checkpoint.exists()
             and RunFolder(workspace, run.id).last_checkpoint_info.exists())
 
@@ -93,7 +93,7 @@ def resume(run_id: str, workspace: Workspace) -> Job:
         ValueError: the run is active or finished, or has no last checkpoint (the message says which).
     """
     run = workspace.get_run(run_id)
-    if run.status not in (st.FAILED, st.CANCELLED):
+    if run.status not in (store.FAILED, store.CANCELLED):
         raise ValueError(f"run {run_id} is {run.status}: only a failed or cancelled run can be resumed")
     if not can_resume(run, workspace):
         raise ValueError(f"run {run_id} has no last checkpoint to resume from (it stopped before finishing "
@@ -108,8 +108,8 @@ def cancel_job(job_id: str, workspace: Workspace) -> Job:
     job = workspace.get_job(job_id)
     if job.active:
         workspace.request_cancel(job.id)
-        if job.status == st.QUEUED:
-            workspace.finish_job(job.id, st.CANCELLED, error="cancelled before it started")
+        if job.status == store.QUEUED:
+            workspace.finish_job(job.id, store.CANCELLED, error="cancelled before it started")
     return workspace.get_job(job_id)
 
 
@@ -128,13 +128,13 @@ def cancel(run_id: str, workspace: Workspace) -> Job | None:
 def delete(run_id: str, workspace: Workspace, *, timeout: float = 2 * CANCEL_GRACE_SECONDS) -> None:
     """Deletes a run, first stopping its job (killing it if it does not stop in `timeout`)."""
     job = cancel(run_id, workspace)
-    if job is not None and job.status == st.RUNNING:
+    if job is not None and job.status == store.RUNNING:
         deadline = time.time() + timeout
-        while time.time() < deadline and workspace.get_job(job.id).status == st.RUNNING:
+        while time.time() < deadline and workspace.get_job(job.id).status == store.RUNNING:
             time.sleep(0.2)
-        if workspace.get_job(job.id).status == st.RUNNING:
+        if workspace.get_job(job.id).status == store.RUNNING:
             get_backend().stop(job, force=True)
-            workspace.finish_job(job.id, st.CANCELLED, error="killed to delete the run")
+            workspace.finish_job(job.id, store.CANCELLED, error="killed to delete the run")
     workspace.delete_run(run_id)
     refresh(workspace)
 
@@ -146,7 +146,7 @@ def wait(run_id: str, workspace: Workspace, *, poll_seconds: float = 1.0, on_pol
         run = workspace.get_run(run_id)
         if on_poll:
             on_poll(run)
-        if run.status not in st.ACTIVE:
+        if run.status not in store.ACTIVE:
             return run
         time.sleep(poll_seconds)
 
@@ -168,13 +168,13 @@ def refresh(workspace: Workspace, *, keep_warm: bool = False) -> None:
     """
     backend = get_backend()
     now = time.time()
-    for job in workspace.jobs(statuses=(st.RUNNING,)):
+    for job in workspace.jobs(statuses=(store.RUNNING,)):
         alive = backend.alive(job)
         if job.cancel_requested_at and alive:
             waited = now - job.cancel_requested_at
             if waited > 2 * CANCEL_GRACE_SECONDS:
                 backend.stop(job, force=True)
-                workspace.finish_job(job.id, st.CANCELLED, error="cancelled (killed after not stopping in time)")
+                workspace.finish_job(job.id, store.CANCELLED, error="cancelled (killed after not stopping in time)")
             elif waited > CANCEL_GRACE_SECONDS:
                 backend.stop(job, force=False)
             continue
@@ -186,7 +186,7 @@ def refresh(workspace: Workspace, *, keep_warm: bool = False) -> None:
             reason = f"no heartbeat for {now - job.heartbeat_at:.0f} s"
         else:
             reason = backend.death(workspace, job)
-        status = st.CANCELLED if job.cancel_requested_at else st.FAILED
+        status = store.CANCELLED if job.cancel_requested_at else store.FAILED
         workspace.finish_job(job.id, status, error=reason,
                              traceback=crash_excerpt(backend.logs(workspace, job, 400), LOG_TAIL_LINES))
     _dispatch(workspace, backend, keep_warm)
@@ -199,6 +199,6 @@ def _dispatch(workspace: Workspace, backend, keep_warm: bool) -> None:
         try:
             backend.start(workspace, job)
         except OSError as error:
-            workspace.finish_job(job.id, st.FAILED, error=f"could not start the job process: {error}")
-    if keep_warm and not workspace.jobs(statuses=st.ACTIVE):
+            workspace.finish_job(job.id, store.FAILED, error=f"could not start the job process: {error}")
+    if keep_warm and not workspace.jobs(statuses=store.ACTIVE):
         backend.keep_warm(workspace)

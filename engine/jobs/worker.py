@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from engine import store as st
+from engine import store
 from engine.cpu import log_onednn_setting
 import engine.jobs.kinds as kinds
 from engine.jobs.backends.local import STANDBY_FILE, standby_pid
@@ -51,14 +51,14 @@ def run_job(job_id: str, workspace: Workspace | None = None) -> int:
         request = kind.parse_request(job.request)
         context.raise_if_cancelled()
         kind.run(context, request)
-        workspace.finish_job(job_id, st.COMPLETED)
+        workspace.finish_job(job_id, store.COMPLETED)
     except JobCancelled:
         log.info("job %s cancelled", job_id)
-        workspace.finish_job(job_id, st.CANCELLED, error="cancelled by the user")
+        workspace.finish_job(job_id, store.CANCELLED, error="cancelled by the user")
     except Exception as error:  # noqa: BLE001 - any failure must end up in the store
         log.exception("job %s failed", job_id)
         code = 1
-        workspace.finish_job(job_id, st.FAILED, error=_one_line(error), traceback=traceback.format_exc())
+        workspace.finish_job(job_id, store.FAILED, error=_one_line(error), traceback=traceback.format_exc())
     finally:
         stop_beating.set()
         refresh(workspace)  # start the next queued job

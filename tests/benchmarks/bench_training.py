@@ -87,15 +87,15 @@ def run_worker(name: str, env_overrides: dict | None = None, **kwargs) -> dict:
 
 def run_aperture_job(epochs: int) -> dict:
     from engine import jobs
-    from engine import store as st
+    from engine import store
     from engine.runfolder import RunFolder
 
     os.environ.pop("APERTURE_CPU_DEVICES", None)
     with tempfile.TemporaryDirectory(prefix="aperture-bench-") as home:
-        workspace = st.Workspace(home)
+        workspace = store.Workspace(home)
         run = jobs.submit(training_config(epochs), workspace)
         run = jobs.wait(run.id, workspace, poll_seconds=0.5)
-        if run.status != st.COMPLETED:
+        if run.status != store.COMPLETED:
             raise RuntimeError(f"the Aperture job ended {run.status}: {run.job.error}\n"
                                f"{jobs.read_log_tail(workspace, run.id)}")
         rows = workspace.epochs(run.id)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine import jobs
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.cpu import CHOICE_ENV, ISA_ENV, ONEDNN_ENV, cpu_flags
 from engine.devices import CPU_DEVICES_ENV
@@ -33,7 +33,7 @@ def run_tiny_job(workspace, **train):
     config = RunConfig.from_dict({**TINY, "train": {**TINY["train"], **train}})
     run = jobs.submit(config, workspace)
     run = jobs.wait(run.id, workspace, poll_seconds=0.3)
-    assert run.status == st.COMPLETED, (run.job.error, run.job.traceback,
+    assert run.status == store.COMPLETED, (run.job.error, run.job.traceback,
                                         jobs.read_log_tail(workspace, run.id, lines=60))
     return run
 
@@ -94,6 +94,6 @@ def test_mixed_precision_under_the_avx2_limit_fails_with_what_to_do(workspace, m
     monkeypatch.setenv(CHOICE_ENV, f"{ISA_ENV}=AVX2")
     config = RunConfig.from_dict({**TINY, "train": {**TINY["train"], "mixed_precision": "on"}})
     run = jobs.wait(jobs.submit(config, workspace).id, workspace, poll_seconds=0.3)
-    assert run.status == st.FAILED
+    assert run.status == store.FAILED
     assert run.job.error.startswith("ValueError: train.mixed_precision=on: float16 convolutions are not available")
     assert f"{ONEDNN_ENV}=0" in run.job.error

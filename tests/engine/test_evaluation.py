@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import store as st
+from engine import store
 from engine.evaluation import (NotComparable, Predictions, calibration_bins, compare_runs, evaluate,
                                find_label_issues, label_issues_csv, mcnemar, ranked_mistakes)
 from engine.runfolder import RunFolder
@@ -179,7 +179,7 @@ def test_evaluation_is_json_able():
 
 
 def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **{st.HOME_ENV: str(home), "APERTURE_STANDBY": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
+    env = dict(os.environ, **{store.HOME_ENV: str(home), "APERTURE_STANDBY": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
                               "PYTHONPATH": str(ROOT)})
     result = subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=300)

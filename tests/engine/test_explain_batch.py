@@ -15,7 +15,7 @@ import pytest
 
 from engine import evaluation as ev
 from engine import jobs
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.explain import batch
 from engine.runfolder import RunFolder
@@ -64,11 +64,11 @@ def trained_run(workspace: Workspace, trained: RunFolder) -> str:
     folder = RunFolder(workspace, run.id)
     for name in ("model_file", "predictions_file", "data_report_file"):
         shutil.copy(getattr(trained, name), getattr(folder, name))
-    workspace.finish_job(job.id, st.COMPLETED)
+    workspace.finish_job(job.id, store.COMPLETED)
     return run.id
 
 
-def wait_for(workspace: Workspace, job_id: str, timeout: float = 180) -> st.Job:
+def wait_for(workspace: Workspace, job_id: str, timeout: float = 180) -> store.Job:
     deadline = time.monotonic() + timeout
     while workspace.get_job(job_id).active and time.monotonic() < deadline:
         jobs.refresh(workspace)
@@ -77,7 +77,7 @@ def wait_for(workspace: Workspace, job_id: str, timeout: float = 180) -> st.Job:
 
 
 def cli(home: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **{st.HOME_ENV: str(home), jobs.STANDBY_ENV: "0", "TF_CPP_MIN_LOG_LEVEL": "3",
+    env = dict(os.environ, **{store.HOME_ENV: str(home), jobs.STANDBY_ENV: "0", "TF_CPP_MIN_LOG_LEVEL": "3",
                               "PYTHONPATH": str(ROOT)})
     result = subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
@@ -174,7 +174,7 @@ def test_cancel_stops_the_job_and_keeps_the_images_done(workspace, trained):
         time.sleep(0.1)
     jobs.cancel_job(job.id, workspace)
     job = wait_for(workspace, job.id)
-    assert job.status == st.CANCELLED, (job.error, job.traceback, jobs.read_log_tail(workspace, run_id))
+    assert job.status == store.CANCELLED, (job.error, job.traceback, jobs.read_log_tail(workspace, run_id))
     stored = batch.load_mistakes(workspace, run_id)
     assert stored is not None and not stored.complete and stored.requested == 6
     assert 1 <= len(stored.rows) < 6 and stored.summary["lime"].images == len(stored.rows)
@@ -196,13 +196,13 @@ def test_cli_batch_waits_and_prints_per_image_rows_and_a_summary(workspace, trai
     summary = report["summary"]["gradcam"]
     assert summary["images"] == 3 and summary["mean_seconds"] > 0 and 0 <= summary["beats_random_share"] <= 1
     job = workspace.latest_job(run_id, batch.EXPLAIN_JOB)
-    assert job.status == st.COMPLETED and job.message.startswith("done: 3 mistakes explained with Grad-CAM")
+    assert job.status == store.COMPLETED and job.message.startswith("done: 3 mistakes explained with Grad-CAM")
     assert len(batch.load_mistakes(workspace, run_id).rows) == 3
 
     queued = json.loads(cli(workspace.root, "explain", run_id, "--mistakes", "2", "--json").stdout)
     assert queued["status"] in ("queued", "running") and queued["job_id"] != job.id
     jobs.cancel_job(queued["job_id"], workspace)
-    assert wait_for(workspace, queued["job_id"]).status == st.CANCELLED
+    assert wait_for(workspace, queued["job_id"]).status == store.CANCELLED
     assert len(batch.load_mistakes(workspace, run_id).rows) == 3, "a batch cancelled before its first image "\
         "leaves the stored one alone"
 

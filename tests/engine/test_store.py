@@ -3,7 +3,7 @@ import sqlite3
 
 import pytest
 
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.store import EpochMetrics, RunNotFound, Workspace
 from engine.runfolder import RunFolder
@@ -11,7 +11,7 @@ from engine.runfolder import RunFolder
 
 def test_create_run_writes_row_folder_config_and_queued_job(workspace):
     run = workspace.create_run(RunConfig(name="first"))
-    assert run.status == st.QUEUED and run.label == "first"
+    assert run.status == store.QUEUED and run.label == "first"
     assert RunConfig.from_json(RunFolder(workspace, run.id).config_file.read_text()) == RunConfig(name="first")
     assert [r.id for r in workspace.list_runs()] == [run.id]
     journal = sqlite3.connect(workspace.db_path).execute("PRAGMA journal_mode").fetchone()[0]
@@ -43,18 +43,18 @@ def test_claim_respects_the_limit_and_queue_order(workspace):
     a = workspace.create_run(RunConfig()).job
     b = workspace.create_run(RunConfig()).job
     claimed = workspace.claim_next_job(1)
-    assert claimed.id == a.id and claimed.status == st.RUNNING
+    assert claimed.id == a.id and claimed.status == store.RUNNING
     assert workspace.claim_next_job(1) is None
     assert workspace.claim_next_job(2).id == b.id
 
 
 def test_finish_job_only_once(workspace):
     job = workspace.create_run(RunConfig()).job
-    assert workspace.finish_job(job.id, st.FAILED, error="boom")
-    assert not workspace.finish_job(job.id, st.COMPLETED)
-    assert workspace.get_job(job.id).status == st.FAILED
+    assert workspace.finish_job(job.id, store.FAILED, error="boom")
+    assert not workspace.finish_job(job.id, store.COMPLETED)
+    assert workspace.get_job(job.id).status == store.FAILED
     with pytest.raises(ValueError):
-        workspace.finish_job(job.id, st.RUNNING)
+        workspace.finish_job(job.id, store.RUNNING)
 
 
 def test_epoch_metrics_upsert_and_progress(workspace):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from engine import jobs
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.runfolder import RunFolder
 
@@ -74,7 +74,7 @@ def _crashed_copy(workspace, run_id: str) -> str:
     """
     source = workspace.get_run(run_id)
     copy = workspace.create_run(source.config)
-    workspace.finish_job(workspace.claim_next_job(limit=10).id, st.FAILED, error="killed before testing")
+    workspace.finish_job(workspace.claim_next_job(limit=10).id, store.FAILED, error="killed before testing")
     source_folder, copy_folder = RunFolder(workspace, run_id), RunFolder(workspace, copy.id)
     for name in ("last_checkpoint", "last_checkpoint_info", "model_file"):
         shutil.copyfile(getattr(source_folder, name), getattr(copy_folder, name))
@@ -101,10 +101,10 @@ def test_a_resumed_run_ends_exactly_where_the_uninterrupted_run_ends(workspace, 
     assert worker.returncode == 0, worker.stderr[-3000:]
     ids = json.loads(worker.stdout.strip().splitlines()[-1])
     a = workspace.get_run(ids["a"])
-    assert a.status == st.COMPLETED, a.job.traceback
+    assert a.status == store.COMPLETED, a.job.traceback
     assert ids["best"] + 1 < ids["stopped"] < config.train.epochs, f"early stopping must end run A mid-way: {ids}"
     crashed = workspace.get_run(ids["b"])
-    assert crashed.status == st.FAILED and "simulated crash" in crashed.job.error
+    assert crashed.status == store.FAILED and "simulated crash" in crashed.job.error
     assert crashed.epochs_done == ids["best"] + 1 and jobs.can_resume(crashed, workspace)
     after_stop = _crashed_copy(workspace, a.id)
 
@@ -112,7 +112,7 @@ def test_a_resumed_run_ends_exactly_where_the_uninterrupted_run_ends(workspace, 
     for run_id in (crashed.id, after_stop):  # each in a fresh job process, as the Resume button does
         jobs.resume(run_id, workspace)
     resumed, after_stop = (jobs.wait(r, workspace, poll_seconds=0.3) for r in (crashed.id, after_stop))
-    assert resumed.status == st.COMPLETED, resumed.job.traceback
+    assert resumed.status == store.COMPLETED, resumed.job.traceback
     assert f"resuming from the last checkpoint after epoch {ids['best'] + 1}" in jobs.read_log_tail(
         workspace, resumed.id, lines=400)
 
@@ -124,7 +124,7 @@ def test_a_resumed_run_ends_exactly_where_the_uninterrupted_run_ends(workspace, 
     assert np.array_equal(_probabilities(workspace, resumed.id), _probabilities(workspace, a.id))
 
     # Killed after early stopping's last epoch: the resumed job trains no more, it only tests.
-    assert after_stop.status == st.COMPLETED, after_stop.job.traceback
+    assert after_stop.status == store.COMPLETED, after_stop.job.traceback
     assert "early stopping had already ended training" in jobs.read_log_tail(workspace, after_stop.id, lines=400)
     assert after_stop.epochs_done == ids["stopped"] and after_stop.test_accuracy == a.test_accuracy
     assert np.array_equal(_probabilities(workspace, after_stop.id), _probabilities(workspace, a.id))

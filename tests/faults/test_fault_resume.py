@@ -11,7 +11,7 @@ import time
 import pytest
 
 from engine import jobs
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.runfolder import RunFolder
 
@@ -35,7 +35,7 @@ def test_kill_nine_then_resume_continues_the_same_run_to_completion(workspace):
     wait_until(lambda: workspace.get_run(run.id).epochs_done >= 2, what="two epochs")
     os.kill(workspace.get_run(run.id).job.pid, signal.SIGKILL)
     killed = jobs.wait(run.id, workspace, poll_seconds=0.3)
-    assert killed.status == st.FAILED and killed.job.error == "the job process was killed (SIGKILL)"
+    assert killed.status == store.FAILED and killed.job.error == "the job process was killed (SIGKILL)"
     assert killed.epochs_done < 12, "the run finished before it could be killed; make it longer"
     assert RunFolder(workspace, run.id).last_checkpoint.stat().st_size > 0
     before = {m.epoch: m for m in workspace.epochs(run.id)}
@@ -44,7 +44,7 @@ def test_kill_nine_then_resume_continues_the_same_run_to_completion(workspace):
     job = jobs.resume(run.id, workspace)
     assert job.run_id == run.id and job.kind == "train" and job.id != killed.job.id
     done = jobs.wait(run.id, workspace, poll_seconds=0.3)
-    assert done.status == st.COMPLETED, done.job.traceback
+    assert done.status == store.COMPLETED, done.job.traceback
     assert done.epochs_done == done.epochs_total == 12
     history = workspace.epochs(run.id)
     assert [m.epoch for m in history] == list(range(1, 13))  # contiguous: 1..k, then k+1..12
@@ -59,6 +59,6 @@ def test_kill_nine_then_resume_continues_the_same_run_to_completion(workspace):
 def test_resume_is_refused_without_a_checkpoint_or_for_a_completed_run(workspace, tmp_path):
     config = RunConfig.from_dict({"data": {"source": str(tmp_path / "missing")}, "train": {"epochs": 1}})
     failed = jobs.wait(jobs.submit(config, workspace).id, workspace, poll_seconds=0.3)
-    assert failed.status == st.FAILED and not jobs.can_resume(failed, workspace)
+    assert failed.status == store.FAILED and not jobs.can_resume(failed, workspace)
     with pytest.raises(ValueError, match="no last checkpoint"):
         jobs.resume(failed.id, workspace)

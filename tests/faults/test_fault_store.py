@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import jobs
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.runfolder import RunFolder
 
@@ -56,7 +56,7 @@ def test_four_jobs_and_twenty_pollers_for_a_minute_never_see_database_is_locked(
                     epochs = [m.epoch for m in workspace.epochs(run.id)]
                     if epochs != list(range(1, len(epochs) + 1)) or len(epochs) < run.epochs_done:
                         errors.append(f"inconsistent read of {run.id}: epochs_done {run.epochs_done}, {epochs}")
-                workspace.jobs(statuses=st.ACTIVE)
+                workspace.jobs(statuses=store.ACTIVE)
                 reads[index] += 1
             except Exception as error:  # noqa: BLE001 - collected and asserted below
                 errors.append(repr(error))
@@ -68,12 +68,12 @@ def test_four_jobs_and_twenty_pollers_for_a_minute_never_see_database_is_locked(
     started = time.monotonic()
     try:
         runs = [jobs.submit(RunConfig.from_dict({**TINY_JOB, "name": f"job {i}"}), workspace) for i in range(JOBS)]
-        assert all(workspace.get_run(r.id).status == st.RUNNING for r in runs), "all four jobs run at once"
+        assert all(workspace.get_run(r.id).status == store.RUNNING for r in runs), "all four jobs run at once"
         time.sleep(max(0.0, CONTENTION_SECONDS - (time.monotonic() - started)))
         for run in runs:
             jobs.cancel(run.id, workspace)
         deadline = time.monotonic() + 30
-        while any(workspace.get_run(r.id).status in st.ACTIVE for r in runs) and time.monotonic() < deadline:
+        while any(workspace.get_run(r.id).status in store.ACTIVE for r in runs) and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         stop.set()
@@ -86,7 +86,7 @@ def test_four_jobs_and_twenty_pollers_for_a_minute_never_see_database_is_locked(
     written = []
     for run in (workspace.get_run(r.id) for r in runs):
         log_text = RunFolder(workspace, run.id).log_file.read_text(errors="replace")  # all of it
-        assert run.status == st.CANCELLED and run.job.error == "cancelled by the user", (run.job.error, log_text[-2000:])
+        assert run.status == store.CANCELLED and run.job.error == "cancelled by the user", (run.job.error, log_text[-2000:])
         assert "locked" not in log_text and "heartbeat failed" not in log_text, log_text[-2000:]
         checkpointed = json.loads(RunFolder(workspace, run.id).last_checkpoint_info.read_text())["epoch"]
         assert [m.epoch for m in workspace.epochs(run.id)] == list(range(1, checkpointed + 1)), "an epoch was lost"
@@ -119,7 +119,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoints(workspace,
     monkeypatch.setattr(keras.Model, "save", save)
     jobs.run_job(workspace.claim_next_job(limit=10).id, workspace)
     run = workspace.get_run(run.id)
-    assert run.status == st.FAILED and "No space left on device" in run.job.error
+    assert run.status == store.FAILED and "No space left on device" in run.job.error
     assert run.epochs_done == 1
     for path, content in saved.items():
         assert path.read_bytes() == content, f"{path.name} was damaged"
@@ -132,8 +132,8 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoints(workspace,
 def _finished(workspace, name: str) -> str:
     run = workspace.create_run(RunConfig.from_dict({"name": name, "train": {"epochs": 2}}))
     job = workspace.claim_next_job(limit=10)
-    workspace.add_epoch(run.id, st.EpochMetrics(1, loss=1.0, val_loss=1.0, val_accuracy=0.5))
-    workspace.finish_job(job.id, st.COMPLETED)
+    workspace.add_epoch(run.id, store.EpochMetrics(1, loss=1.0, val_loss=1.0, val_accuracy=0.5))
+    workspace.finish_job(job.id, store.COMPLETED)
     return run.id
 
 
@@ -165,15 +165,15 @@ def test_runs_page_offers_resume_only_for_a_stopped_run_with_a_last_checkpoint(w
     whole = _finished(workspace, "done")
     failed = workspace.create_run(RunConfig.from_dict({"name": "killed", "train": {"epochs": 3}}))
     job = workspace.claim_next_job(limit=10)
-    workspace.add_epoch(failed.id, st.EpochMetrics(1, loss=1.0))
-    workspace.finish_job(job.id, st.FAILED, error="the job process died without reporting (killed, or out of memory)")
+    workspace.add_epoch(failed.id, store.EpochMetrics(1, loss=1.0))
+    workspace.finish_job(job.id, store.FAILED, error="the job process died without reporting (killed, or out of memory)")
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["run"] = failed.id
     at.run()
     at.switch_page("views/runs.py").run()
     assert not any(b.key == "runs.resume" for b in at.button), "no last.keras yet: nothing to resume"
     RunFolder(workspace, failed.id).last_checkpoint.write_bytes(b"stands in for a checkpoint")
-    st.write_json_atomic(RunFolder(workspace, failed.id).last_checkpoint_info, {"epoch": 1})
+    store.write_json_atomic(RunFolder(workspace, failed.id).last_checkpoint_info, {"epoch": 1})
     # Occupy the one job slot, so the resumed job stays queued instead of starting TensorFlow here.
     workspace.create_run(RunConfig(name="blocker"))
     blocker_job = workspace.claim_next_job(limit=10)
@@ -182,7 +182,7 @@ def test_runs_page_offers_resume_only_for_a_stopped_run_with_a_last_checkpoint(w
     at.button(key="runs.resume").click().run()
     assert not at.exception
     run = workspace.get_run(failed.id)
-    assert run.status == st.QUEUED and run.job.id != job.id
-    assert workspace.get_run(whole).status == st.COMPLETED
+    assert run.status == store.QUEUED and run.job.id != job.id
+    assert workspace.get_run(whole).status == store.COMPLETED
     jobs.cancel(failed.id, workspace)
-    workspace.finish_job(blocker_job.id, st.CANCELLED)
+    workspace.finish_job(blocker_job.id, store.CANCELLED)

@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine import cli
 from engine import jobs
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.runfolder import RunFolder
 from tests.conftest import write_image_folder
@@ -79,7 +79,7 @@ def test_batch_size_larger_than_the_training_split_trains_with_a_logged_note(wor
     config = RunConfig.from_dict({"data": {"image_size": 8, "max_per_class": 3}, "train": {"epochs": 1,
                                                                                           "batch_size": 64}})
     run = run_in_process(workspace, config, monkeypatch)
-    assert run.status == st.COMPLETED, run.job.error
+    assert run.status == store.COMPLETED, run.job.error
     assert "train.batch_size=64 is larger than the" in caplog.text and "each epoch is one batch" in caplog.text
 
 
@@ -98,7 +98,7 @@ def test_a_diverging_loss_fails_the_run_with_that_reason(workspace, untouched_ou
     config = RunConfig.from_dict({"data": {"image_size": 8, "max_per_class": 10},
                                   "train": {"epochs": 3, "batch_size": 16, "learning_rate": 10}})
     run = run_in_process(workspace, config, monkeypatch)
-    assert run.status == st.FAILED, run.job.traceback
+    assert run.status == store.FAILED, run.job.traceback
     assert "the training loss became nan in epoch 1" in run.job.error and "lower the learning rate" in run.job.error
     assert run.epochs_done == 0 and not RunFolder(workspace, run.id).last_checkpoint.exists()
 
@@ -110,7 +110,7 @@ def test_an_integer_learning_rate_in_a_json_config_trains(workspace, untouched_o
                                   "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1,
                                             "schedule": "constant"}})
     run = run_in_process(workspace, config, monkeypatch)
-    assert run.status == st.COMPLETED, run.job.error
+    assert run.status == store.COMPLETED, run.job.error
 
 
 # -- model files: a Lambda layer is refused (safe_mode), a corrupt file says so ----------------------
@@ -119,7 +119,7 @@ def test_an_integer_learning_rate_in_a_json_config_trains(workspace, untouched_o
 def _completed_run_with_model(workspace, model_bytes: bytes | None = None, model=None) -> str:
     run = workspace.create_run(RunConfig.from_dict({"data": {"image_size": 8}, "train": {"epochs": 1}}))
     job = workspace.claim_next_job(limit=10)
-    workspace.finish_job(job.id, st.COMPLETED)
+    workspace.finish_job(job.id, store.COMPLETED)
     path = RunFolder(workspace, run.id).model_file
     if model is not None:
         model.save(path)
@@ -156,11 +156,11 @@ def test_a_lambda_layer_in_a_resume_checkpoint_fails_the_job_clearly(workspace, 
                                                                                           "batch_size": 8}})
     run = workspace.create_run(config)
     keras.Model(inputs, outputs).save(RunFolder(workspace, run.id).last_checkpoint)
-    st.write_json_atomic(RunFolder(workspace, run.id).last_checkpoint_info, {"epoch": 1})
+    store.write_json_atomic(RunFolder(workspace, run.id).last_checkpoint_info, {"epoch": 1})
     monkeypatch.setattr(jobs.worker, "_lower_priority", lambda: None)
     jobs.run_job(workspace.claim_next_job(limit=10).id, workspace)
     run = workspace.get_run(run.id)
-    assert run.status == st.FAILED and "safe_mode" in run.job.error.lower() + (run.job.traceback or "").lower()
+    assert run.status == store.FAILED and "safe_mode" in run.job.error.lower() + (run.job.traceback or "").lower()
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip", b"\x00" * 1000, np.arange(500).tobytes()])
@@ -186,7 +186,7 @@ def test_cli_evaluate_on_a_corrupt_model_exits_2_with_a_message(workspace, image
 def test_no_page_renders_raw_html():
     offenders = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "dashboard").rglob("*.py")
                  for n, line in enumerate(p.read_text().splitlines(), 1)
-                 if "unsafe_allow_html=True" in line or "st.html(" in line or "components.html(" in line]
+                 if "unsafe_allow_html=True" in line or "store.html(" in line or "components.html(" in line]
     assert offenders == []
 
 
@@ -208,7 +208,7 @@ def test_data_page_shows_hostile_class_names_as_text(workspace, hostile_folder, 
 def test_runs_page_shows_hostile_run_names_as_text(workspace, untouched_outside):
     name = "<script>alert(1)</script> **bold**"
     run = workspace.create_run(RunConfig.from_dict({"name": name}))
-    workspace.finish_job(workspace.claim_next_job(limit=10).id, st.FAILED, error="<b>boom</b>")
+    workspace.finish_job(workspace.claim_next_job(limit=10).id, store.FAILED, error="<b>boom</b>")
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("views/runs.py").run()
     assert not at.exception
@@ -241,7 +241,7 @@ def test_a_zip_with_a_file_and_a_folder_of_the_same_name_is_refused(workspace, u
 
 def test_cli_resume_and_publish_refuse_the_wrong_runs(workspace, untouched_outside, capsys):
     run = workspace.create_run(RunConfig())
-    workspace.finish_job(workspace.claim_next_job(limit=10).id, st.COMPLETED)
+    workspace.finish_job(workspace.claim_next_job(limit=10).id, store.COMPLETED)
     for argv, message in ((["resume", run.id], "only a failed or cancelled run can be resumed"),
                           (["resume", "no-such-run"], "no run with id"),
                           (["publish", "../.."], "no run with id")):

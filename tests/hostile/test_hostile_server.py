@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.runfolder import RunFolder
 from engine.data import DATA_ROOTS_ENV, DatasetError, archive, check_source_allowed, load_images
@@ -173,4 +173,4 @@ def test_upload_size_is_checked_again_in_the_engine(workspace, untouched_outside
     at.file_uploader(key="data.upload").upload("big.zip", buffer.getvalue(), "application/zip").run()
     assert not at.exception
     assert "big.zip" in texts(at.error) and "the limit is" in texts(at.error)
-    assert not (workspace.root / st.UPLOADS_DIR).exists() or not any((workspace.root / st.UPLOADS_DIR).iterdir())
+    assert not (workspace.root / store.UPLOADS_DIR).exists() or not any((workspace.root / store.UPLOADS_DIR).iterdir())

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from engine import store as st
+from engine import store
 from engine.cpu import cpu_flags, onednn_setting
 from engine.jobs.crash_report import describe_death, oom_killed
 from engine.runfolder import RunFolder
@@ -77,7 +77,7 @@ class LocalBackend:
 
     def _spawn(self, workspace: Workspace, args: list[str], output) -> subprocess.Popen:
         """Starts `python -m engine ARGS` detached in its own session."""
-        env = dict(os.environ, **{st.HOME_ENV: str(workspace.root), "TF_CPP_MIN_LOG_LEVEL": "2",
+        env = dict(os.environ, **{store.HOME_ENV: str(workspace.root), "TF_CPP_MIN_LOG_LEVEL": "2",
                                   "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"})
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
         process = subprocess.Popen([sys.executable, "-m", "engine", *args], cwd=_PROJECT_ROOT, env=env,

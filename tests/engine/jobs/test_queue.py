@@ -7,7 +7,7 @@ import time
 import pytest
 
 from engine import jobs
-from engine import store as st
+from engine import store
 from engine.config import RunConfig
 from engine.jobs import kinds
 from tests.helpers.sleep_kind import REGISTRATION, SleepRequest
@@ -22,11 +22,11 @@ def run_id(workspace, monkeypatch):
     """A run whose train job is already done, and the `sleep` kind registered for every job process."""
     monkeypatch.setenv(kinds.EXTRA_KINDS_ENV, REGISTRATION)
     run = workspace.create_run(RunConfig())
-    workspace.finish_job(run.job.id, st.COMPLETED)
+    workspace.finish_job(run.job.id, store.COMPLETED)
     return run.id
 
 
-def wait_for(workspace, job_id, statuses=(st.COMPLETED, st.FAILED, st.CANCELLED), timeout=30.0):
+def wait_for(workspace, job_id, statuses=(store.COMPLETED, store.FAILED, store.CANCELLED), timeout=30.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         jobs.refresh(workspace)
@@ -41,7 +41,7 @@ def test_a_job_runs_its_stored_request_to_completion(workspace, run_id):
     job = jobs.submit_job(workspace, run_id, "sleep", SleepRequest(seconds=0.3), busy_error=Busy)
     assert job.request == {"seconds": 0.3, "outcome": "complete"}  # stored with the job, not in a file
     job = wait_for(workspace, job.id)
-    assert job.status == st.COMPLETED, job.traceback
+    assert job.status == store.COMPLETED, job.traceback
     assert job.progress == 1.0 and job.message == "slept 3 of 3" and job.heartbeat_at >= job.started_at
 
 
@@ -50,51 +50,51 @@ def test_one_active_job_of_a_kind_per_run(workspace, run_id):
     with pytest.raises(Busy, match=f"run {run_id} is already sleeping \\(job {first.id}\\)"):
         jobs.submit_job(workspace, run_id, "sleep", SleepRequest(), busy_error=Busy)
     jobs.cancel_job(first.id, workspace)
-    assert wait_for(workspace, first.id).status == st.CANCELLED
+    assert wait_for(workspace, first.id).status == store.CANCELLED
 
 
 def test_jobs_queue_in_order_one_at_a_time(workspace, run_id, monkeypatch):
     monkeypatch.setenv(jobs.queue.MAX_JOBS_ENV, "1")
     other = workspace.create_run(RunConfig())
-    workspace.finish_job(other.job.id, st.COMPLETED)
+    workspace.finish_job(other.job.id, store.COMPLETED)
     first = jobs.submit_job(workspace, run_id, "sleep", SleepRequest(seconds=1), busy_error=Busy)
     second = jobs.submit_job(workspace, other.id, "sleep", SleepRequest(seconds=0.2), busy_error=Busy)
-    assert workspace.get_job(second.id).status == st.QUEUED
+    assert workspace.get_job(second.id).status == store.QUEUED
     first, second = wait_for(workspace, first.id), wait_for(workspace, second.id)
-    assert first.status == second.status == st.COMPLETED
+    assert first.status == second.status == store.COMPLETED
     assert second.started_at >= first.finished_at
 
 
 def test_cancel_stops_a_running_job_cooperatively(workspace, run_id):
     job = jobs.submit_job(workspace, run_id, "sleep", SleepRequest(seconds=30), busy_error=Busy)
-    wait_for(workspace, job.id, statuses=(st.RUNNING,))
+    wait_for(workspace, job.id, statuses=(store.RUNNING,))
     while workspace.get_job(job.id).progress == 0:
         time.sleep(0.05)
     asked = time.time()
     jobs.cancel_job(job.id, workspace)
     job = wait_for(workspace, job.id)
-    assert job.status == st.CANCELLED and job.error == "cancelled by the user"
+    assert job.status == store.CANCELLED and job.error == "cancelled by the user"
     assert time.time() - asked < 5
 
 
 def test_a_failure_stores_its_reason_and_traceback(workspace, run_id):
     job = jobs.submit_job(workspace, run_id, "sleep", SleepRequest(seconds=0.1, outcome="fail"), busy_error=Busy)
     job = wait_for(workspace, job.id)
-    assert job.status == st.FAILED and job.error == "RuntimeError: asked to fail"
+    assert job.status == store.FAILED and job.error == "RuntimeError: asked to fail"
     assert "run_sleep" in job.traceback
 
 
 def test_a_native_crash_is_reaped_with_its_signal_and_message(workspace, run_id):
     job = jobs.submit_job(workspace, run_id, "sleep", SleepRequest(seconds=0.1, outcome="abort"), busy_error=Busy)
     job = wait_for(workspace, job.id)
-    assert job.status == st.FAILED
+    assert job.status == store.FAILED
     assert job.error.startswith("the job process crashed (SIGABRT): free(): invalid pointer")
     assert "Fatal Python error: Aborted" in job.traceback
 
 
 def test_a_process_that_stops_beating_is_killed_and_failed(workspace, run_id, monkeypatch):
     job = jobs.submit_job(workspace, run_id, "sleep", SleepRequest(seconds=30), busy_error=Busy)
-    job = wait_for(workspace, job.id, statuses=(st.RUNNING,))
+    job = wait_for(workspace, job.id, statuses=(store.RUNNING,))
     while workspace.get_job(job.id).pid is None:
         time.sleep(0.05)
     pid = workspace.get_job(job.id).pid
@@ -103,7 +103,7 @@ def test_a_process_that_stops_beating_is_killed_and_failed(workspace, run_id, mo
         monkeypatch.setattr(jobs.queue, "STALE_SECONDS", 1.0)
         time.sleep(1.5)
         job = wait_for(workspace, job.id)
-        assert job.status == st.FAILED and job.error.startswith("no heartbeat for")
+        assert job.status == store.FAILED and job.error.startswith("no heartbeat for")
     finally:
         try:
             os.kill(pid, signal.SIGKILL)
