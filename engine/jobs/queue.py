@@ -87,7 +87,7 @@ def resume(run_id: str, workspace: Workspace) -> Job:
     the state carries over too: each epoch's shuffle and augmentation depend on (seed, epoch)
     only, dropout's seed state is saved in `last.json`, and early stopping and the best
     checkpoint resume from the stored metrics; so with `train.deterministic` the resumed run
-    ends exactly where the uninterrupted run would (tests/engine/test_training_resume.py).
+    ends exactly where the uninterrupted run would (tests/engine/training/test_resume.py).
 
     Raises:
         ValueError: the run is active or finished, or has no last checkpoint (the message says which).

@@ -13,7 +13,7 @@ from engine import export
 from engine.runfolder import RunFolder
 from engine.store import HOME_ENV, Workspace
 from tests.dashboard.apptest import APP, HEAVY_LOADED, in_fresh_interpreter, open_app, texts
-from tests.export_helpers import train_tiny_run
+from tests.helpers.runs import train_tiny_run
 
 
 

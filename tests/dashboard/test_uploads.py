@@ -7,7 +7,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRe
 
 from dashboard.components import uploads
 from engine.data import ImageReadError
-from tests import image_files as files
+from tests.helpers import images as files
 
 
 def upload(name: str, data: bytes) -> UploadedFile:

@@ -1,6 +1,6 @@
 """Resume: a run killed with SIGKILL mid-training continues from its last checkpoint as the same run.
 
-The kill itself being detected is covered by tests/engine/test_jobs.py::test_kill_minus_nine_is_detected_as_failed;
+The kill itself being detected is covered by tests/engine/jobs/test_job_processes.py::test_a_job_killed_by_a_signal_is_failed_with_that_signal_named;
 a server restart mid-run by tests/e2e/test_browser.py (the restart test).
 """
 

@@ -1,6 +1,6 @@
 """Faults: SQLite contention, a full disk while checkpointing, run folders deleted by hand.
 
-kill -9 of a job: tests/engine/test_jobs.py::test_kill_minus_nine_is_detected_as_failed, and its Resume:
+kill -9 of a job: tests/engine/jobs/test_job_processes.py::test_a_job_killed_by_a_signal_is_failed_with_that_signal_named, and its Resume:
 tests/faults/test_fault_resume.py. Server restart mid-run: the restart test in tests/e2e/test_browser.py.
 """
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from dashboard.components.uploads import MAX_IMAGE_MB
-from tests import image_files as files
+from tests.helpers import images as files
 from tests.e2e import conftest as e2e
 from tests.e2e.helpers import DIGITS_DEMO, shot, train
 

@@ -7,7 +7,7 @@ import stat
 import zipfile
 
 import pytest
-from tests.image_files import write_image_folder
+from tests.helpers.images import write_image_folder
 
 import engine.data as data
 from engine.data.archive import EXTRACTED_DIR, UPLOADS_DIR

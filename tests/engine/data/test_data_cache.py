@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data import cache, load_images
-from tests.image_files import write_image_folder
+from tests.helpers.images import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[3]
 

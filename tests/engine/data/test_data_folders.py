@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-from tests.image_files import write_image_folder
+from tests.helpers.images import write_image_folder
 from PIL import Image
 
 import engine.data as data

@@ -9,8 +9,8 @@ from PIL import Image, features
 from engine.data import ImageReadError, read_image
 from engine.data import images as images_module
 from engine.data.images import decode_image
-from tests import image_files as files
-from tests.image_files import BLUE, RED, halves
+from tests.helpers import images as files
+from tests.helpers.images import BLUE, RED, halves
 
 
 def write(path, data: bytes):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.image_files import write_image_folder
+from tests.helpers.images import write_image_folder
 
 import engine.data as data
 from engine.config import AugmentConfig

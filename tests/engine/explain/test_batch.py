@@ -21,7 +21,7 @@ from engine.explain import batch
 from engine.runfolder import RunFolder
 from engine.store import Workspace
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DATA = {"source": "digits", "image_size": 16, "max_per_class": 30}
 
 

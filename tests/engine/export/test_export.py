@@ -16,9 +16,9 @@ from engine.config import ModelConfig
 from engine.model_card import build_model_card, write_model_card
 from engine.runfolder import RunFolder
 from engine.store import Workspace
-from tests.export_helpers import train_tiny_run
+from tests.helpers.runs import train_tiny_run
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

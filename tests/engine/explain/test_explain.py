@@ -160,7 +160,7 @@ def test_the_method_table_declares_labels_settings_and_warm_ups():
 def test_listing_methods_imports_no_tensorflow():
     code = ("import sys, engine.explain.methods, engine.explain.batch; "
             "assert not {'tensorflow', 'keras', 'shap', 'lime'} & set(sys.modules), sorted(sys.modules)")
-    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], check=True, timeout=60)
 
 
 def test_pointing_game():
@@ -348,7 +348,7 @@ def _png(path, size=20):
 
 
 def test_cli_explain_writes_maps_overlays_and_json(workspace, run_with_model, tmp_path):
-    from tests.engine.test_cli import cli
+    from tests.engine.cli.test_cli import cli
 
     out = tmp_path / "out"
     result = cli("explain", run_with_model, "--image", _png(tmp_path / "seven.png"), "--method", "gradcam",
@@ -364,7 +364,7 @@ def test_cli_explain_writes_maps_overlays_and_json(workspace, run_with_model, tm
 
 
 def test_cli_explain_bad_input_exits_2(workspace, run_with_model, tmp_path):
-    from tests.engine.test_cli import cli
+    from tests.engine.cli.test_cli import cli
 
     result = cli("explain", run_with_model, "--image", _png(tmp_path / "a.png"), "--class", "cat")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "unknown class 'cat'" in result.stderr

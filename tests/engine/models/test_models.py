@@ -150,7 +150,7 @@ for name in ("lenet5", "resnet_cbam"):
 
 def test_outputs_stay_float32_under_mixed_precision():
     """In a fresh process: float16 convolutions on the CPU need oneDNN off where AVX-512 limits it to AVX2."""
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]), TF_CPP_MIN_LOG_LEVEL="2")
     if "avx512f" in cpu_flags():
         env = {k: v for k, v in env.items() if k not in (ISA_ENV, CHOICE_ENV)} | {ONEDNN_ENV: "0"}
     done = subprocess.run([sys.executable, "-c", MIXED_PRECISION_PROBE], env=env, capture_output=True, text=True,

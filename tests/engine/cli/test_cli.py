@@ -10,7 +10,7 @@ import pytest
 
 from engine.config import RunConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def cli(*args, timeout=300):
@@ -96,7 +96,7 @@ def test_doctor_names_the_cpu_and_the_onednn_setting(workspace):
 def test_a_width_8_resnet_trains_and_explains_from_a_plain_shell(workspace, tmp_path):
     """The run that died with free(): invalid pointer on an AVX-512 CPU, in processes with no oneDNN variable set."""
     from engine.cpu import CHOICE_ENV, ISA_ENV, ONEDNN_ENV
-    from tests.image_files import write_digit_folder
+    from tests.helpers.images import write_digit_folder
 
     plain = {k: v for k, v in os.environ.items() if k not in (ISA_ENV, ONEDNN_ENV, CHOICE_ENV)}
     run_cli = lambda *args: subprocess.run(  # noqa: E731

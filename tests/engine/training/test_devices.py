@@ -69,7 +69,7 @@ def test_mixed_precision_on_cpu_trains_and_saves_a_float32_model(workspace, monk
     assert isinstance(run.test_accuracy, float) and 0.0 <= run.test_accuracy <= 1.0
     # The saved model computes in float16 inside, so it is loaded where the job ran: a fresh process.
     check = subprocess.run([sys.executable, "-c", RELOAD_PROBE, str(RunFolder(workspace, run.id).model_file)],
-                           env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
+                           env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3])),
                            capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stderr[-3000:]
     assert check.stdout.strip().splitlines()[-1] == "float32 (4, 10)"

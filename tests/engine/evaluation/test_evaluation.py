@@ -18,9 +18,9 @@ from engine.evaluation import (NotComparable, Predictions, calibration_bins, com
                                find_label_issues, label_issues_csv, mcnemar, ranked_mistakes)
 from engine.runfolder import RunFolder
 from engine.store import Workspace
-from tests.image_files import write_digit_folder, write_image_folder
+from tests.helpers.images import write_digit_folder, write_image_folder
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 # Three classes, eight samples. Predicted: A A B B B C C B -> mistakes at 2 (A->B), 5 (B->C), 7 (C->B).
 PROBS = np.array([

@@ -24,7 +24,7 @@ from engine import store
 from engine.config import RunConfig
 from engine.runfolder import RunFolder
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 # Deterministic, with every random part on (shuffle, all augmentations, dropout) and a cosine schedule; tiny
 # enough that an epoch takes a fraction of a second; early stopping (patience 2) ends it after about 10 epochs.
