@@ -9,7 +9,7 @@ import pytest
 
 from engine.jobs import STANDBY_ENV
 from engine.store import HOME_ENV, Workspace
-from tests.image_files import write_image_folder
+from tests.helpers.images import write_image_folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ[STANDBY_ENV] = "0"  # tests that want the warm standby turn it on themselves
