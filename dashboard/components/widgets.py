@@ -29,6 +29,14 @@ def page_header(icon: str, title: str, caption: str) -> None:
     st.caption(caption)
 
 
+def runs_page(icon: str, title: str, subtitle: str, runs: list, empty: str) -> bool:
+    """A page's header, then its empty state (`empty`, with a link to Train) if `runs` is empty; True if it is not."""
+    page_header(icon, title, subtitle)
+    if not runs:
+        no_runs_yet(empty)
+    return bool(runs)
+
+
 def no_runs_yet(message: str) -> None:
     """The empty state of a page that needs a finished run: what is missing, and a link to Train."""
     st.info(message, icon=":material/info:")

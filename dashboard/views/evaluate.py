@@ -265,11 +265,10 @@ def _label_errors(run: Run, predictions: ev.Predictions, issues: list[ev.LabelIs
 
 
 def main() -> None:
-    widgets.page_header(":material/fact_check:", "Evaluate",
-                        "What a trained model gets wrong, and why: click a confusion-matrix cell to see the images.")
     runs = state.finished_runs(with_predictions=True)
-    if not runs:
-        widgets.no_runs_yet("No completed run yet — train one, and its test-set evaluation appears here.")
+    if not widgets.runs_page(":material/fact_check:", "Evaluate",
+                             "What a trained model gets wrong, and why: click a confusion-matrix cell to see the images.",
+                             runs, "No completed run yet — train one, and its test-set evaluation appears here."):
         return
     left, right = st.columns(2)
     with left:

@@ -139,11 +139,10 @@ def _figures(result: Explanation) -> str:
 
 
 def main() -> None:
-    widgets.page_header(":material/visibility:", "Explain",
-                        "Why did the model say that? Three methods side by side, each measured for how faithful it is.")
     runs = state.finished_runs()
-    if not runs:
-        widgets.no_runs_yet("No finished run to explain yet — train one first.")
+    if not widgets.runs_page(":material/visibility:", "Explain",
+                             "Why did the model say that? Three methods side by side, each measured for how faithful "
+                             "it is.", runs, "No finished run to explain yet — train one first."):
         return
     left, right = st.columns(2)
     with left:

@@ -181,14 +181,12 @@ def _downloads(run: Run, report: export.ExportReport | None) -> None:
 
 
 def main() -> None:
-    widgets.page_header(":material/ios_share:", "Export",
-                        "Ship a finished run as TFLite, SavedModel or ONNX — each file checked against the Keras "
-                        "model before you trust it.")
     workspace = state.workspace()
     jobs.refresh(workspace)
     runs = state.finished_runs()
-    if not runs:
-        widgets.no_runs_yet("No finished run to export yet — train one first.")
+    if not widgets.runs_page(":material/ios_share:", "Export",
+                             "Ship a finished run as TFLite, SavedModel or ONNX — each file checked against the Keras "
+                             "model before you trust it.", runs, "No finished run to export yet — train one first."):
         return
     run = widgets.run_picker(runs, PICKER_KEY)
     job = workspace.latest_job(run.id, export.EXPORT_JOB)
