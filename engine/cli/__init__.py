@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 
 from engine.cli import data, doctor, evaluate, explain, export, internal, runs
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return args.handler(args, Workspace())
-    except (UsageError, ConfigError, RunNotFound, ValueError, OSError) as error:
+    except (UsageError, ConfigError, RunNotFound, ValueError, OSError, sqlite3.Error) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

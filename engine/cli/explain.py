@@ -110,19 +110,19 @@ def _explain_mistakes(args, workspace: Workspace, run_id: str) -> int:
 
 def _batch_json(stored, workspace: Workspace) -> dict:
     """A stored batch as JSON: rows with absolute file paths and each method's summary."""
-    folder = RunFolder(workspace, stored.run_id).path
+    folder = RunFolder(workspace, stored.run_id)
     images = []
     for row in stored.rows:
         methods = {m: {**{k: v for k, v in r.__dict__.items() if k not in ("map", "overlay")}, "label": r.label,
                        "faithfulness_score": r.faithfulness_score, "beats_random": r.beats_random,
-                       "map": str(folder / r.map), "overlay": str(folder / r.overlay)}
+                       "map": str(folder.resolve(r.map)), "overlay": str(folder.resolve(r.overlay))}
                    for m, r in row.methods.items()}
         images.append({**{k: v for k, v in row.__dict__.items() if k not in ("methods", "image")},
-                       "image": str(folder / row.image), "methods": methods})
+                       "image": str(folder.resolve(row.image)), "methods": methods})
     return {"complete": stored.complete, "requested": stored.requested, "explained": len(stored.rows),
             "mistakes": stored.mistakes, "test_images": stored.test_images, "methods": stored.methods,
             "seconds": stored.seconds, "warm_up_seconds": stored.warm_up_seconds,
-            "folder": str(folder / stored.folder), "images": images,
+            "folder": str(folder.resolve(stored.folder)), "images": images,
             "summary": {m: {**s.__dict__, "label": s.label} for m, s in stored.summary.items()}}
 
 
@@ -140,4 +140,4 @@ def _print_batch(stored, workspace: Workspace) -> None:
         print(f"{s.label:<9} {s.images:>6} {s.mean_seconds:>7.2f} {s.mean_deletion_auc:>9.3f} "
               f"{s.mean_random_deletion_auc:>7.3f} {s.mean_insertion_auc:>9.3f} {s.mean_random_insertion_auc:>7.3f}"
               f" {s.beats_random_share:>12.0%}")
-    print(f"files: {RunFolder(workspace, stored.run_id).path / stored.folder}")
+    print(f"files: {RunFolder(workspace, stored.run_id).resolve(stored.folder)}")

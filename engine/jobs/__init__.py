@@ -8,10 +8,10 @@ dispatch, cancel, reap), `worker` (inside the job process), `backends` (where pr
 from engine.jobs.context import JobCancelled, JobContext
 from engine.jobs.backends.local import STANDBY_ENV, STANDBY_FILE, standby_pid
 from engine.jobs.kinds import JobKind
-from engine.jobs.queue import (CANCEL_GRACE_SECONDS, MAX_JOBS_ENV, STALE_SECONDS, can_resume, cancel, cancel_job, delete,
+from engine.jobs.queue import (MAX_JOBS_ENV, can_resume, cancel, cancel_job, delete,
                                max_jobs, read_log_tail, refresh, resume, submit, submit_job, wait)
 from engine.jobs.worker import run_job, run_standby
 
-__all__ = ["CANCEL_GRACE_SECONDS", "JobCancelled", "JobContext", "JobKind", "MAX_JOBS_ENV", "STALE_SECONDS", "STANDBY_ENV",
+__all__ = ["JobCancelled", "JobContext", "JobKind", "MAX_JOBS_ENV", "STANDBY_ENV",
            "STANDBY_FILE", "can_resume", "cancel", "cancel_job", "delete", "max_jobs", "read_log_tail", "refresh",
            "resume", "run_job", "run_standby", "standby_pid", "submit", "submit_job", "wait"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.runfolder import RunFolder
@@ -35,11 +35,6 @@ class JobContext:
         self.terminated = threading.Event()  # set by SIGTERM
         self._checked_at = 0.0
         self._cancelled = False
-
-    @property
-    def request(self) -> dict[str, Any]:
-        """The options the job was submitted with (empty for a job without any)."""
-        return self.job.request
 
     def should_stop(self, *, max_age: float = 0.5) -> bool:
         """True once a cancel was requested; reads the store at most every `max_age` seconds."""

@@ -108,8 +108,8 @@ def cancel_job(job_id: str, workspace: Workspace) -> Job:
     job = workspace.get_job(job_id)
     if job.active:
         workspace.request_cancel(job.id)
-        if job.status == store.QUEUED:
-            workspace.finish_job(job.id, store.CANCELLED, error="cancelled before it started")
+        if job.status == store.QUEUED:  # unless claimed meanwhile: then it stops cooperatively
+            workspace.finish_job(job.id, store.CANCELLED, error="cancelled before it started", only_if_queued=True)
     return workspace.get_job(job_id)
 
 
@@ -126,10 +126,10 @@ def cancel(run_id: str, workspace: Workspace) -> Job | None:
 
 
 def delete(run_id: str, workspace: Workspace, *, timeout: float = 2 * CANCEL_GRACE_SECONDS) -> None:
-    """Deletes a run, first stopping its job (killing it if it does not stop in `timeout`)."""
-    job = cancel(run_id, workspace)
-    if job is not None and job.status == store.RUNNING:
-        deadline = time.time() + timeout
+    """Deletes a run, first stopping its jobs of every kind (killing those that do not stop in `timeout`)."""
+    running = [cancel_job(job.id, workspace) for job in workspace.jobs(statuses=store.ACTIVE) if job.run_id == run_id]
+    deadline = time.time() + timeout
+    for job in running:
         while time.time() < deadline and workspace.get_job(job.id).status == store.RUNNING:
             time.sleep(0.2)
         if workspace.get_job(job.id).status == store.RUNNING:

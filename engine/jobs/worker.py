@@ -94,6 +94,7 @@ def run_standby(workspace: Workspace | None = None) -> int:
     if job is None:
         return 0
     workspace.set_job_process(job.id, os.getpid())
+    refresh(workspace)  # no standby now: start what else is queued, up to the job limit
     log_file = os.open(RunFolder(workspace, job.run_id).log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(log_file, 1)
     os.dup2(log_file, 2)

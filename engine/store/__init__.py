@@ -7,9 +7,9 @@ Import from here: `from engine import store`, `store.Workspace()`.
 
 from engine.store.records import (ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, STATUSES, TRAIN_JOB,
                                   EpochMetrics, Job, Run, RunNotFound)
-from engine.store.workspace import (CACHE_DIR, CONFIG_FILE, DB_FILE, HOME_ENV, RUNS_DIR, UPLOADS_DIR, Workspace,
+from engine.store.workspace import (CACHE_DIR, CONFIG_FILE, HOME_ENV, UPLOADS_DIR, Workspace,
                                     default_root, new_id, write_json_atomic)
 
-__all__ = ["ACTIVE", "CACHE_DIR", "CANCELLED", "COMPLETED", "CONFIG_FILE", "DB_FILE", "EpochMetrics", "FAILED",
-           "HOME_ENV", "Job", "QUEUED", "RUNNING", "RUNS_DIR", "Run", "RunNotFound", "STATUSES", "TRAIN_JOB",
+__all__ = ["ACTIVE", "CACHE_DIR", "CANCELLED", "COMPLETED", "CONFIG_FILE", "EpochMetrics", "FAILED",
+           "HOME_ENV", "Job", "QUEUED", "RUNNING", "Run", "RunNotFound", "STATUSES", "TRAIN_JOB",
            "UPLOADS_DIR", "Workspace", "default_root", "new_id", "write_json_atomic"]

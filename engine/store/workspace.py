@@ -2,8 +2,8 @@
 
 The run folder and these tables are the contract between the dashboard, the CLI and
 the job processes; `engine.runfolder.RunFolder` owns what is inside a run folder. All SQL lives in
-this module and stays portable (PostgreSQL accepts it too); artifact paths are
-relative to the workspace root.
+this module and stays portable (PostgreSQL accepts it too); paths in records are
+relative to the run's folder (`RunFolder.relative`).
 """
 
 from __future__ import annotations
@@ -119,9 +119,7 @@ class Workspace:
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA journal_mode=WAL")  # readers never block the writing job
             db.executescript(_SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-            if "request_json" not in columns:  # a workspace made before job requests lived in the index
-                db.execute("ALTER TABLE jobs ADD COLUMN request_json TEXT")
+            _add_request_column(db)
         finally:
             db.close()
 
@@ -153,10 +151,6 @@ class Workspace:
     def cache_dir(self) -> Path:
         """Where decoded images and extracted uploads are cached (everything in it can be rebuilt)."""
         return self.root / CACHE_DIR
-
-    def relative(self, path: Path) -> str:
-        """A path relative to the workspace root, as stored in the index."""
-        return str(Path(path).resolve().relative_to(self.root))
 
     # -- runs -----------------------------------------------------------------------
 
@@ -326,11 +320,13 @@ class Workspace:
             db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*values, job_id))
 
     def finish_job(self, job_id: str, status: str, *, error: str | None = None,
-                   traceback: str | None = None, only_if_active: bool = True) -> bool:
-        """Ends a job with a final status; returns False if it had already ended."""
+                   traceback: str | None = None, only_if_active: bool = True, only_if_queued: bool = False) -> bool:
+        """Ends a job with a final status; returns False if it had already ended (or, with `only_if_queued`,
+        had already started)."""
         if status not in (COMPLETED, FAILED, CANCELLED):
             raise ValueError(f"not a final status: {status!r}")
-        guard = " AND status IN ('queued', 'running')" if only_if_active else ""
+        guard = (" AND status = 'queued'" if only_if_queued
+                 else " AND status IN ('queued', 'running')" if only_if_active else "")
         with self._connect() as db:
             cursor = db.execute(
                 f"UPDATE jobs SET status = ?, finished_at = ?, error = ?, traceback = ? WHERE id = ?{guard}",
@@ -346,6 +342,27 @@ class Workspace:
         with self._connect() as db:
             row = db.execute("SELECT cancel_requested_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row is None or row["cancel_requested_at"] is not None
+
+
+def _add_request_column(db: sqlite3.Connection) -> None:
+    """Brings a workspace made before job requests lived in the index up to date (once; safe if racing)."""
+    if "request_json" in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+        return
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return  # another process holds the write lock: it is migrating, and busy_timeout already waited
+    try:
+        if "request_json" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+            db.execute("ALTER TABLE jobs ADD COLUMN request_json TEXT")
+            # Their options were in a file the jobs no longer read: better said than run with defaults.
+            db.execute("UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE kind != ? AND status IN (?, ?)",
+                       (FAILED, time.time(), "queued before an upgrade of Aperture: submit it again", TRAIN_JOB,
+                        QUEUED, RUNNING))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

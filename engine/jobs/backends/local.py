@@ -101,15 +101,16 @@ class LocalBackend:
 
     def _exit_status(self, pid: int | None) -> int | None:
         """The exit status of a process this one started (None for another's, or no pid)."""
-        process = next((p for p in list(self._children) if p.pid == pid), None)
+        with self._lock:
+            process = next((p for p in self._children if p.pid == pid), None)
         if process is not None:
             try:  # a zombie leader is reaped only once all its threads are gone: give them a moment
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
         self._reap()
-        with self._lock:
-            return self._exit_codes.pop(pid, None)
+        with self._lock:  # kept, not popped: two threads may reap the same job (the dict is bounded)
+            return self._exit_codes.get(pid)
 
 
 LOCAL = LocalBackend()

@@ -10,6 +10,7 @@ from engine import jobs
 from engine import store
 from engine.config import RunConfig
 from engine.jobs import kinds
+from engine.runfolder import RunFolder
 from tests.helpers.sleep_kind import REGISTRATION, SleepRequest
 
 
@@ -114,3 +115,34 @@ def test_a_process_that_stops_beating_is_killed_and_failed(workspace, run_id, mo
 def test_an_unknown_kind_is_refused_by_name(workspace, run_id):
     with pytest.raises(ValueError, match="job kind 'nap' is not known .*sleep"):
         jobs.submit_job(workspace, run_id, "nap", SleepRequest(), busy_error=Busy)
+
+
+def test_deleting_a_run_stops_its_jobs_of_every_kind(workspace, run_id):
+    job = jobs.submit_job(workspace, run_id, "sleep", SleepRequest(seconds=30), busy_error=Busy)
+    wait_for(workspace, job.id, statuses=(store.RUNNING,))
+    while workspace.get_job(job.id).pid is None:
+        time.sleep(0.05)
+    pid = workspace.get_job(job.id).pid
+    jobs.delete(run_id, workspace, timeout=10)
+    deadline = time.time() + 10
+    while jobs.backends.local.process_alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not jobs.backends.local.process_alive(pid), "the sleep job outlived its run"
+    assert not RunFolder(workspace, run_id).path.exists()
+
+
+def test_a_workspace_from_before_job_requests_fails_its_queued_jobs_with_a_reason(tmp_path):
+    import sqlite3
+
+    root = tmp_path / "old"
+    workspace = store.Workspace(root)
+    run = workspace.create_run(RunConfig())
+    export = workspace.create_job(run.id, "export")
+    db = sqlite3.connect(root / "aperture.db")
+    db.execute("ALTER TABLE jobs DROP COLUMN request_json")  # as the index was before this column
+    db.commit()
+    db.close()
+    reopened = store.Workspace(root)
+    assert reopened.get_job(export.id).status == store.FAILED
+    assert reopened.get_job(export.id).error == "queued before an upgrade of Aperture: submit it again"
+    assert reopened.get_run(run.id).status == store.QUEUED, "a train job reads the run's config: it still runs"
