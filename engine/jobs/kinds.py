@@ -60,19 +60,16 @@ def targets() -> dict[str, str]:
     return {**_BUILT_IN, **extra}
 
 
-def names() -> tuple[str, ...]:
-    return tuple(targets())
-
-
 def resolve(name: str) -> JobKind:
     """Imports and returns the kind called `name`.
 
     Raises:
         ValueError: no such kind, naming the known ones.
     """
-    target = targets().get(name)
+    known = targets()
+    target = known.get(name)
     if target is None:
-        raise ValueError(f"job kind {name!r} is not known (expected one of {', '.join(names())})")
+        raise ValueError(f"job kind {name!r} is not known (expected one of {', '.join(known)})")
     module, _, attribute = target.partition(":")
     kind = getattr(importlib.import_module(module), attribute)
     if not isinstance(kind, JobKind) or kind.name != name:

@@ -74,9 +74,9 @@ def submit_job(workspace: Workspace, run_id: str, kind: str, request: Any, *, bu
 
 def can_resume(run: Run, workspace: Workspace) -> bool:
     """True if a failed or cancelled run has a last checkpoint to continue from."""
+    folder = RunFolder(workspace, run.id)
     return (run.status in (store.FAILED, store.CANCELLED) and run.epochs_done < run.epochs_total
-            and RunFolder(workspace, run.id).last_checkpoint.exists()
-            and RunFolder(workspace, run.id).last_checkpoint_info.exists())
+            and folder.last_checkpoint.exists() and folder.last_checkpoint_info.exists())
 
 
 def resume(run_id: str, workspace: Workspace) -> Job:
