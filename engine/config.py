@@ -14,148 +14,29 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.config_fields import WIDGETS, ConfigError, FieldSpec, _check, setting
+
+__all__ = ["ACTIVATIONS", "AugmentConfig", "CLASS_WEIGHTS", "ConfigError", "DataConfig", "FieldSpec",
+           "MIXED_PRECISION", "MODEL_NAMES", "ModelConfig", "OPTIMIZERS", "POOLINGS", "RunConfig", "SCHEDULES",
+           "TRANSFER_BASES", "TRANSFER_MIN_IMAGE_SIZE", "TrainConfig", "WIDGETS", "describe_fields", "field_spec",
+           "section_titles", "setting"]
+
 MODEL_NAMES = ("lenet5", "resnet", "resnet_cbam", "transfer")
-TRANSFER_BASES = ("mobilenet_v2", "efficientnet_v2b0")
+# The transfer zoo (keras.applications); engine.models.zoo holds how each is built and where its weights come from.
+TRANSFER_BASES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_v2b0",
+                  "efficientnet_v2b1", "efficientnet_v2s", "resnet50_v2", "convnext_tiny")
 # Smallest input each transfer base accepts (keras.applications refuses less).
-TRANSFER_MIN_IMAGE_SIZE = {"mobilenet_v2": 32, "efficientnet_v2b0": 32}
+TRANSFER_MIN_IMAGE_SIZE = dict.fromkeys(TRANSFER_BASES, 32)
+CLASS_WEIGHTS = ("none", "balanced")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 ACTIVATIONS = ("tanh", "relu")
 POOLINGS = ("average", "max")
 MIXED_PRECISION = ("auto", "on", "off")
-WIDGETS = ("number", "slider", "select", "toggle", "text")
 _RESNETS = ("resnet", "resnet_cbam")
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; `field` names it, e.g. `train.learning_rate`."""
-
-    def __init__(self, field: str, value: Any, reason: str):
-        self.field = field
-        self.value = value
-        self.reason = reason
-        super().__init__(f"{field}={value!r}: {reason}")
-
-
-def _check(ok: bool, field: str, value: Any, reason: str) -> None:
-    if not ok:
-        raise ConfigError(field, value, reason)
-
-
-def _check_number(field: str, value: Any, low: float, high: float, *, integer: bool = False) -> None:
-    kind = int if integer else (int, float)
-    _check(isinstance(value, kind) and not isinstance(value, bool), field, value,
-           "must be an integer" if integer else "must be a number")
-    _check(math.isfinite(value), field, value, "must be finite")
-    _check(low <= value <= high, field, value, f"must be between {low:g} and {high:g}")
-
-
-# -- field metadata ---------------------------------------------------------------
-
-
-def setting(default: Any, *, label: str, help: str = "", range: tuple[float, float] | None = None,
-            low_exclusive: bool = False, choices: tuple[str, ...] | None = None,
-            choice_labels: Mapping[str, str] | None = None, models: tuple[str, ...] | None = None,
-            required: bool = False, max_length: int | None = None, reason: str = "", widget: str | None = None,
-            **ui: Any) -> Any:
-    """Declares one config setting: its default and the metadata everything else is generated from.
-
-    Args:
-        default: the default value; its type (bool, int, float or str) is the setting's type.
-        label: the name people read (form widget, config table, error messages).
-        help: one sentence for the form's tooltip and the CLI's `--help`.
-        range: `(low, high)`, both allowed, for a number. Required for numbers.
-        low_exclusive: `low` itself is not allowed (a learning rate of 0).
-        choices: the allowed values of a text setting.
-        choice_labels: how the form shows some of the choices (others show as themselves).
-        models: the architectures (`model.name`) the setting applies to. Default: all.
-        required: a free text setting must not be blank.
-        max_length: the most characters a free text setting may have. Default: no limit.
-        reason: the error for a free text setting that breaks `required` or `max_length`.
-        widget: the form widget, one of `WIDGETS`. Default: `toggle` for a bool, `select` with
-            choices, `text` for other text, else `number`.
-        **ui: more keyword arguments for the form widget, e.g. `step`, `format`, `min_value`.
-
-    Returns:
-        A `dataclasses.field` carrying the metadata.
-    """
-    if widget is None:
-        widget = ("toggle" if isinstance(default, bool) else "select" if choices else
-                  "text" if isinstance(default, str) else "number")
-    if widget not in WIDGETS or (widget in ("number", "slider")) != (range is not None):
-        raise ValueError(f"{label!r}: widget={widget!r} needs one of {', '.join(WIDGETS)}, and a range for numbers")
-    metadata = {"label": label, "help": help, "range": range, "low_exclusive": low_exclusive,
-                "choices": choices, "choice_labels": dict(choice_labels or {}), "models": models,
-                "required": required, "max_length": max_length, "reason": reason, "widget": widget, "ui": ui}
-    return field(default=default, metadata=metadata)
-
-
-@dataclass(frozen=True, eq=False)
-class FieldSpec:
-    """One setting's metadata as `setting(...)` declared it, with its `section` ("" at the top) and `name`."""
-
-    section: str
-    name: str
-    default: Any
-    label: str
-    help: str
-    range: tuple[float, float] | None
-    low_exclusive: bool
-    choices: tuple[str, ...] | None
-    choice_labels: Mapping[str, str]
-    models: tuple[str, ...] | None
-    required: bool
-    max_length: int | None
-    reason: str
-    widget: str
-    ui: Mapping[str, Any]
-
-    @property
-    def key(self) -> str:
-        """The setting's full name, as errors and `--set` spell it: `train.learning_rate`."""
-        return f"{self.section}.{self.name}" if self.section else self.name
-
-    @property
-    def kind(self) -> type:
-        """`bool`, `int`, `float` or `str`: the type of the default."""
-        return type(self.default)
-
-    def applies_to(self, model_name: str) -> bool:
-        """Whether the setting matters for the architecture `model_name`."""
-        return self.models is None or model_name in self.models
-
-    def choice_label(self, value: Any) -> str:
-        return self.choice_labels.get(value, str(value))
-
-    def allowed(self) -> str:
-        """The allowed values in words, e.g. `1 to 10000` or `one of adam, adamw, sgd`."""
-        if self.choices:
-            return f"one of {', '.join(self.choices)}"
-        if self.range:
-            low, high = (f"{v:,}" if isinstance(v, int) else f"{v:g}" for v in self.range)
-            return f"more than {low}, up to {high}" if self.low_exclusive else f"{low} to {high}"
-        return "true or false" if self.kind is bool else "text"
-
-    def check(self, value: Any) -> None:
-        """Raises `ConfigError` naming the setting and `value` when the metadata does not allow it."""
-        if self.kind is bool:
-            _check(isinstance(value, bool), self.key, value, "must be true or false")
-        elif self.choices is not None:
-            _check(value in self.choices, self.key, value, f"must be one of {', '.join(self.choices)}")
-        elif self.range is not None:
-            low, high = self.range
-            _check_number(self.key, value, low, high, integer=self.kind is int)
-            _check(value > low or not self.low_exclusive, self.key, value, f"must be greater than {low:g}")
-        else:
-            ok = (isinstance(value, str) and (value.strip() != "" or not self.required)
-                  and (self.max_length is None or len(value) <= self.max_length))
-            limit = f" of at most {self.max_length} characters" if self.max_length else ""
-            _check(ok, self.key, value, self.reason or f"must be text{limit}")
 
 
 class _Validated:
@@ -188,6 +69,14 @@ class DataConfig(_Validated):
                                  help="Keep at most this many images of each class; 0 keeps them all.")
     seed: int = setting(0, label="Split seed", range=(0, 2**31 - 1),
                         help="Seed for the split (and for generating `shapes`).")
+    path_column: str = setting("", label="Manifest: path column", max_length=200,
+                               help="For a CSV/TSV manifest: the column of image paths (relative to the manifest); "
+                                    "blank = detect.")
+    label_column: str = setting("", label="Manifest: label column", max_length=200,
+                                help="For a CSV/TSV manifest: the column of class labels; blank = detect.")
+    split_column: str = setting("", label="Manifest: split column", max_length=200,
+                                help="For a CSV/TSV manifest: the column naming each image's split (train, val, "
+                                     "test); blank = detect, `none` = no split column.")
 
     def validate(self) -> None:
         super().validate()
@@ -237,8 +126,13 @@ class ModelConfig(_Validated):
                          help="Residual blocks in each of the three stages.")
     base: str = setting("mobilenet_v2", label="Base network", choices=TRANSFER_BASES, models=("transfer",),
                         help="The ImageNet-pretrained network the classifier is built on.")
+    weights: str = setting("imagenet", label="Base weights", models=("transfer",), required=True, max_length=1000,
+                           help="imagenet (pretrained; `python -m engine weights get BASE` fetches them), random "
+                                "(trained from scratch, base trainable) or the path of a .h5/.weights.h5 file.",
+                           reason="give imagenet, random or the path of a weights file")
     fine_tune_layers: int = setting(0, label="Fine-tuned base layers", range=(0, 1000), models=("transfer",),
-                                    help="0 keeps the pretrained base frozen.")
+                                    help="0 keeps the pretrained base frozen; with head epochs, the top layers "
+                                         "unfrozen in the second phase.")
     dropout: float = setting(0.0, label="Dropout", range=(0, 0.9), step=0.05, format="%.2f",
                              help="Dropout rate before the classifier.")
 
@@ -259,6 +153,16 @@ class TrainConfig(_Validated):
                                   help="L2 penalty on kernels (decoupled decay for adamw).")
     label_smoothing: float = setting(0.0, label="Label smoothing", range=(0, 0.5), step=0.05, format="%.2f",
                                      help="How much of each one-hot target is spread over all classes.")
+    class_weight: str = setting("none", label="Class weights", choices=CLASS_WEIGHTS,
+                                choice_labels={"none": "none", "balanced": "balanced (rare classes count more)"},
+                                help="balanced weighs each class's loss by total / (classes x its count).")
+    head_epochs: int = setting(0, label="Head-only epochs (two-phase)", range=(0, 10_000),
+                               help="Transfer: train the head alone for this many epochs, then unfreeze the top "
+                                    "fine-tuned base layers at a lower rate (all epochs or more: head only); "
+                                    "0 = one phase.")
+    fine_tune_lr_factor: float = setting(0.1, label="Fine-tune rate factor", range=(0, 1), low_exclusive=True,
+                                         step=0.05, format="%.3f",
+                                         help="Second phase: the learning rate times this factor.")
     early_stopping: int = setting(0, label="Patience (epochs)", range=(0, 10_000),
                                   help="Stop after this many epochs without a better validation loss "
                                        "(the best weights are restored); 0 = off.")
