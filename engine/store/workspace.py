@@ -30,6 +30,8 @@ RUNS_DIR = "runs"
 UPLOADS_DIR = "uploads"
 CACHE_DIR = "cache"  # extracted uploads and decoded-image caches, shared by the dashboard and every job
 CONFIG_FILE = "config.json"  # in each run's folder, written with its row; `engine.runfolder` names the rest
+# The jobs that make a run's model: a run's status is its latest one's (a compressed run's first job is compress).
+MODEL_JOBS = (TRAIN_JOB, "compress")
 
 
 _SCHEMA = """
@@ -154,8 +156,10 @@ class Workspace:
 
     # -- runs -----------------------------------------------------------------------
 
-    def create_run(self, config: RunConfig, *, parent_id: str | None = None) -> Run:
-        """Writes a new run (row, folder, config.json) with a queued train job."""
+    def create_run(self, config: RunConfig, *, parent_id: str | None = None, kind: str = TRAIN_JOB,
+                   request_json: str | None = None) -> Run:
+        """Writes a new run (row, folder, config.json) with its first job queued: train, or `kind`
+        (one of `MODEL_JOBS`, e.g. compress, with its request as JSON)."""
         run_id = new_id()
         folder = self.run_dir(run_id)
         folder.mkdir(parents=True)
@@ -167,7 +171,7 @@ class Workspace:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, config.name, now, _dataset_label(config.data.source), config.model.name,
                  config.to_json(), parent_id, config.train.epochs))
-            self._insert_job(db, run_id, TRAIN_JOB, now)
+            self._insert_job(db, run_id, kind, now, request_json)
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> Run:
@@ -193,7 +197,7 @@ class Workspace:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM runs ORDER BY created_at DESC, id DESC").fetchall()
             latest = {}
-            for job in db.execute("SELECT * FROM jobs WHERE kind = ? ORDER BY created_at, id", (TRAIN_JOB,)):
+            for job in db.execute("SELECT * FROM jobs WHERE kind IN (?, ?) ORDER BY created_at, id", MODEL_JOBS):
                 latest[job["run_id"]] = job
             return [self._make_run(row, latest.get(row["id"])) for row in rows]
 
@@ -217,8 +221,8 @@ class Workspace:
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def _run_from_row(self, db: sqlite3.Connection, row: sqlite3.Row) -> Run:
-        job = db.execute("SELECT * FROM jobs WHERE run_id = ? AND kind = ? ORDER BY created_at DESC, id DESC",
-                         (row["id"], TRAIN_JOB)).fetchone()
+        job = db.execute("SELECT * FROM jobs WHERE run_id = ? AND kind IN (?, ?) ORDER BY created_at DESC, id DESC",
+                         (row["id"], *MODEL_JOBS)).fetchone()
         return self._make_run(row, job)
 
     @staticmethod
