@@ -294,7 +294,9 @@ class Workspace:
     def claim_next_job(self, limit: int) -> Job | None:
         """Atomically moves the oldest queued job to running if fewer than `limit` run."""
         with self._connect(immediate=True) as db:
-            running = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (RUNNING,)).fetchone()[0]
+            # A sweep job only waits on its trials (train jobs): it takes no slot, or a limit of 1 would deadlock.
+            running = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ? AND kind != 'sweep'",
+                                 (RUNNING,)).fetchone()[0]
             if running >= limit:
                 return None
             row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY created_at, id LIMIT 1",
