@@ -53,6 +53,7 @@ _EXPORTS = "exports"
 _EXPORT_REPORT = "exports/report.json"
 _EXPORT_METADATA = "exports/metadata.json"
 _MODEL_CARD = "model_card.md"
+_COMPRESS_REPORT = "compress_report.json"  # a compressed (child) run's comparison with its parent
 _MODEL_CARD_HTML = "model_card.html"
 _RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")  # as `store.new_id` makes them
 
@@ -124,6 +125,11 @@ class RunFolder:
     def export_metadata_file(self) -> Path:
         """What a consumer of the exports needs: class names, input spec, quantization parameters."""
         return self.path / _EXPORT_METADATA
+
+    @property
+    def compress_report_file(self) -> Path:
+        """A compressed run's report: what it was compressed from and how it compares (`engine.compress`)."""
+        return self.path / _COMPRESS_REPORT
 
     def export_artifact(self, fmt: str) -> Path:
         """Where the export of format `fmt` (one of `engine.export.FORMATS`) is written: its `Format.artifact`."""
@@ -248,6 +254,9 @@ class RunFolder:
 
     def export_metadata(self) -> dict | None:
         return _read_json(self.export_metadata_file)
+
+    def compress_report(self) -> dict | None:
+        return _read_json(self.compress_report_file)
 
     def explanations(self) -> dict | None:
         """The stored batch of explained mistakes as saved (`engine.explain.batch.load_mistakes` types it), or None."""
