@@ -283,11 +283,13 @@ class RunFolder:
         Raises:
             DatasetError: the data no longer loads, or it changed since the run recorded it.
         """
-        from engine.data import DatasetError, load_images
+        from engine.data import DatasetError, ManifestColumns, load_images
 
         data = self.config().data
+        columns = ManifestColumns.from_config(data)
+        options = {} if columns.is_default() else {"columns": columns}  # a manifest's columns, when named
         images = (load or load_images)(data.source, data.image_size, max_per_class=data.max_per_class,
-                                       seed=data.seed, cache_dir=self.workspace.cache_dir)
+                                       seed=data.seed, cache_dir=self.workspace.cache_dir, **options)
         trained_on = self.data_report().get("class_names")
         if trained_on is not None and list(images.class_names) != list(trained_on):
             raise DatasetError(f"the run's data now has classes {', '.join(images.class_names)}; it was trained on "
@@ -300,12 +302,25 @@ class RunFolder:
 
     def split(self, images: ImageSet | None = None) -> Split:
         """The run's train/validation/test split of `images` (default: `dataset()`), as training made it."""
-        from engine.data import split_indices
+        from engine.data import split_dataset
 
         data = self.config().data
         images = self.dataset() if images is None else images
-        return split_indices(images.labels, data.val_fraction, data.test_fraction, data.seed,
-                             class_names=images.class_names)
+        return split_dataset(images, data.val_fraction, data.test_fraction, data.seed)
+
+    def data_summary(self) -> dict[str, Any] | None:
+        """What the run trained on, as `show --json` and the Runs page show it; None before the data loaded.
+
+        Returns:
+            `{"layout", "class_names", "splits": {"train": n, "val": n, "test": n}, "notes"}`.
+        """
+        report = self.data_report()
+        if not report.get("class_names"):
+            return None
+        counts = report.get("counts") or {}
+        return {"layout": report.get("layout", "class_folders"), "class_names": list(report["class_names"]),
+                "splits": {part: int(sum(counts.get(part) or [])) for part in ("train", "val", "test")},
+                "notes": list(report.get("notes") or [])}
 
     def damage(self) -> str | None:
         """Why the run's files are unusable (its folder or config deleted by hand), or None if they look whole."""

@@ -230,7 +230,8 @@ def data_report(images: ImageSet, split: Split) -> dict:
     def counts(indices):
         return np.bincount(images.labels[indices], minlength=len(images.class_names)).tolist()
 
-    return {"source": images.source, "class_names": list(images.class_names), "fingerprint": images.fingerprint,
+    return {"source": images.source, "layout": images.layout, "notes": list(images.notes),
+            "class_names": list(images.class_names), "fingerprint": images.fingerprint,
             "counts": {"train": counts(split.train), "val": counts(split.val), "test": counts(split.test)},
             "skipped": [{"path": s.path, "reason": s.reason} for s in images.skipped]}
 

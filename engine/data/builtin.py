@@ -262,4 +262,4 @@ def load_builtin(source: str, image_size: int, *, max_per_class: int = 0, seed: 
     ids = [f"{source}/{i}" for i in keep.tolist()]
     fingerprint = fingerprint_arrays(images, labels, class_names)
     return ImageSet(images, labels, list(class_names), ids, source, fingerprint, (),
-                    masks[keep] if masks is not None else None)
+                    masks[keep] if masks is not None else None, layout="builtin")

@@ -6,22 +6,24 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from engine.data.images import ImageReadError, is_image_file, read_image
-from engine.data.imageset import DatasetError, ImageSet, SkippedFile, cap_per_class
+from engine.data.imageset import SPLIT_CODES, DatasetError, ImageSet, SkippedFile, cap_per_class
 
 logger = logging.getLogger(__name__)
 
 IGNORED_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
 DECODED_DIR = "decoded"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _DECODE_CHUNK = 16  # files per task: one future per file costs ~90 us, a third of a small JPEG's decode
 _PROBE_CHUNKS = 3  # chunks decoded on one thread, then as many per thread on several, to time both
 
@@ -31,14 +33,22 @@ def is_ignored(name: str) -> bool:
     return name.startswith(".") or name in IGNORED_NAMES
 
 
-def _visible_children(folder: Path) -> list[Path]:
+def visible_children(folder: Path) -> list[Path]:
+    """A folder's entries, sorted, without OS clutter (hidden files, `__MACOSX`...)."""
     return sorted(p for p in folder.iterdir() if not is_ignored(p.name))
 
 
-def find_class_root(folder: Path) -> Path:
-    """Returns the folder holding the class folders, looking through single wrapper folders.
+def _is_split_name(name: str) -> bool:
+    from engine.data.split import split_of
 
-    A zip of `pets/` unpacks to `pets/cat/...`, `pets/dog/...`; this returns `pets`.
+    return split_of(name) is not None
+
+
+def find_class_root(folder: Path) -> Path:
+    """Returns the folder holding the class folders (or split folders), looking through single wrapper folders.
+
+    A zip of `pets/` unpacks to `pets/cat/...`, `pets/dog/...`; this returns `pets`. A single folder
+    named like a split (`train/`) is not a wrapper, nor is a folder beside a CSV/TSV manifest.
 
     Args:
         folder: an existing directory.
@@ -49,10 +59,11 @@ def find_class_root(folder: Path) -> Path:
     """
     folder = Path(folder)
     for _ in range(16):  # a wrapper chain deeper than this is not a wrapper
-        children = _visible_children(folder)
+        children = visible_children(folder)
         dirs = [c for c in children if c.is_dir()]
-        images = [c for c in children if c.is_file() and is_image_file(c.name)]
-        if len(dirs) != 1 or images or not any(c.is_dir() for c in _visible_children(dirs[0])):
+        files = [c for c in children if c.is_file() and (is_image_file(c.name) or c.suffix.lower() in (".csv", ".tsv"))]
+        if (len(dirs) != 1 or files or _is_split_name(dirs[0].name)
+                or not any(c.is_dir() for c in visible_children(dirs[0]))):
             return folder
         folder = dirs[0]
     return folder
@@ -75,24 +86,17 @@ class FolderScan:
     skipped: tuple[SkippedFile, ...]
 
 
-def scan_folder(folder: Path) -> FolderScan:
-    """Lists the class folders and their image files (recursively) without decoding anything.
-
-    Args:
-        folder: the folder holding class folders (or a single wrapper folder around them).
+def scan_class_dirs(folder: Path, root: Path) -> tuple[dict[str, list[str]], list[SkippedFile]]:
+    """Lists each class folder of `folder` with its image files (recursively), paths relative to `root`.
 
     Returns:
-        A `FolderScan`.
-
-    Raises:
-        DatasetError: no class folders, or fewer than two classes with images.
+        `{class name: sorted relative paths}` (a class may have none) and the files that were skipped.
     """
-    root = find_class_root(folder)
     skipped: list[SkippedFile] = []
     per_class: dict[str, list[str]] = {}
-    for child in _visible_children(root):
+    for child in visible_children(folder):
         if child.is_file():
-            skipped.append(SkippedFile(child.name, "not inside a class folder"))
+            skipped.append(SkippedFile(child.relative_to(root).as_posix(), "not inside a class folder"))
             continue
         if not child.is_dir():
             continue
@@ -109,6 +113,23 @@ def scan_folder(folder: Path) -> FolderScan:
                     suffix = Path(name).suffix.lower() or "no extension"
                     skipped.append(SkippedFile(relative, f"not an image file type ({suffix})"))
         per_class[child.name] = sorted(found)
+    return per_class, skipped
+
+
+def scan_folder(folder: Path) -> FolderScan:
+    """Lists the class folders and their image files (recursively) without decoding anything.
+
+    Args:
+        folder: the folder holding class folders (or a single wrapper folder around them).
+
+    Returns:
+        A `FolderScan`.
+
+    Raises:
+        DatasetError: no class folders, or fewer than two classes with images.
+    """
+    root = find_class_root(folder)
+    per_class, skipped = scan_class_dirs(root, root)
     if not per_class:
         raise DatasetError(f"{folder} has no class folders. Put the images in one sub-folder per class, "
                            "e.g. cats/*.jpg and dogs/*.jpg.")
@@ -131,42 +152,47 @@ def check_class_count(class_names: list[str], folder: Path) -> None:
                            "at least two. Add a second class folder next to it.")
 
 
-def load_folder(folder: Path, image_size: int, *, source: str, max_per_class: int = 0, seed: int = 0,
-                cache_dir: Path | None = None) -> ImageSet:
-    """Decodes a scanned class-folder tree into an `ImageSet`, through a disk cache when given one.
+def load_scan(scan, image_size: int, *, source: str, max_per_class: int = 0, seed: int = 0,
+              cache_dir: Path | None = None, progress: Callable[[int, int], None] | None = None) -> ImageSet:
+    """Decodes the images of a scan into an `ImageSet`, through a disk cache when given one.
 
     Args:
-        folder: the folder holding the class folders.
+        scan: an `engine.data.layouts.DataScan` (root, class_names, files, splits, skipped, layout, notes).
         image_size: side of the square images.
         source: the source string to record in the set.
         max_per_class: decode at most this many images per class, picked at random by `seed` (0 = all).
         seed: seed for that pick.
         cache_dir: where `decoded/<key>.npy` caches live; None decodes into memory.
+        progress: `progress(done, total)`, called as images are decoded (from decoding threads); it may
+            raise (e.g. `JobCancelled`) to stop, leaving no partial cache behind. Default: nothing.
 
     Returns:
         An `ImageSet` whose images are a read-only memmap when cached.
     """
-    scan = scan_folder(folder)
-    files = scan.files
+    files, splits = scan.files, scan.splits
     if max_per_class > 0:
         keep = cap_per_class(np.array([label for _, label in files]), max_per_class, seed)
         files = [files[i] for i in keep]
+        splits = None if splits is None else tuple(splits[i] for i in keep)
     stats = [(path, *_size_and_mtime(scan.root / path)) for path, _ in files]
-    key = _cache_key(scan.root, stats, image_size)
+    key = _cache_key(scan.root, stats, image_size, [scan.layout, [label for _, label in files], splits])
     if cache_dir is not None:
         cached = _read_cache(Path(cache_dir) / DECODED_DIR, key, source)
         if cached is not None:
             _touch(Path(cache_dir) / DECODED_DIR / f"{key}.json")  # the cache's least-recently-used clock
             logger.info("loaded %d decoded images from the cache (%s)", len(cached), key[:12])
+            if progress is not None:
+                progress(len(files), len(files))
             return cached
     started = time.perf_counter()
     paths = [scan.root / path for path, _ in files]
     if cache_dir is None:
-        images, reasons = _decode_into(np.empty((len(paths), image_size, image_size, 3), np.uint8), paths, image_size)
+        images, reasons = _decode_into(np.empty((len(paths), image_size, image_size, 3), np.uint8), paths, image_size,
+                                       progress)
         ok = np.array([r is None for r in reasons], dtype=bool)
         images = images[ok] if not ok.all() else images
     else:
-        images, reasons, ok = _decode_to_cache(Path(cache_dir) / DECODED_DIR, key, paths, image_size)
+        images, reasons, ok = _decode_to_cache(Path(cache_dir) / DECODED_DIR, key, paths, image_size, progress)
     elapsed = time.perf_counter() - started
     logger.info("decoded %d images in %.1f s (%.0f images/s)", len(paths), elapsed, len(paths) / max(elapsed, 1e-9))
     skipped = list(scan.skipped) + [SkippedFile(path, reason) for (path, _), reason in zip(files, reasons)
@@ -175,13 +201,17 @@ def load_folder(folder: Path, image_size: int, *, source: str, max_per_class: in
     labels = np.array([label for _, label in kept], dtype=np.int32)
     class_names = list(scan.class_names)
     present = sorted(set(labels.tolist()))
-    if len(present) < len(class_names):  # a class lost all its images to decoding errors
+    if len(present) < len(class_names) and splits is None:  # a class lost all its images to decoding errors
         class_names = [class_names[i] for i in present]
         labels = np.searchsorted(np.array(present), labels).astype(np.int32)
-    check_class_count(class_names, folder)
+    check_class_count([class_names[i] for i in present], scan.root)
+    kept_splits = None if splits is None else np.array([SPLIT_CODES[p] for p, good in zip(splits, ok) if good],
+                                                       dtype=np.int8)
     kept_sizes = [(path, size) for (path, size, _), good in zip(stats, ok) if good]
-    fingerprint = hashlib.sha256(json.dumps([image_size, kept_sizes]).encode()).hexdigest()
-    result = ImageSet(images, labels, class_names, [p for p, _ in kept], source, fingerprint, tuple(skipped))
+    extra = [] if splits is None else [scan.layout, kept_splits.tolist()]
+    fingerprint = hashlib.sha256(json.dumps([image_size, kept_sizes, *extra]).encode()).hexdigest()
+    result = ImageSet(images, labels, class_names, [p for p, _ in kept], source, fingerprint, tuple(skipped),
+                      splits=kept_splits, layout=scan.layout, notes=tuple(scan.notes))
     if cache_dir is not None:
         _write_sidecar(Path(cache_dir) / DECODED_DIR, key, result)
     return result
@@ -202,8 +232,8 @@ def _size_and_mtime(path: Path) -> tuple[int, int]:
         return -1, 0
 
 
-def _cache_key(root: Path, stats: list[tuple[str, int, int]], image_size: int) -> str:
-    payload = json.dumps([_CACHE_VERSION, str(root.resolve()), image_size, stats])
+def _cache_key(root: Path, stats: list[tuple[str, int, int]], image_size: int, extra: list) -> str:
+    payload = json.dumps([_CACHE_VERSION, str(root.resolve()), image_size, stats, extra])
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -216,7 +246,8 @@ def decode_threads() -> int:
     return max(1, min(8, cores))
 
 
-def _decode_into(out: np.ndarray, paths: list[Path], image_size: int) -> tuple[np.ndarray, list[str | None]]:
+def _decode_into(out: np.ndarray, paths: list[Path], image_size: int,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Decodes `paths[i]` into `out[i]`; returns `out` and a skip reason per file (None when decoded).
 
     Pillow releases the GIL while it decodes and resizes, so big images decode about twice as
@@ -228,13 +259,21 @@ def _decode_into(out: np.ndarray, paths: list[Path], image_size: int) -> tuple[n
     of a small image's decode.
     """
     reasons: list[str | None] = [None] * len(paths)
+    done = [0]
+    lock = threading.Lock()
 
     def decode(start: int) -> None:
-        for index in range(start, min(start + _DECODE_CHUNK, len(paths))):
+        end = min(start + _DECODE_CHUNK, len(paths))
+        for index in range(start, end):
             try:
                 out[index] = read_image(paths[index], image_size)
             except ImageReadError as error:
                 reasons[index] = error.reason
+        if progress is not None:
+            with lock:
+                done[0] += end - start
+                count = done[0]
+            progress(count, len(paths))
 
     starts = list(range(0, len(paths), _DECODE_CHUNK))
     threads = min(decode_threads(), len(starts))
@@ -270,14 +309,14 @@ def _timed(work) -> float:
     return time.perf_counter() - began
 
 
-def _decode_to_cache(folder: Path, key: str, paths: list[Path], image_size: int):
+def _decode_to_cache(folder: Path, key: str, paths: list[Path], image_size: int, progress=None):
     """Decodes straight into a `.npy` memmap, then atomically publishes it as `<key>.npy`."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{key}.{uuid.uuid4().hex[:8]}.tmp.npy"
     shape = (len(paths), image_size, image_size, 3)
     try:
         staging = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        _, reasons = _decode_into(staging, paths, image_size)
+        _, reasons = _decode_into(staging, paths, image_size, progress)
         ok = np.array([r is None for r in reasons], dtype=bool)
         if not ok.all():  # copy the good rows into a file of the right length, in chunks
             compact = folder / f".{key}.{uuid.uuid4().hex[:8]}.tmp.npy"
@@ -300,7 +339,8 @@ def _decode_to_cache(folder: Path, key: str, paths: list[Path], image_size: int)
 def _write_sidecar(folder: Path, key: str, images: ImageSet) -> None:
     sidecar = {"version": _CACHE_VERSION, "labels": images.labels.tolist(), "ids": images.ids,
                "class_names": images.class_names, "fingerprint": images.fingerprint,
-               "skipped": [[s.path, s.reason] for s in images.skipped]}
+               "skipped": [[s.path, s.reason] for s in images.skipped], "layout": images.layout,
+               "splits": None if images.splits is None else images.splits.tolist(), "notes": list(images.notes)}
     tmp = folder / f".{key}.{uuid.uuid4().hex[:8]}.tmp.json"
     tmp.write_text(json.dumps(sidecar))
     os.replace(tmp, folder / f"{key}.json")
@@ -314,7 +354,10 @@ def _read_cache(folder: Path, key: str, source: str) -> ImageSet | None:
         labels = np.array(sidecar["labels"], dtype=np.int32)
         if sidecar.get("version") != _CACHE_VERSION or images.shape[0] != labels.shape[0]:
             return None
+        splits = sidecar.get("splits")
         return ImageSet(images, labels, list(sidecar["class_names"]), list(sidecar["ids"]), source,
-                        sidecar["fingerprint"], tuple(SkippedFile(p, r) for p, r in sidecar["skipped"]))
+                        sidecar["fingerprint"], tuple(SkippedFile(p, r) for p, r in sidecar["skipped"]),
+                        splits=None if splits is None else np.array(splits, dtype=np.int8),
+                        layout=sidecar.get("layout", "class_folders"), notes=tuple(sidecar.get("notes", ())))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+# How `ImageSet.splits` codes the split a dataset gives each image.
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
 class DatasetError(ValueError):
     """A dataset cannot be used; the message says what is wrong and what to do about it."""
 
@@ -55,6 +59,10 @@ class ImageSet:
         fingerprint: sha256 hex identifying the content (for reproducibility records).
         skipped: files that were left out, with reasons.
         masks: `(N, S, S)` bool object masks (only the `shapes` source has them).
+        splits: `(N,)` int8 split given by the data per image (`SPLIT_CODES`: 0 train, 1 val, 2 test), or None
+            when the data names no splits (they are then made by `split_indices`).
+        layout: `builtin`, `class_folders`, `split_folders` or `manifest`.
+        notes: what the layout scan found worth saying (a split carved from train, a class missing...).
     """
 
     images: np.ndarray
@@ -65,6 +73,9 @@ class ImageSet:
     fingerprint: str
     skipped: tuple[SkippedFile, ...] = ()
     masks: np.ndarray | None = None
+    splits: np.ndarray | None = None
+    layout: str = "class_folders"
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

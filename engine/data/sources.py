@@ -1,4 +1,4 @@
-"""`load_images`: one entry point for every kind of source (built-in name, folder or zip)."""
+"""`load_images`: one entry point for every kind of source (built-in name, folder, manifest or zip); `scan_source`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 from engine.data.archive import extract_upload, extract_zip
 from engine.data.builtin import BUILTIN_SOURCES, load_builtin
 from engine.data.cache import prune
-from engine.data.folders import load_folder
+from engine.data.folders import load_scan
 from engine.data.imageset import DatasetError, ImageSet
+from engine.data.layouts import DataScan, scan_dataset
+from engine.data.manifest import ManifestColumns, is_manifest_file
 
 logger = logging.getLogger(__name__)
 
@@ -46,21 +49,26 @@ def check_source_allowed(source: str | os.PathLike) -> None:
 
 
 def load_images(source: str, image_size: int, *, max_per_class: int = 0, seed: int = 0,
-                cache_dir: Path | None = None) -> ImageSet:
+                cache_dir: Path | None = None, columns: ManifestColumns | None = None,
+                progress: Callable[[int, int], None] | None = None) -> ImageSet:
     """Loads a dataset as square uint8 RGB images with integer labels. Never imports TensorFlow.
 
     Args:
-        source: a built-in name (`digits`, `mnist`, `fashion_mnist`, `cifar10`, `shapes`), a
-            folder holding one sub-folder of images per class, or a `.zip` of such a folder.
+        source: a built-in name (`digits`, `mnist`, `fashion_mnist`, `cifar10`, `shapes`), a folder
+            (class folders, split folders `train/ val/ test/` of class folders, or one holding a CSV/TSV
+            manifest), a `.csv`/`.tsv` manifest, or a `.zip` of any of these.
         image_size: side of the square output images in pixels, at least 1.
         max_per_class: keep at most this many images per class, picked at random by `seed`
             (0 = all; for `shapes`, how many to generate, default 300).
         seed: seed for that pick and for `shapes` generation.
         cache_dir: where to keep extracted uploads (`uploads/`) and decoded folder images
             (`decoded/`), so a second load is near-instant; None decodes into memory.
+        columns: a manifest's columns (blank ones detected). Default: detect.
+        progress: `progress(done, total)` while images decode (see `load_scan`).
 
     Returns:
-        An `ImageSet`; unreadable files of a folder are listed in its `skipped`.
+        An `ImageSet`; unreadable files of a folder are listed in its `skipped`, the splits the data
+        gives in its `splits`.
 
     Raises:
         DatasetError: the source does not exist, is not usable, or is not cached and cannot
@@ -73,29 +81,43 @@ def load_images(source: str, image_size: int, *, max_per_class: int = 0, seed: i
     if source in BUILTIN_SOURCES:
         return load_builtin(source, image_size, max_per_class=max_per_class, seed=seed)
     check_source_allowed(source)
+    options = {"max_per_class": max_per_class, "seed": seed, "source": str(source), "progress": progress}
     if cache_dir is None:
-        return _load_path(source, image_size, max_per_class, seed, None)
+        with tempfile.TemporaryDirectory(prefix="aperture-zip-") as scratch:
+            return load_scan(scan_source(source, scratch_dir=Path(scratch), columns=columns), image_size, **options)
     started = time.time() - 1  # mtimes may be rounded down to the second
-    images = _load_path(source, image_size, max_per_class, seed, Path(cache_dir))
+    scan = scan_source(source, cache_dir=Path(cache_dir), columns=columns)
+    images = load_scan(scan, image_size, cache_dir=Path(cache_dir), **options)
     prune(cache_dir, keep_used_since=started)
     return images
 
 
-def _load_path(source: str, image_size: int, max_per_class: int, seed: int, cache_dir: Path | None) -> ImageSet:
+def scan_source(source: str, *, cache_dir: Path | None = None, scratch_dir: Path | None = None,
+                columns: ManifestColumns | None = None) -> DataScan:
+    """Detects a folder/zip/manifest source's layout and lists its images, without decoding (see `scan_dataset`).
+
+    Args:
+        source: a folder, a `.zip` or a `.csv`/`.tsv` manifest.
+        cache_dir: where a zip is extracted (`uploads/<digest>`, reused); or
+        scratch_dir: a temporary folder to extract it into instead (gone with the scan's files).
+        columns: a manifest's columns (blank ones detected).
+
+    Raises:
+        DatasetError: no such file or folder, or nothing usable in it.
+    """
+    check_source_allowed(source)
     path = Path(os.path.expanduser(str(source)))
     if not path.exists():
         raise DatasetError(f"{source!r} is not a built-in dataset ({', '.join(BUILTIN_SOURCES)}) and no such "
                            "file or folder exists. Check the path, or pick a built-in dataset.")
-    if path.is_dir():
-        return load_folder(path, image_size, source=str(source), max_per_class=max_per_class, seed=seed,
-                           cache_dir=cache_dir)
+    if path.is_dir() or (path.is_file() and is_manifest_file(path)):
+        return scan_dataset(path, columns)
     if not path.is_file() or not zipfile.is_zipfile(path):
-        raise DatasetError(f"{path.name} is neither a folder nor a zip archive. Give a folder holding one "
-                           "sub-folder of images per class, or a .zip of it.")
+        raise DatasetError(f"{path.name} is neither a folder nor a zip archive (nor a .csv/.tsv manifest). Give a folder "
+                           "holding one sub-folder of images per class (or train/val/test folders of them), or a "
+                           ".zip of it.")
     if cache_dir is not None:
-        folder = extract_upload(path, cache_dir)
-        return load_folder(folder, image_size, source=str(source), max_per_class=max_per_class, seed=seed,
-                           cache_dir=cache_dir)
-    with tempfile.TemporaryDirectory(prefix="aperture-zip-") as scratch:
-        folder = extract_zip(path, scratch)
-        return load_folder(folder, image_size, source=str(source), max_per_class=max_per_class, seed=seed)
+        return scan_dataset(extract_upload(path, cache_dir), columns)
+    if scratch_dir is None:
+        raise DatasetError(f"{path.name}: scanning a zip needs a folder to extract it into")
+    return scan_dataset(extract_zip(path, scratch_dir), columns)

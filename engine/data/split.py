@@ -10,6 +10,14 @@ import numpy as np
 from engine.data.imageset import DatasetError
 
 MIN_PER_CLASS = 3  # one image each for train, validation and test
+SPLITS = ("train", "val", "test")
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "testing": "test", "eval": "test"}
+
+
+def split_of(name: str) -> str | None:
+    """The split (`train`, `val`, `test`) a folder name or manifest value names, or None (`Validation` -> `val`)."""
+    return SPLIT_NAMES.get(name.strip().lower())
 
 
 @dataclass(frozen=True)
@@ -94,3 +102,47 @@ def _ensure_every_class(labels: np.ndarray, parts: list[list[int]]) -> list[list
             counts[donor, label] -= 1
             counts[empty, label] += 1
     return parts
+
+
+def split_dataset(images, val_fraction: float, test_fraction: float, seed: int) -> Split:
+    """The split of an `ImageSet`: the splits its data gives (a missing one carved from train), else made here.
+
+    Args:
+        images: the `ImageSet`; `images.splits` holds the given splits (or is None).
+        val_fraction: share for validation when it is carved (of the whole set without given splits, of
+            the training images when only the validation split is missing).
+        test_fraction: the same for test.
+        seed: seed for what is carved.
+
+    Returns:
+        A `Split` of sorted int64 index arrays.
+    """
+    labels = np.asarray(images.labels).reshape(-1)
+    given = getattr(images, "splits", None)
+    if given is None:
+        return split_indices(labels, val_fraction, test_fraction, seed, class_names=images.class_names)
+    given = np.asarray(given)
+    train, val, test = (np.flatnonzero(given == code) for code in range(3))
+    if val.size == 0 and test.size == 0:
+        inner = split_indices(labels[train], val_fraction, test_fraction, seed, class_names=images.class_names)
+        return Split(train[inner.train], train[inner.val], train[inner.test])
+    if test.size == 0:
+        train, test = _carve(labels, train, test_fraction, seed, "test")
+    if val.size == 0:
+        train, val = _carve(labels, train, val_fraction, seed, "validation")
+    return Split(np.sort(train), np.sort(val), np.sort(test))
+
+
+def _carve(labels: np.ndarray, pool: np.ndarray, fraction: float, seed: int, what: str) -> tuple[np.ndarray, ...]:
+    """Holds `fraction` of `pool` out (stratified when every class has two images there); returns (rest, held)."""
+    from sklearn.model_selection import train_test_split
+
+    if pool.size < 2:
+        raise DatasetError(f"only {pool.size} training image{'s' * (pool.size != 1)}: too few to carve a {what} "
+                           "split from; add images, or give the split.")
+    counts = np.bincount(labels[pool])
+    count = min(max(1, math.ceil(fraction * pool.size)), pool.size - 1)
+    classes = np.count_nonzero(counts)
+    stratify = labels[pool] if counts[counts > 0].min() >= 2 and min(count, pool.size - count) >= classes else None
+    rest, held = train_test_split(pool, test_size=count, random_state=seed, stratify=stratify)
+    return np.sort(rest), np.sort(held)
