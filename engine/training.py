@@ -134,7 +134,8 @@ def train(config: RunConfig, folder: RunFolder, *, report: Callable[[float, str]
     else:
         report(initial_epoch / config.train.epochs, f"epoch {initial_epoch + 1}/{config.train.epochs}")
         model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2,
+                  class_weight=class_weights(config.train.class_weight, images.labels[split.train], num_classes))
     train_seconds = time.monotonic() - started
     if progress.failure:
         raise TrainingFailed(progress.failure)
@@ -162,6 +163,18 @@ def run_train_job(context: JobContext, request: None) -> TrainResult:
 
 
 KIND = JobKind(store.TRAIN_JOB, run=run_train_job, doing="training")
+
+
+def class_weights(mode: str, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
+    """`train.class_weight`: None for `none`; for `balanced`, total / (classes x count) per class (as scikit-learn).
+
+    A class without training images gets weight 1 (it never occurs in a batch).
+    """
+    if mode != "balanced":
+        return None
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    present = max(int(np.count_nonzero(counts)), 1)
+    return {c: float(counts.sum() / (present * n)) if n else 1.0 for c, n in enumerate(counts.tolist())}
 
 
 def _read_last_checkpoint(folder: RunFolder) -> dict | None:

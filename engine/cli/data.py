@@ -119,3 +119,26 @@ def parse_augment_json(text: str) -> dict:
     if unknown:
         raise UsageError(f"--augment: unknown settings {sorted(unknown)}")
     return values
+
+
+def describe_source(config: RunConfig, workspace: Workspace) -> str | None:
+    """One line about a folder/zip/manifest source's layout, classes and splits (None for a built-in dataset).
+
+    Raises:
+        DatasetError: the source cannot be used (a `ValueError`: the CLI exits 2 with it).
+    """
+    from engine.data import BUILTIN_SOURCES, ManifestColumns, scan_source
+    from engine.data.layouts import IMBALANCE_RATIO, LAYOUTS, SPLIT_TITLES
+
+    if config.data.source in BUILTIN_SOURCES:
+        return None
+    scan = scan_source(config.data.source, cache_dir=workspace.cache_dir,
+                       columns=ManifestColumns.from_config(config.data))
+    counts = scan.counts()
+    parts = ", ".join(f"{SPLIT_TITLES.get(p, p)} {sum(c.values()):,}" for p, c in counts.items())
+    given = "given" if scan.given_splits else "to be split"
+    line = f"{LAYOUTS[scan.layout]}, {len(scan.class_names)} classes ({parts}; {given})"
+    ratio = scan.imbalance()
+    if ratio is not None and ratio > IMBALANCE_RATIO and config.train.class_weight == "none":
+        line += f"; classes imbalanced {ratio:.1f}x (try --set train.class_weight=balanced)"
+    return "; ".join([line, *scan.notes])

@@ -10,6 +10,7 @@ from pathlib import Path
 from engine import jobs
 from engine import store
 from engine.cli.common import UsageError, add_run_command
+from engine.cli.data import describe_source
 from engine.config import AugmentConfig, RunConfig, field_spec
 from engine.runfolder import RunFolder
 from engine.store import Run, Workspace
@@ -58,11 +59,16 @@ def register(subparsers) -> None:
 
 def cmd_train(args, workspace: Workspace) -> int:
     config = config_from_args(args)
+    data_line = describe_source(config, workspace)  # the layout, before anything is decoded
     run = jobs.submit(config, workspace)
     if not args.wait:
+        if data_line and not args.json:
+            print(f"data: {data_line}", file=sys.stderr)
         print(json.dumps({"run_id": run.id, "status": run.status}) if args.json else run.id)
         return 0
     print(f"run {run.id}: {config.model.name} on {config.data.source}", file=sys.stderr)
+    if data_line:
+        print(f"data: {data_line}", file=sys.stderr)
     run = jobs.wait(run.id, workspace, on_poll=_progress_printer(workspace))
     print(file=sys.stderr)
     result = run_summary(run)
@@ -99,6 +105,7 @@ def cmd_show(args, workspace: Workspace) -> int:
         summary = run_summary(run)
         summary["config"] = run.config.to_dict()
         summary["epochs_history"] = [e.__dict__ for e in workspace.epochs(run.id)]
+        summary["data"] = RunFolder(workspace, run.id).data_summary()
         print(json.dumps(summary, indent=2))
     else:
         _print_run(run, workspace)
@@ -266,6 +273,9 @@ def _print_run(run: Run, workspace: Workspace) -> None:
     print(f"run       {run.id}  ({run.label})")
     print(f"status    {run.status}" + (f": {run.job.message}" if run.job and run.job.active else ""))
     print(f"data      {run.config.data.source}   model {run.model}   params {run.params or '-'}")
+    if (used := RunFolder(workspace, run.id).data_summary()) is not None:
+        splits = " / ".join(f"{part} {n:,}" for part, n in used["splits"].items())
+        print(f"          {used['layout'].replace('_', ' ')}: {len(used['class_names'])} classes; {splits}")
     print(f"device    {run.device or '-'}")
     print(f"epochs    {run.epochs_done}/{run.epochs_total}   train {_secs(run.train_seconds)}")
     print(f"accuracy  val {_pct(run.best_val_accuracy)}   test {_pct(run.test_accuracy)}")

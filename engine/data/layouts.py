@@ -23,6 +23,7 @@ from engine.data.split import SPLITS, split_of
 
 LAYOUTS = {"class_folders": "class folders", "split_folders": "split folders", "manifest": "manifest (CSV/TSV)"}
 SPLIT_TITLES = {"train": "train", "val": "validation", "test": "test"}
+IMBALANCE_RATIO = 3.0  # largest / smallest training class above this is called imbalanced
 
 
 @dataclass(frozen=True)
