@@ -33,6 +33,7 @@ class Format:
         calibrated: full-integer: needs calibration images from the training split.
         default: exported when a request names no formats.
         demo: the Demo's "Served by" label, or None where the Demo does not offer it.
+        files: for a folder artifact, the files inside it a consumer loads (named in the metadata).
     """
 
     name: str
@@ -46,6 +47,7 @@ class Format:
     calibrated: bool = False
     default: bool = True
     demo: str | None = None
+    files: tuple[str, ...] = ()
 
     def writer(self) -> Callable[..., Any]:
         """The function that writes this format (imports its module)."""
@@ -54,6 +56,9 @@ class Format:
     def runner(self) -> type:
         """The Runner class that loads this format back (imports its module)."""
         return _resolve(self.serve)
+
+
+OPENVINO_FILES = ("model.xml", "model.bin")  # an OpenVINO IR: the graph and its weights, in one folder
 
 
 def _tflite(name: str, label: str, **flags) -> Format:
@@ -74,6 +79,11 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "engine.export.runners:OnnxRunner"),
     Format("keras", "Keras (.keras)", "Keras", "model.keras", "engine.export.convert:write_keras",
            "engine.export.runners:KerasRunner", demo="Keras"),
+    Format("openvino", "OpenVINO IR float32", "OpenVINO", "openvino", "engine.export.openvino:write_openvino",
+           "engine.export.openvino:OpenVinoRunner", files=OPENVINO_FILES),
+    Format("openvino_int8", "OpenVINO IR INT8 (NNCF)", "OpenVINO", "openvino_int8",
+           "engine.export.openvino:write_openvino", "engine.export.openvino:OpenVinoRunner", quantized=True,
+           calibrated=True, files=OPENVINO_FILES),
 )}
 
 TFLITE_FORMATS = tuple(name for name, f in FORMATS.items() if f.tflite)

@@ -157,8 +157,8 @@ def export_metadata(run_id: str, config: RunConfig, class_names: list[str], arti
                               "its graph"),
         },
         "output": {"name": "probabilities", "shape": [None, len(class_names)], "activation": "softmax"},
-        "artifacts": {a.format: {"path": a.path, "runtime": a.runtime, **a.quantization} for a in artifacts
-                      if not a.error},
+        "artifacts": {a.format: {"path": a.path, "runtime": a.runtime, **_files(a), **a.quantization}
+                      for a in artifacts if not a.error},
         "quantization_note": ("integer inputs: q = round(x / input_scale + input_zero_point); integer outputs: "
                               "p = (q - output_zero_point) * output_scale"),
     }
@@ -170,6 +170,12 @@ def write_metadata(path: Path, run_id: str, config: RunConfig, class_names: list
     path.parent.mkdir(parents=True, exist_ok=True)
     store.write_json_atomic(path, metadata)
     return metadata
+
+def _files(artifact: ArtifactParity) -> dict:
+    """A folder artifact's files a consumer loads (an OpenVINO IR's .xml and .bin), relative to the run folder."""
+    spec = FORMATS.get(artifact.format)
+    return {"files": [f"{artifact.path}/{name}" for name in spec.files]} if spec is not None and spec.files else {}
+
 
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()

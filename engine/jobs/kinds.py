@@ -26,6 +26,7 @@ _BUILT_IN = {
     "export": "engine.export.job:KIND",
     "evaluate": "engine.evaluation.job:KIND",
     "explain": "engine.explain.batch:KIND",
+    "compress": "engine.compress.job:KIND",
     "sweep": "engine.sweeps.job:KIND",
 }
 

@@ -45,7 +45,7 @@ def test_every_format_loads_back_in_its_own_runtime_and_matches_keras(exported):
         assert path == RunFolder(workspace, run_id).export_artifact(artifact.format).resolve()
         assert path.exists() and artifact.size_bytes > 0
         assert artifact.runtime == export.FORMATS[artifact.format].runtime
-        tolerance = {"int8": 0.03, "uint8": 0.03, "dynamic": 0.01, "float16": 0.002}.get(artifact.format, 1e-4)
+        tolerance = {"int8": 0.03, "uint8": 0.03, "openvino_int8": 0.03, "dynamic": 0.01, "float16": 0.002}.get(artifact.format, 1e-4)
         assert artifact.mean_abs_prob_diff <= tolerance, (artifact.format, artifact.mean_abs_prob_diff)
         assert abs(artifact.accuracy_drop) <= 2.0 and artifact.passed, artifact
         assert artifact.latency_ms_median > 0 and artifact.latency_ms_p95 >= artifact.latency_ms_median
@@ -96,12 +96,14 @@ def test_the_format_table_keeps_every_name_workspaces_and_clients_rely_on(tmp_pa
     assert {name: f.artifact for name, f in export.FORMATS.items()} == {
         "float32": "model_float32.tflite", "dynamic": "model_dynamic.tflite", "float16": "model_float16.tflite",
         "int8": "model_int8.tflite", "uint8": "model_uint8.tflite", "saved_model": "saved_model",
-        "onnx": "model.onnx", "keras": "model.keras"}
-    assert export.DEFAULT_FORMATS == ("float32", "dynamic", "float16", "int8", "saved_model", "onnx", "keras")
+        "onnx": "model.onnx", "keras": "model.keras", "openvino": "openvino", "openvino_int8": "openvino_int8"}
+    assert export.DEFAULT_FORMATS == ("float32", "dynamic", "float16", "int8", "saved_model", "onnx", "keras",
+                                      "openvino", "openvino_int8")
     assert export.TFLITE_FORMATS == ("float32", "dynamic", "float16", "int8", "uint8")
     assert [export.format_label(f) for f in ("int8", "uint8", "saved_model", "keras", "old")] == [
         "TFLite INT8 (int8 I/O)", "TFLite INT8 (uint8 I/O)", "TF SavedModel", "Keras (.keras)", "old"]
-    assert {f.runtime for f in export.FORMATS.values()} == {"LiteRT", "TensorFlow", "onnxruntime", "Keras"}
+    assert {f.runtime for f in export.FORMATS.values()} == {"LiteRT", "TensorFlow", "onnxruntime", "Keras",
+                                                                "OpenVINO"}
     assert [(f, export.FORMATS[f].demo) for f in export.DEMO_FORMATS] == [
         ("int8", "INT8 TFLite"), ("uint8", "INT8 TFLite (uint8)"), ("float32", "float32 TFLite"), ("keras", "Keras")]
     folder = RunFolder(Workspace(tmp_path / "workspace"), "20240101-000000-abcd")
