@@ -27,6 +27,7 @@ _NAVIGATION = st.navigation([
     st.Page("views/data.py", title="Data", icon=":material/photo_library:", default=True),
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:"),
+    st.Page("views/sweeps.py", title="Sweeps", icon=":material/tune:"),
     st.Page("views/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
     st.Page("views/explain.py", title="Explain", icon=":material/visibility:"),
     st.Page("views/export.py", title="Export", icon=":material/ios_share:"),
