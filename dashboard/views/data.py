@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import figures, state, widgets
+from dashboard.components import data_scan, figures, state, widgets
 from dashboard.components.polling import when_ready
 from engine.config import AugmentConfig, DataConfig, describe_fields
-from engine.data import DatasetError, ImageSet, check_upload_size, download_source, extract_zip, split_indices
+from engine.data import (BUILTIN_SOURCES, DatasetError, ImageSet, ManifestColumns, check_upload_size, download_source,
+                         extract_zip, split_dataset)
 from engine.store import UPLOADS_DIR
 
 BUILTIN, UPLOAD, FOLDER = "Built-in dataset", "Upload a zip", "Folder on the server"
@@ -23,10 +24,10 @@ DEFAULTS = DataConfig()
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _split_sizes(_labels: np.ndarray, fingerprint: str, val: float, test: float, seed: int,
-                 class_names: tuple[str, ...]) -> dict[str, dict[str, int]]:
-    split = split_indices(_labels, val, test, seed, class_names=list(class_names))
-    return {name: {c: int(n) for c, n in zip(class_names, np.bincount(_labels[idx], minlength=len(class_names)))}
+def _split_sizes(_images: ImageSet, fingerprint: str, val: float, test: float, seed: int) -> dict[str, dict[str, int]]:
+    split = split_dataset(_images, val, test, seed)
+    labels, class_names = np.asarray(_images.labels), _images.class_names
+    return {name: {c: int(n) for c, n in zip(class_names, np.bincount(labels[idx], minlength=len(class_names)))}
             for name, idx in (("train", split.train), ("validation", split.val), ("test", split.test))}
 
 
@@ -174,17 +175,32 @@ def main() -> None:
         test = float(c4.slider("Test share", 0.05, 0.5, DEFAULTS.test_fraction, step=0.05, key="data.test_fraction"))
     if source is None:
         return
-    try:
-        with st.spinner(f"Loading {Path(source).name or source} at {image_size}×{image_size}…"):
-            images = state.load_dataset(source, image_size, max_per_class)
-    except DatasetError as error:
-        st.error(f"**{source}** can't be used: {error}", icon=":material/error:")
-        return
+    columns, class_weight = ManifestColumns(), "none"
+    if source in BUILTIN_SOURCES:
+        try:
+            with st.spinner(f"Loading {source} at {image_size}×{image_size}…"):
+                images = state.load_dataset(source, image_size, max_per_class)
+        except DatasetError as error:
+            st.error(f"**{source}** can't be used: {error}", icon=":material/error:")
+            return
+    else:
+        columns = data_scan.manifest_columns(source)
+        try:
+            found = data_scan.scan(source, columns)
+        except DatasetError as error:
+            st.error(f"**{Path(source).name or source}** can't be used: {error}", icon=":material/error:")
+            return
+        with st.container(border=True, key="data.scan"):
+            st.subheader("What is in it", anchor=False)
+            class_weight = data_scan.show(found)
+        images = data_scan.decode(source, image_size, max_per_class, columns)
+        if images is None:
+            return
     if val + test > 0.8:
         st.error("Validation + test must leave at least 20% of the images for training.", icon=":material/error:")
         return
     try:
-        sizes = _split_sizes(np.asarray(images.labels), images.fingerprint, val, test, 0, tuple(images.class_names))
+        sizes = _split_sizes(images, images.fingerprint, val, test, 0)
     except DatasetError as error:
         st.error(f"This dataset can't be split that way: {error}", icon=":material/error:")
         return
@@ -200,7 +216,9 @@ def main() -> None:
     if st.button("Use this data", key="data.use", type="primary", icon=":material/arrow_forward:"):
         st.session_state[state.CHOSEN_DATA] = {
             "data": {"source": source, "image_size": image_size, "val_fraction": val, "test_fraction": test,
-                     "max_per_class": max_per_class},
+                     "max_per_class": max_per_class, "path_column": columns.path, "label_column": columns.label,
+                     "split_column": columns.split},
+            "train": {"class_weight": class_weight},
             "augment": dict(_current_augment().__dict__)}
         st.switch_page(widgets.PAGES["train"])
 

@@ -161,10 +161,25 @@ def _run_details(run: Run) -> None:
                          height=min(36 * (len(table) + 1) + 2, 560))
         if run.params:
             st.caption(f"{run.params:,} parameters" + (f" · {run.num_classes} classes" if run.num_classes else ""))
+        _data_used(run)
     with right:
         st.markdown("**Log (last lines)**")
         tail = jobs.read_log_tail(workspace, run.id, lines=LOG_LINES)
         st.code(tail or "(no output yet)", language="text", wrap_lines=True)
+
+
+def _data_used(run: Run) -> None:
+    """What the run trained on: layout, classes, split sizes and the weights it started from (as `show --json`)."""
+    folder = state.folder(run)
+    used = folder.data_summary()
+    if used is None:
+        return
+    st.markdown("**Data used**")
+    splits = " · ".join(f"{part} {n:,}" for part, n in used["splits"].items())
+    st.markdown(f"{used['layout'].replace('_', ' ').capitalize()} · {len(used['class_names'])} classes · {splits}")
+    st.caption(", ".join(used["class_names"][:30]) + (" …" if len(used["class_names"]) > 30 else ""))
+    for note in used["notes"]:
+        st.caption(f":material/info: {note}")
 
 
 CONFIRM_KEY = "runs.confirming"  # ("cancel" | "delete", run id) while a confirmation is shown

@@ -78,6 +78,7 @@ def _merge(values: dict, chosen: dict) -> dict:
     merged = current.to_dict()
     merged["data"].update(chosen.get("data", {}))
     merged["augment"].update(chosen.get("augment", {}))
+    merged["train"].update(chosen.get("train", {}))
     try:
         return _values_from_config(RunConfig.from_dict(merged))
     except ConfigError:

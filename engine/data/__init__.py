@@ -14,6 +14,7 @@ from engine.data.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 from engine.data.imageset import SPLIT_CODES, DatasetError, ImageSet, SkippedFile, SourceInfo
 from engine.data.layouts import LAYOUTS, DataScan, scan_dataset
 from engine.data.manifest import ManifestColumns
+from engine.data.progress import DecodeCancelled, DecodeProgress
 from engine.data.sources import DATA_ROOTS_ENV, check_source_allowed, data_roots, load_images, scan_source
 from engine.data.split import SPLITS, Split, split_dataset, split_indices
 
@@ -27,7 +28,7 @@ __all__ = [
     "ImageReadError", "MAX_UPLOAD_BYTES", "check_upload_size", "download_source", "ImageSet", "SkippedFile",
     "SourceInfo", "Split", "extract_zip", "list_sources", "load_images", "make_augmenter", "make_dataset",
     "read_image", "split_indices", "split_dataset", "scan_source", "scan_dataset", "DataScan", "ManifestColumns",
-    "LAYOUTS", "SPLITS", "SPLIT_CODES",
+    "LAYOUTS", "SPLITS", "SPLIT_CODES", "DecodeCancelled", "DecodeProgress",
 ]
 
 

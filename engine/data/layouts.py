@@ -40,6 +40,7 @@ class DataScan:
         notes: what a user should know (a split carved from train, a class missing from a split...).
         columns: for a manifest, the columns used.
         manifest: for a manifest, its file.
+        header: for a manifest, all its columns.
     """
 
     layout: str
@@ -51,6 +52,7 @@ class DataScan:
     notes: tuple[str, ...] = ()
     columns: ManifestColumns | None = None
     manifest: Path | None = None
+    header: tuple[str, ...] = ()
 
     @property
     def given_splits(self) -> tuple[str, ...]:
@@ -215,4 +217,4 @@ def _from_manifest(manifest: Path, columns: ManifestColumns) -> DataScan:
         splits = tuple(table.splits)
         notes += split_notes(class_names, [label for _, label in files], list(splits))
     return DataScan("manifest", manifest.parent, class_names, files, splits, tuple(table.skipped), tuple(notes),
-                    table.columns, manifest)
+                    table.columns, manifest, table.header)

@@ -183,15 +183,19 @@ def _detect_label(header: list[str], rows: list[dict[str, str]], path_col: str, 
     if named:
         return min(named, key=lambda c: _rank(c, LABEL_NAMES))
     usable = []
+    paths = _values(rows, path_col)
     for column in candidates:
-        values = [v for v in _values(rows, column) if v]
-        distinct = len(set(values))
-        if values and 2 <= distinct <= max(2, len(values) // 2) and not all(split_name(v) for v in values):
-            usable.append((distinct, column))
+        values = _values(rows, column)
+        present = [v for v in values if v]
+        distinct = len(set(present))
+        if present and 2 <= distinct <= max(2, len(present) // 2) and not all(split_name(v) for v in present):
+            # A label that is also a folder of the path (`img/cat/1.jpg`, `cat`) is the likeliest class.
+            in_path = sum(bool(v) and v in Path(p).parts for v, p in zip(values, paths)) / len(values)
+            usable.append((-in_path, distinct, column))
     if not usable:
         raise DatasetError(f"{manifest.name}: no column looks like class labels; its columns are "
                            f"{', '.join(header)}. Name the label column (data.label_column).")
-    return min(usable)[1]
+    return min(usable)[2]
 
 
 def _detect_split(header: list[str], rows: list[dict[str, str]], used: set[str]) -> str | None:
