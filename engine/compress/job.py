@@ -152,7 +152,7 @@ def _fit(model, folder: RunFolder, config, data: _Data, report, should_stop, ext
     """Trains `model` (compiled) for the child's epochs, recording them in the store like training does."""
     epochs = config.train.epochs
     progress = StoreProgress(folder, epochs, data.steps, len(data.split.train),
-                             report=lambda p, m: report(TRAIN_SHARE * p, m), should_stop=should_stop)
+                             report=lambda p, m: report(0.02 + (TRAIN_SHARE - 0.02) * p, m), should_stop=should_stop)
     history = model.fit(data.train_ds, validation_data=data.val_ds, epochs=epochs, steps_per_epoch=data.steps,
                         callbacks=[*(extra or []), progress], verbose=2)
     if progress.failure:

@@ -55,8 +55,7 @@ def prunable_kernels(model: keras.Model) -> dict[str, keras.Variable]:
     kernels = {}
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, PRUNABLE) and layer.trainable:
-            kernel = layer.depthwise_kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.kernel
-            kernels[layer.name] = kernel
+            kernels[layer.name] = layer.kernel  # DepthwiseConv2D's depthwise kernel is `kernel` in Keras 3
     return kernels
 
 
@@ -109,7 +108,7 @@ class MagnitudePruning(keras.callbacks.Callback):
 def strip(model: keras.Model) -> keras.Model:
     """The pruned model as a plain, uncompiled copy: the same layers and weights (zeros included), no optimizer
     state (Adam's moments would double the file and do not compress)."""
-    plain = keras.models.clone_model(model)
+    plain = model.__class__.from_config(model.get_config())  # clone_model would keep the compiled optimizer
     plain.set_weights(model.get_weights())
     return plain
 
