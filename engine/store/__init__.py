@@ -5,11 +5,12 @@
 Import from here: `from engine import store`, `store.Workspace()`.
 """
 
+from engine.store.prediction_log import KEEP_IMAGES, KEEP_ROWS, LoggedPrediction, LogNotFound, PredictionLog
 from engine.store.records import (ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, STATUSES, TRAIN_JOB,
                                   EpochMetrics, Job, Run, RunNotFound)
 from engine.store.workspace import (CACHE_DIR, CONFIG_FILE, HOME_ENV, UPLOADS_DIR, Workspace,
                                     default_root, new_id, write_json_atomic)
 
-__all__ = ["ACTIVE", "CACHE_DIR", "CANCELLED", "COMPLETED", "CONFIG_FILE", "EpochMetrics", "FAILED",
+__all__ = ["ACTIVE", "CACHE_DIR", "KEEP_IMAGES", "KEEP_ROWS", "LogNotFound", "LoggedPrediction", "PredictionLog", "CANCELLED", "COMPLETED", "CONFIG_FILE", "EpochMetrics", "FAILED",
            "HOME_ENV", "Job", "QUEUED", "RUNNING", "Run", "RunNotFound", "STATUSES", "TRAIN_JOB",
            "UPLOADS_DIR", "Workspace", "default_root", "new_id", "write_json_atomic"]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine.config import RunConfig
+from engine.store import prediction_log
 from engine.store.records import (CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, STATUSES, TRAIN_JOB, EpochMetrics,
                                   Job, Run, RunNotFound)
 
@@ -120,7 +121,7 @@ class Workspace:
         try:
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA journal_mode=WAL")  # readers never block the writing job
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + prediction_log.SCHEMA)
             _add_request_column(db)
         finally:
             db.close()
@@ -218,6 +219,7 @@ class Workspace:
             db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM jobs WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            prediction_log.forget_run(db, run_id)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def _run_from_row(self, db: sqlite3.Connection, row: sqlite3.Row) -> Run:
