@@ -9,7 +9,8 @@ which return data. The layout (kept as existing workspaces have it)::
     model.keras                 best checkpoint (by validation loss), saved atomically
     last.keras, last.json       the latest epoch's model with optimizer state, and what it holds (for Resume)
     job.log, tensorboard/       what the job processes printed; per-epoch summaries
-    data_report.json            class names, counts per split, skipped files, fingerprint
+    data_report.json            class names, counts per split, skipped files, fingerprint, layout
+    weights.json                a transfer base's starting weights (source, sha256)
     predictions.npz             the test split: probabilities, labels, ids, indices, class_names
     evaluations/<name>.npz      fresh evaluations (keys as predictions.npz), each with <name>.json (its source)
     explanations/mistakes.json  the stored batch of explained mistakes; its maps in explanations/<batch>/
@@ -44,6 +45,7 @@ _LAST_CHECKPOINT_INFO = "last.json"
 _LOG = "job.log"
 _TENSORBOARD = "tensorboard"
 _DATA_REPORT = "data_report.json"
+_WEIGHTS_RECORD = "weights.json"
 _PREDICTIONS = "predictions.npz"
 _PUBLISHED = "published"
 _EXPLANATIONS_RECORD = "explanations/mistakes.json"
@@ -307,6 +309,15 @@ class RunFolder:
         data = self.config().data
         images = self.dataset() if images is None else images
         return split_dataset(images, data.val_fraction, data.test_fraction, data.seed)
+
+    @property
+    def weights_record_file(self) -> Path:
+        """What a transfer run's base started from: `{"base", "source": imagenet|import|random, "sha256"}`."""
+        return self.path / _WEIGHTS_RECORD
+
+    def weights_record(self) -> dict[str, Any] | None:
+        """The transfer base's starting weights as training recorded them; None for other models (or before)."""
+        return _read_json(self.weights_record_file)
 
     def data_summary(self) -> dict[str, Any] | None:
         """What the run trained on, as `show --json` and the Runs page show it; None before the data loaded.

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from engine import store
+from engine import store, zoo
 from engine.config import RunConfig
 from engine.data import ImageSet, Split, make_dataset
 from engine.devices import configure_devices
@@ -111,6 +111,9 @@ def train(config: RunConfig, folder: RunFolder, *, report: Callable[[float, str]
                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
                           metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     workspace.update_run(run_id, params=describe_model(model)["params"])
+    if config.model.name == "transfer" and resumed is None:
+        _, record = zoo.resolve_weights(config.model.base, config.model.weights, config.data.image_size)
+        store.write_json_atomic(folder.weights_record_file, {"base": config.model.base, **record})
 
     progress = StoreProgress(folder, config.train.epochs, steps_per_epoch, len(split.train), report=report,
                              should_stop=should_stop)

@@ -60,6 +60,10 @@ def register(subparsers) -> None:
 def cmd_train(args, workspace: Workspace) -> int:
     config = config_from_args(args)
     data_line = describe_source(config, workspace)  # the layout, before anything is decoded
+    if config.model.name == "transfer":  # refused now, not in the job: pretrained weights must be here
+        from engine.zoo import resolve_weights
+
+        resolve_weights(config.model.base, config.model.weights, config.data.image_size)
     run = jobs.submit(config, workspace)
     if not args.wait:
         if data_line and not args.json:
@@ -106,6 +110,7 @@ def cmd_show(args, workspace: Workspace) -> int:
         summary["config"] = run.config.to_dict()
         summary["epochs_history"] = [e.__dict__ for e in workspace.epochs(run.id)]
         summary["data"] = RunFolder(workspace, run.id).data_summary()
+        summary["weights"] = RunFolder(workspace, run.id).weights_record()
         print(json.dumps(summary, indent=2))
     else:
         _print_run(run, workspace)

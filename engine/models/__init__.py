@@ -1,4 +1,4 @@
-"""Model factories: `lenet5`, `resnet`, `resnet_cbam` and `transfer` (MobileNetV2, EfficientNetV2B0).
+"""Model factories: `lenet5`, `resnet`, `resnet_cbam` and `transfer` (the zoo of `engine.zoo`).
 
 Every model is functional, takes float32 images in 0..255 and rescales them itself,
 and ends in a `logits` dense layer and a float32 `probabilities` softmax. Import this

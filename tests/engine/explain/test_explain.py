@@ -184,8 +184,8 @@ def _reloaded(model, tmp_path):
 
 @pytest.mark.parametrize("base", ["mobilenet_v2", pytest.param("efficientnet_v2b0", marks=pytest.mark.slow)])
 def test_gradcam_through_a_nested_transfer_base(monkeypatch, tmp_path, caplog, base):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no ImageNet weights: random initialisation, no download
-    config = ModelConfig(name="transfer", base=base)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no ImageNet weights here: random, as asked, no download
+    config = ModelConfig(name="transfer", base=base, weights="random")
     with caplog.at_level(logging.WARNING):
         model = make_model(config, (SIZE, SIZE, 3), 3, seed=0)
     assert BASE_LAYER_NAME in {layer.name for layer in model.layers}

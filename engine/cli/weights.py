@@ -1,0 +1,87 @@
+"""Pretrained weights of the transfer zoo: `weights list`, `weights get BASE`, `weights import FILE --base BASE`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from engine.cli.common import UsageError
+from engine.config import TRANSFER_BASES
+from engine.store import Workspace
+
+
+def register(subparsers) -> None:
+    """Adds the `weights` command group to the top-level parser's `subparsers`."""
+    p = subparsers.add_parser("weights", help="pretrained weights of the transfer bases: list, get, import")
+    commands = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    listing = commands.add_parser("list", help="each base: whether its weights are here, size, sha256, source")
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--no-hash", action="store_true", help="skip hashing the files (faster)")
+    listing.set_defaults(handler=cmd_list)
+    get = commands.add_parser("get", help="download a base's ImageNet weights (resumes a broken download, checks "
+                                          "the published hash) into the Keras cache")
+    get.add_argument("base", choices=TRANSFER_BASES)
+    get.set_defaults(handler=cmd_get)
+    imp = commands.add_parser("import", help="use a .h5/.weights.h5 file (checked against the base's shapes): the "
+                                             "offline route")
+    imp.add_argument("path")
+    imp.add_argument("--base", required=True, choices=TRANSFER_BASES)
+    imp.set_defaults(handler=cmd_import)
+
+
+def cmd_list(args, workspace: Workspace) -> int:
+    from engine import zoo
+
+    rows = []
+    for name, base in zoo.BASES.items():
+        found = zoo.status(name)
+        record = zoo.weights_source(found.path) if found.present and not args.no_hash else {}
+        rows.append({"base": name, "present": found.present, "path": str(found.path) if found.path else None,
+                     "size_bytes": found.size_bytes, "source": found.source, "sha256": record.get("sha256"),
+                     "url": base.url, "published_hash": base.published_hash})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'BASE':<20} {'HERE':<5} {'MB':>7}  {'SOURCE':<9} SHA256")
+    for row in rows:
+        size = f"{row['size_bytes'] / 1e6:7.1f}" if row["present"] else f"{'-':>7}"
+        print(f"{row['base']:<20} {'yes' if row['present'] else 'no':<5} {size}  {row['source'] or '-':<9} "
+              f"{(row['sha256'] or '-')[:16]}")
+    print(f"\nFolder: {zoo.keras_cache_dir()}. Missing ones: python -m engine weights get BASE, or "
+          "weights import FILE --base BASE.")
+    return 0
+
+
+def cmd_get(args, workspace: Workspace) -> int:
+    from engine import weights
+
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-6) / 1e6
+        share = f"{done / total:4.0%} of {total / 1e6:,.1f} MB" if total else f"{done / 1e6:,.1f} MB"
+        print(f"\r{args.base}: {share} at {rate:,.1f} MB/s   ", end="", file=sys.stderr, flush=True)
+
+    try:
+        path = weights.download(args.base, progress=progress)
+    except weights.WeightsError as error:
+        print(file=sys.stderr)
+        raise UsageError(str(error)) from None
+    except KeyboardInterrupt:
+        print(f"\nstopped; `python -m engine weights get {args.base}` resumes the download", file=sys.stderr)
+        return 130
+    print(file=sys.stderr)
+    print(path)
+    return 0
+
+
+def cmd_import(args, workspace: Workspace) -> int:
+    from engine import weights
+
+    try:
+        path = weights.import_weights(args.path, args.base)
+    except weights.WeightsError as error:
+        raise UsageError(str(error)) from None
+    print(path)
+    return 0
