@@ -40,3 +40,48 @@ def size_vs_accuracy(report: ExportReport) -> go.Figure:
                                                    "xanchor": "left"})
     return fig
 
+
+
+METHOD_COLORS = {"original": "#3b5bdb", "distilled": "#f08c00", "pruned": "#0c8599"}
+FRONT_COLOR = "#495057"
+
+
+def pareto(points) -> go.Figure:
+    """Accuracy against median single-image latency for every artifact of a run family; marker area ~ file size.
+
+    Args:
+        points: `engine.compress.pareto.ParetoPoint`s, `optimal` set on the non-dominated ones: those are
+            joined by a line and labelled.
+    """
+    fig = go.Figure()
+    largest = max((p.size_bytes for p in points), default=1) or 1
+    front = sorted((p for p in points if p.optimal), key=lambda p: p.latency_ms)
+    if len(front) > 1:
+        fig.add_scatter(x=[p.latency_ms for p in front], y=[100 * p.accuracy for p in front], mode="lines",
+                        name="Pareto front", line={"color": FRONT_COLOR, "dash": "dot", "width": 1.5,
+                                                   "shape": "hv"}, hoverinfo="skip")
+    for method in dict.fromkeys(p.method for p in points):
+        group = [p for p in points if p.method == method]
+        fig.add_scatter(
+            x=[p.latency_ms for p in group], y=[100 * p.accuracy for p in group], name=method,
+            mode="markers+text",
+            text=[format_label(p.format) if p.optimal else "" for p in group], textposition="top center",
+            textfont={"size": 11, "color": "#343a40"},
+            marker={"size": [10 + 26 * (p.size_bytes / largest) ** 0.5 for p in group], "sizemode": "diameter",
+                    "color": METHOD_COLORS.get(method, PALETTE[-1]), "opacity": 0.75,
+                    "symbol": ["circle" if p.passed else "x" for p in group],
+                    "line": {"width": [2.5 if p.optimal else 0.5 for p in group], "color": FRONT_COLOR}},
+            customdata=[[format_label(p.format), p.size_bytes / 1024, p.run_id, "on the front" if p.optimal else
+                         "dominated"] for p in group],
+            hovertemplate="%{customdata[0]} (" + method + ")<br>%{y:.2f}% · %{x:.2f} ms · %{customdata[1]:,.1f} KiB"
+                          "<br>run %{customdata[2]} · %{customdata[3]}<extra></extra>")
+    if points:
+        accuracies = [100 * p.accuracy for p in points]
+        pad = max(1.0, 0.15 * (max(accuracies) - min(accuracies)))
+        fig.update_yaxes(range=[min(accuracies) - pad, min(100.5, max(accuracies) + pad)])
+    fig.update_xaxes(type="log")
+    fig = _layout(fig, "Accuracy vs latency (marker area: file size)", "Median latency per image (ms, log scale)",
+                  "Test accuracy (%)", height=440)
+    fig.update_xaxes(tickformat=".2~f")
+    fig.update_layout(hovermode="closest")
+    return fig

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import export_figures, gate, state, widgets
+from dashboard.components import compress_panel, export_figures, gate, pareto_panel, state, widgets
 from engine import export, jobs
 from engine.model_card import write_model_card
 from engine.store import ACTIVE, Run
@@ -170,8 +170,8 @@ def _downloads(run: Run, report: export.ExportReport | None) -> None:
         write_model_card(state.workspace(), run.id)  # no TensorFlow: reads the run folder only
         card_md, card_html = folder.model_card("md"), folder.model_card("html")
     columns[slot % 4].download_button("Model card (Markdown)", data=card_md, file_name=folder.model_card_file.name,
-                                      mime="text/markdown", key="export.download.card_md", icon=":material/description:",
-                                      width="stretch", on_click="ignore")
+                                      mime="text/markdown", key="export.download.card_md",
+                                      icon=":material/description:", width="stretch", on_click="ignore")
     slot += 1
     columns[slot % 4].download_button("Model card (HTML)", data=card_html, file_name=folder.model_card_html_file.name,
                                       mime="text/html", key="export.download.card_html", icon=":material/description:",
@@ -185,8 +185,9 @@ def main() -> None:
     jobs.refresh(workspace)
     runs = state.finished_runs()
     if not widgets.runs_page(":material/ios_share:", "Export",
-                             "Ship a finished run as TFLite, SavedModel or ONNX — each file checked against the Keras "
-                             "model before you trust it.", runs, "No finished run to export yet — train one first."):
+                             "Ship a finished run as TFLite, SavedModel, ONNX or OpenVINO — each file checked against "
+                             "the Keras model before you trust it — or make it smaller first.", runs,
+                             "No finished run to export yet — train one first."):
         return
     run = widgets.run_picker(runs, PICKER_KEY)
     job = workspace.latest_job(run.id, export.EXPORT_JOB)
@@ -200,6 +201,10 @@ def main() -> None:
     else:
         st.divider()
         _parity(report)
+    st.divider()
+    pareto_panel.panel(run)
+    st.divider()
+    compress_panel.panel(run)
     st.divider()
     _share(run)
     st.divider()

@@ -50,7 +50,7 @@ def test_export_page_shows_the_parity_table_chart_and_downloads(home):
     table = next(f.value for f in at.dataframe if "Gate" in f.value.columns)
     assert list(table["Format"]) == ["TFLite float32", "TFLite INT8 (int8 I/O)", "TF SavedModel"]
     assert set(table["Gate"]) == {"✅ passed"}
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 2  # parity, and the Pareto view of the run's three artifacts
     buttons = {b.proto.label for b in at.get("download_button")}
     assert {"Model card (Markdown)", "Model card (HTML)", "Metadata (JSON)"} <= buttons
     assert any(label.startswith("TF SavedModel") for label in buttons)
@@ -172,3 +172,91 @@ def test_a_run_not_exported_yet_can_publish_its_demo(home):
         assert RunFolder(workspace, run.id).published and published_links(at)[0].endswith(f"/demo?run={run.id}")
     finally:
         workspace.delete_run(run.id)
+
+
+# -- compression: the Pareto view of a run family, and the compress panel ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def family_home(exported_home):
+    """The exported run plus a pruned child of it, exported too."""
+    import json
+
+    from engine.compress import CompressRequest, child_config
+    from engine.compress.job import compress_run
+    from engine.store import COMPLETED
+
+    workspace, run_id = exported_home
+    request = CompressRequest(method="prune", sparsity=0.5, epochs=1)
+    child = workspace.create_run(child_config(workspace.get_run(run_id).config, request), parent_id=run_id,
+                                 kind="compress", request_json=json.dumps(request.to_dict()))
+    job = workspace.claim_next_job(limit=10)
+    compress_run(RunFolder(workspace, child.id), request)
+    workspace.finish_job(job.id, COMPLETED)
+    export.export_run(workspace, child.id, export.ExportRequest(formats=("float32", "int8"), latency_runs=5))
+    return workspace, run_id, child.id
+
+
+def test_the_pareto_view_shows_every_artifact_of_the_family_and_marks_the_front(family_home, monkeypatch):
+    from engine.compress.pareto import family_points
+
+    workspace, run_id, child_id = family_home
+    monkeypatch.setenv(HOME_ENV, str(workspace.root))
+    points = family_points(workspace, child_id)
+    assert {(p.run_id, p.format) for p in points} == {(run_id, f) for f in ("float32", "int8", "saved_model")} | {
+        (child_id, f) for f in ("float32", "int8")}
+    assert any(p.optimal for p in points) and {p.method for p in points} == {"original", "pruned"}
+    for p in points:  # nothing on the front is beaten in both accuracy and latency
+        if p.optimal:
+            assert not any(q.accuracy > p.accuracy and q.latency_ms < p.latency_ms for q in points)
+    at = open_page("export", run=run_id)
+    table = next(f.value for f in at.dataframe if "Front" in f.value.columns)
+    assert len(table) == 5 and set(table["Run"]) == {run_id, child_id}
+    assert (table["Front"] == "★").sum() == sum(p.optimal for p in points)
+    figure = at.get("plotly_chart")[1].proto.spec
+    assert "Pareto front" in figure or sum(p.optimal for p in points) == 1
+    pick = at.selectbox(key="pareto.pick")
+    assert len(pick.options) == 5 and pick.value.split("/")[0] in (run_id, child_id)
+    chosen = pick.value.split("/")[0]
+    try:
+        at.button(key="pareto.publish").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert RunFolder(workspace, chosen).published
+    finally:
+        RunFolder(workspace, chosen).set_published(False)
+
+
+def test_a_compressed_runs_export_page_shows_what_it_was_made_from(family_home, monkeypatch):
+    workspace, run_id, child_id = family_home
+    monkeypatch.setenv(HOME_ENV, str(workspace.root))
+    at = open_page("export", run=child_id)
+    assert f"Pruned to 50% (polynomial)** from run `{run_id}`" in texts(at.markdown)
+    layers = next(f.value for f in at.dataframe if "Sparsity" in f.value.columns)
+    assert set(layers["Layer"]) == {"conv1", "conv2", "fc1", "fc2", "logits"}
+    assert ((layers["Sparsity"] - 50).abs() < 1).all()
+
+
+def test_the_compress_panel_starts_a_child_run_and_refuses_bad_input(home, monkeypatch):
+    from engine import jobs
+
+    workspace, run_id = home
+    monkeypatch.setenv("APERTURE_MAX_JOBS", "1")
+    at = open_page("export", run=run_id)
+    at.segmented_control(key="compress.method").set_value("distill").run()
+    at.text_input(key="compress.student").set_value("vgg16").run()
+    at.button(key="compress.start").click().run()
+    assert "architecture must be one of" in texts(at.error)
+    before = {r.id for r in workspace.list_runs()}
+    at.segmented_control(key="compress.method").set_value("prune").run()
+    at.slider(key="compress.sparsity").set_value(0.8).run()
+    at.button(key="compress.start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (child,) = [r for r in workspace.list_runs() if r.id not in before]
+    try:
+        assert child.parent_id == run_id and child.job.kind == "compress"
+        assert child.job.request["method"] == "prune" and child.job.request["sparsity"] == 0.8
+        assert f"Run `{child.id}`" in texts(at.caption)
+    finally:
+        jobs.cancel(child.id, workspace)
+        jobs.wait(child.id, workspace, poll_seconds=0.5)
+        workspace.delete_run(child.id)
