@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from engine.cli.common import UsageError, add_run_command
@@ -26,6 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-window-ms", type=float, default=DEFAULT_WINDOW_MS,
                    help=f"how long a request waits for others to join its batch (default {DEFAULT_WINDOW_MS:g})")
     p.add_argument("--no-batching", action="store_true", help="run requests one at a time")
+    p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)  # the dashboard's child
     p.set_defaults(handler=cmd_serve)
 
     p = add_run_command(subparsers, "monitor", cmd_monitor,
@@ -43,7 +45,8 @@ def cmd_serve(args, workspace: Workspace) -> int:
         raise UsageError("--max-batch must be at least 1 and --batch-window-ms at least 0")
     try:
         serve(workspace, host=args.host, port=args.port, runs=args.runs,
-              max_batch=1 if args.no_batching else args.max_batch, window_ms=args.batch_window_ms)
+              max_batch=1 if args.no_batching else args.max_batch, window_ms=args.batch_window_ms,
+              exit_with_parent=args.exit_with_parent)
     except ServeSetupError as error:
         raise UsageError(str(error)) from None
     except KeyboardInterrupt:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import threading
+import time
 
 from engine.serve.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS
 from engine.serve.models import ModelRegistry
@@ -43,7 +45,8 @@ def settings(host: str, runs: str | None, token: str | None) -> tuple[str, str |
 
 
 def serve(workspace: Workspace, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, runs: str | None = None,
-          max_batch: int = DEFAULT_MAX_BATCH, window_ms: float = DEFAULT_WINDOW_MS) -> None:
+          max_batch: int = DEFAULT_MAX_BATCH, window_ms: float = DEFAULT_WINDOW_MS,
+          exit_with_parent: bool = False) -> None:
     """Serves `workspace`'s runs until interrupted (SIGINT/SIGTERM stop it gracefully)."""
     import uvicorn
 
@@ -57,4 +60,27 @@ def serve(workspace: Workspace, *, host: str = DEFAULT_HOST, port: int = DEFAULT
           f"({batching}{', token required' if token else ''})", flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=5, limit_concurrency=512)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    if exit_with_parent:
+        _stop_when_orphaned(server)
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind
+        pass
+    if not server.started:
+        raise ServeSetupError(f"could not listen on {host}:{port} (in use, or not an address of this machine)")
+
+
+def _stop_when_orphaned(server) -> None:
+    """Stops the server once the process that started it is gone (the dashboard's child must not outlive it)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not server.should_exit:
+            if os.getppid() != parent:
+                log.warning("the parent process %d is gone: stopping", parent)
+                server.should_exit = True
+                return
+            time.sleep(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
