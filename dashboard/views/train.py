@@ -8,12 +8,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.components import state, widgets
+from dashboard.components import state, weights_panel, widgets
 from dashboard.components.polling import when_ready
 from engine import jobs
 from engine.config import ConfigError, RunConfig, describe_fields, field_spec, section_titles
 from engine.data import BUILTIN_SOURCES, DatasetError, check_source_allowed, load_images
 from engine.store import CACHE_DIR
+from engine.zoo import WeightsMissing, resolve_weights
 
 BUILTIN, PATH = "Built-in dataset", "Folder or zip on the server"
 ERROR_KEY = "train.error"  # {"field": "train.learning_rate", "message": ..., "raw": {...}}
@@ -48,7 +49,8 @@ def _raw_config() -> dict:
     s = st.session_state
     raw: dict = {"name": s["cfg.name"].strip()}
     for section in section_titles():
-        raw[section] = {spec.name: s[widgets.setting_key(spec)] for spec in describe_fields(section)
+        # .get: Streamlit drops the state of widgets not drawn in the last run (another model's settings)
+        raw[section] = {spec.name: s.get(widgets.setting_key(spec), spec.default) for spec in describe_fields(section)
                         if spec.name != "source"}
     raw["data"]["source"] = s["cfg.data.builtin"] if s["cfg.data.kind"] == BUILTIN else s["cfg.data.path"].strip()
     return raw
@@ -123,6 +125,11 @@ def _start() -> None:
                 raise ConfigError("data.source", source, "no such folder or file on the server")
             raw["data"]["source"] = str(Path(source).expanduser().resolve())
         config = RunConfig.from_dict(raw)
+        if config.model.name == "transfer":  # refused here, not in the job: the pretrained weights must be here
+            try:
+                resolve_weights(config.model.base, config.model.weights, config.data.image_size)
+            except WeightsMissing as error:
+                raise ConfigError("model.weights", config.model.weights, str(error)) from None
     except ConfigError as error:
         st.session_state[ERROR_KEY] = {"field": error.field, "message": f"{error.reason} (got {error.value!r})",
                                        "raw": raw}
@@ -184,6 +191,8 @@ def _model_section() -> None:
     widgets.setting_widget(field_spec("model.name"))
     _field_error("model.name")
     _settings("model", skip=("name",))
+    if st.session_state["cfg.model.name"] == "transfer":
+        weights_panel.show(st.session_state["cfg.model.base"], st.session_state["cfg.model.weights"].strip())
     _params_metric()
 
 

@@ -1,0 +1,118 @@
+"""The Train page's weights status of the chosen transfer base, with Get (download, progress) and Import."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import streamlit as st
+
+from dashboard.components import state
+from dashboard.components.polling import when_ready
+from engine import zoo
+
+
+class _Download:
+    """Bytes done / total of a download running on a background thread (read by the page)."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+
+@st.cache_resource(show_spinner=False)
+def _downloads() -> dict[str, _Download]:
+    return {}
+
+
+@st.cache_resource(show_spinner=False)
+def _pool() -> tuple[ThreadPoolExecutor, dict[str, Future]]:
+    # Its own thread: a download must not queue behind the shared pool's slow helpers (model builds).
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aperture-weights"), {}
+
+
+def _start(key: str, fn, *args) -> Future:
+    pool, futures = _pool()
+    if key not in futures:
+        futures[key] = pool.submit(fn, *args)
+    return futures[key]
+
+
+def _get(base: str, progress: _Download) -> str:
+    from engine import weights  # no TensorFlow: urllib and hashlib
+
+    return str(weights.download(base, progress=progress))
+
+
+def _import(path: str, base: str) -> str:
+    return state._run_cli("weights", "import", path, "--base", base).strip()  # builds the base: TensorFlow
+
+
+def show(base: str, weights: str) -> None:
+    """Whether the pretrained weights `model.weights` asks for are here; Get and Import when they are not."""
+    if weights == "random":
+        st.info(f"**{base}** starts from random weights and trains whole: far slower to learn than a pretrained "
+                "base. Set *Base weights* to `imagenet` to start from ImageNet.", icon=":material/casino:")
+        return
+    if weights != "imagenet":
+        try:
+            zoo.resolve_weights(base, weights)
+        except zoo.WeightsMissing as error:
+            st.error(str(error), icon=":material/error:")
+        else:
+            st.success(f"Starts from the weights in `{weights}`.", icon=":material/check_circle:")
+        return
+    found = zoo.status(base)
+    if found.present:
+        where = "imported" if found.source == "import" else "ImageNet"
+        st.success(f"**{where} weights for {base} are here** ({found.size_bytes / 1e6:,.1f} MB, "
+                   f"`{found.path.name}`).", icon=":material/check_circle:")
+        return
+    entry = zoo.get_base(base)
+    st.warning(f"**No ImageNet weights for {base} on this machine.** A run would be refused: get them "
+               f"(about {entry.megabytes} MB from Google's keras-applications storage) or import a file.",
+               icon=":material/cloud_off:")
+    _get_button(base)
+    _import_form(base)
+
+
+def _get_button(base: str) -> None:
+    attempt_key = f"train.weights.get.{base}"
+    if st.button(f"Get {base} weights", key=f"train.weights.get_button.{base}", icon=":material/download:"):
+        st.session_state[attempt_key] = uuid.uuid4().hex[:8]
+    attempt = st.session_state.get(attempt_key)
+    if not attempt:
+        return
+    key = f"weights:{base}:{attempt}"
+    progress = _downloads().setdefault(key, _Download())
+
+    def waiting() -> None:
+        share = progress.done / progress.total if progress.total else 0.0
+        st.progress(share, text=f"Downloading {base}: {progress.done / 1e6:,.1f} of "
+                                f"{progress.total / 1e6 if progress.total else 0:,.1f} MB")
+
+    when_ready(_start(key, _get, base, progress), lambda _: st.rerun(), waiting=waiting,
+               failed=lambda error: st.error(f"The download failed: {error}", icon=":material/error:"))
+
+
+def _import_form(base: str) -> None:
+    upload = st.file_uploader(f"…or import a no-top {base} weights file (.h5 or .weights.h5)", type=["h5"],
+                              key=f"train.weights.upload.{base}")
+    if upload is None:
+        return
+    data = upload.getvalue()
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", upload.name)[-80:] or "weights.h5"
+    folder = state.workspace().root / "uploads" / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:12]}-{stem}"
+    if not path.exists():
+        path.write_bytes(data)
+    when_ready(_start(f"weights-import:{base}:{path}", _import, str(path), base), lambda _: st.rerun(),
+               waiting=lambda: st.info(f"Checking {upload.name} against the {base} base…",
+                                       icon=":material/hourglass_top:"),
+               failed=lambda error: st.error(f"{upload.name} can't be used: {error}", icon=":material/error:"))
