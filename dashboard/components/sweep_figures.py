@@ -106,8 +106,11 @@ def pareto_figure(trials: Sequence[SweepTrial], x: str, y: str, objectives: Mapp
                         hovertemplate="trial %{text}<br>" + objective_title(x) + ": %{x:.4g}<br>" + objective_title(y)
                         + ": %{y:.4g}<br>run %{customdata}<extra></extra>", **style)
 
-    points(rest, mode="markers", name="dominated", marker={"size": 9, "color": OTHER, "opacity": 0.35})
+    # A click selects a point; the others keep their look (Plotly would dim every unselected point).
+    points(rest, mode="markers", name="dominated", marker={"size": 9, "color": OTHER, "opacity": 0.35},
+           selected={"marker": {"size": 13, "opacity": 0.9}}, unselected={"marker": {"opacity": 0.35}})
     points(front, mode="lines+markers+text", name="Pareto front", textposition="top center",
+           selected={"marker": {"size": 17}}, unselected={"marker": {"opacity": 0.9}},
            marker={"size": 13, "color": FRONT, "line": {"width": 1, "color": "white"}},
            line={"color": FRONT, "width": 2, "dash": "dot"})
     arrows = {"maximize": "higher is better", "minimize": "lower is better"}

@@ -64,7 +64,7 @@ def _range(spec: FieldSpec, where) -> dict[str, Any] | None:
     b = c2.number_input("To", value=default_high, key=f"{KEY}.high.{spec.key}", **bounds)
     out: dict[str, Any] = {"low": a, "high": b}
     if integer:
-        every = c3.number_input("Step", min_value=1, value=1, key=f"{KEY}.step.{spec.key}")
+        every = c3.number_input("Step", min_value=1, value=int(spec.ui.get("step", 1)), key=f"{KEY}.step.{spec.key}")
         if every > 1:
             out["step"] = every
     elif c3.toggle("Log", value=spec.key == "train.learning_rate" or a > 0 and b / max(a, 1e-12) >= 100,

@@ -11,6 +11,7 @@ from dashboard.components import figures, state, widgets
 from engine import jobs
 from engine.data import BUILTIN_SOURCES
 from engine.store import ACTIVE, FAILED, RUNNING, STATUSES, Run, RunNotFound
+from engine.store.sweeps import SweepStore
 
 PICKER_KEY = "runs.picker"
 LOG_LINES = 20
@@ -99,6 +100,9 @@ def _run_details(run: Run) -> None:
         st.subheader(run.label, anchor=False)
         st.caption(f"Run `{run.id}` · created {widgets.timestamp(run.created_at)}"
                    + (f" · cloned from `{run.parent_id}`" if run.parent_id else ""))
+        if trial := SweepStore(workspace).trial_of_run(run.id):  # the sweep tag
+            st.page_link("views/sweeps.py", label=f"Trial {trial.number} of sweep {trial.sweep_id} ({trial.state})",
+                         icon=":material/tune:", query_params={"sweep": trial.sweep_id})
     with c2:
         widgets.status_badge(run.status)
 

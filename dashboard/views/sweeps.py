@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard.components import state, sweep_figures, widgets
 from dashboard.components.sweep_form import setting_label, sweep_form
 from engine import jobs
+from engine.config import field_spec
 from engine.store import ACTIVE, CANCELLED, COMPLETED, FAILED
 from engine.store.sweeps import Sweep, SweepStore, SweepTrial
 from engine.sweeps import SweepError, SweepSpec, cancel_sweep, resume_sweep, submit_sweep
@@ -82,9 +83,9 @@ def _controls(sweep: Sweep, trials: list[SweepTrial]) -> None:
     elif job is not None and job.status in (FAILED, CANCELLED) or done < spec["trials"] and not (job and job.active):
         c3.button("Resume", key=f"sweeps.resume.{sweep.id}", icon=":material/play_arrow:", width="stretch",
                   on_click=resume_sweep, args=(sweep.id, workspace), help="Continue with the remaining budget.")
-    goals = ", ".join(f"{OBJECTIVES[n][0].lower()} ({d})" for n, d in spec["objectives"].items())
+    goals = ", ".join(f"{OBJECTIVES[n][0]} ({d})" for n, d in spec["objectives"].items())
     parsed = SweepSpec.from_dict(spec)
-    st.caption(f"`{sweep.id}` · objectives: {goals} · sampler {parsed.sampler_name.upper()}"
+    st.caption(f"`{sweep.id}` · Objectives: {goals} · sampler {parsed.sampler_name.upper()}"
                + (" with pruning" if parsed.prunes else ""))
     if job is not None and job.status == FAILED:
         st.error(f"**The sweep stopped:** {job.error or 'no reason was recorded'}. Resume continues it; trials "
@@ -102,7 +103,7 @@ def _pick(event, chart: str) -> None:
     st.session_state[f"{chart}.clicked"] = run_id
 
 
-def _chosen(trials: list[SweepTrial], objectives: dict) -> None:
+def _chosen(trials: list[SweepTrial], objectives: dict, base_model: str) -> None:
     """The chosen trial: its values, and one click to its run or to exporting it."""
     with_runs = [t for t in trials if t.run_id]
     if not with_runs:
@@ -122,7 +123,7 @@ def _chosen(trials: list[SweepTrial], objectives: dict) -> None:
     c3.page_link(EXPORT_PAGE, label="Export the chosen one", icon=":material/ios_share:",
                  query_params={"run": trial.run_id}, width="stretch", disabled=trial.state != "completed")
     values = " · ".join(f"{OBJECTIVES[n][0]}: {_fmt(n, trial.values[n])}" for n in objectives if n in trial.values)
-    params = " · ".join(f"{setting_label(k)} = {_fmt_param(v)}" for k, v in trial.params.items())
+    params = " · ".join(f"{k} = {v}" for k, v in _params(trial, base_model).items())
     box.caption(f"{values or trial.error or trial.state} — {params}")
 
 
@@ -134,10 +135,17 @@ def _fmt_param(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _trials_table(trials: list[SweepTrial], objectives: dict) -> None:
+def _params(trial: SweepTrial, base_model: str) -> dict[str, str]:
+    """The trial's settings by label; `n/a` for one its architecture ignores (a width on LeNet-5)."""
+    model = trial.params.get("model.name", base_model)
+    return {setting_label(k): _fmt_param(v) if field_spec(k).applies_to(model) else "n/a"
+            for k, v in trial.params.items()}
+
+
+def _trials_table(trials: list[SweepTrial], objectives: dict, base_model: str) -> None:
     rows = [{"#": t.number, "Status": t.state, "Front": "★" if t.pareto else "",
              **{OBJECTIVES[n][0]: (_fmt(n, t.values[n]) if n in t.values else None) for n in objectives},
-             **{setting_label(k): _fmt_param(v) for k, v in t.params.items()}, "Run": t.run_id,
+             **_params(t, base_model), "Run": t.run_id,
              "Note": t.error or ""} for t in trials]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="sweeps.trials", placeholder="—")
 
@@ -189,9 +197,10 @@ def _live(sweep_id: str) -> None:
             st.rerun()  # redraw once without the timer
         _controls(sweep, trials)
         _figures(sweep, trials)
-        _chosen(trials, sweep.spec["objectives"])
+        base_model = SweepSpec.from_dict(sweep.spec).config_for({}).model.name
+        _chosen(trials, sweep.spec["objectives"], base_model)
         with st.expander(f"Trials ({len(trials)})", expanded=len(trials) <= 8, icon=":material/table:"):
-            _trials_table(trials, sweep.spec["objectives"])
+            _trials_table(trials, sweep.spec["objectives"], base_model)
         if sweep.status == COMPLETED and not any(t.state == "completed" for t in trials):
             st.warning("No trial completed: see each trial's note, and its run's log on Runs.", icon=":material/warning:")
 

@@ -4,7 +4,6 @@ and cancel stops its queued and running trials."""
 import json
 import os
 import signal
-import time
 
 import optuna
 import pytest
@@ -13,17 +12,8 @@ from engine import jobs
 from engine.store.sweeps import SweepStore
 from engine.sweeps import SweepSpec, cancel_sweep, submit_sweep
 from engine.sweeps.search import storage
+from tests.engine.jobs.test_job_processes import wait_until
 from tests.engine.sweeps.helpers import cli, tiny_spec
-
-
-def _wait_for(predicate, timeout=180, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
@@ -36,11 +26,11 @@ def test_kill_the_sweep_process_then_resume(workspace):
         trials = sweeps.trials(sweep.id)
         return len(trials) == 2 and trials[1].state == "running" and trials[0].finished and trials
 
-    before = _wait_for(second_trial_running, what="the second trial to be running")
+    before = wait_until(second_trial_running, what="the second trial to be running")
     job = sweeps.get(sweep.id).job
     assert job.pid and job.status == "running"
     os.kill(job.pid, signal.SIGKILL)  # the sweep process only: its trial's train job keeps going
-    _wait_for(lambda: (jobs.refresh(workspace), sweeps.get(sweep.id).job.status)[1] == "failed",
+    wait_until(lambda: (jobs.refresh(workspace), sweeps.get(sweep.id).job.status)[1] == "failed",
               what="the killed sweep job to be reaped")
     in_flight = before[1].run_id
     assert workspace.get_run(in_flight).status in ("queued", "running", "completed")  # not lost with the sweep
@@ -67,14 +57,14 @@ def test_cancel_stops_queued_and_running_trials(workspace):
     spec = SweepSpec.from_dict(tiny_spec(trials=4, parallel=2, base={**tiny_spec()["base"], "train": {"epochs": 30}}))
     sweep = submit_sweep(spec, workspace)
     sweeps = SweepStore(workspace)
-    _wait_for(lambda: any(workspace.get_run(t.run_id).epochs_done >= 1 for t in sweeps.trials(sweep.id)),
+    wait_until(lambda: any(workspace.get_run(t.run_id).epochs_done >= 1 for t in sweeps.trials(sweep.id)),
               what="a trial to be training")
     assert cancel_sweep(sweep.id, workspace) is not None
-    _wait_for(lambda: (jobs.refresh(workspace), sweeps.get(sweep.id).status)[1] == "cancelled", timeout=60,
+    wait_until(lambda: (jobs.refresh(workspace), sweeps.get(sweep.id).status)[1] == "cancelled", timeout=60,
               what="the sweep to stop")
     trials = sweeps.trials(sweep.id)
     assert len(trials) == 2 and all(t.state == "cancelled" for t in trials)  # no new trial after the cancel
-    _wait_for(lambda: all((jobs.refresh(workspace), workspace.get_run(t.run_id).status)[1] == "cancelled"
+    wait_until(lambda: all((jobs.refresh(workspace), workspace.get_run(t.run_id).status)[1] == "cancelled"
                           for t in trials), timeout=60, what="its trials' runs to stop")
     running = max(trials, key=lambda t: workspace.get_run(t.run_id).epochs_done)
     assert 1 <= workspace.get_run(running.run_id).epochs_done < 30  # stopped cooperatively, mid-training
