@@ -125,3 +125,11 @@ def test_the_page_never_imports_tensorflow_or_optuna(home):
         print(json.dumps([{HEAVY_LOADED}, "optuna" in sys.modules]))
     """, sweep=sweep_id)
     assert loaded == [False, False]
+
+
+def test_a_trials_run_is_tagged_with_its_sweep_on_runs(home):
+    sweep_id, run_ids = _finished_sweep(home)
+    at = open_app("runs", run=run_ids[3])
+    links = [link.proto for link in at.get("page_link") if link.proto.label.startswith("Trial ")]
+    assert [(link.label, link.page, link.query_string) for link in links] == [
+        (f"Trial 3 of sweep {sweep_id} (completed)", "sweeps", f"sweep={sweep_id}")]
