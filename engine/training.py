@@ -20,6 +20,7 @@ from engine.config import RunConfig
 from engine.data import ImageSet, Split, make_dataset
 from engine.devices import configure_devices
 from engine.evaluation import save_predictions
+from engine.fine_tuning import fit_phases
 from engine.jobs.context import JobCancelled, JobContext
 from engine.jobs.kinds import JobKind
 from engine.models import describe_model, make_model
@@ -88,13 +89,13 @@ def train(config: RunConfig, folder: RunFolder, *, report: Callable[[float, str]
         log.warning("train.batch_size=%d is larger than the %d training images: each epoch is one batch of %d",
                     batch_size, len(split.train), len(split.train))
     resumed = _read_last_checkpoint(folder)
-    first_epoch = int(resumed["epoch"]) if resumed is not None else 0
-    # The training batches of epochs first_epoch+1..N; each epoch's shuffle and augmentation depend on
+    # The training batches of epochs start+1..end; each epoch's shuffle and augmentation depend on
     # (seed, epoch) alone, so a resumed run sees the batches the uninterrupted run would have seen.
-    train_ds = _labelled(make_dataset(images.images, images.labels, indices=split.train, batch_size=batch_size,
+    def train_data(start: int, end: int):
+        return _labelled(make_dataset(images.images, images.labels, indices=split.train, batch_size=batch_size,
                                       training=True, augment=config.augment, seed=config.train.seed,
-                                      first_epoch=first_epoch, epochs=config.train.epochs - first_epoch),
-                         num_classes)
+                                      first_epoch=start, epochs=end - start), num_classes)
+
     val_ds, test_ds = (_labelled(make_dataset(images.images, images.labels, indices=idx, batch_size=batch_size,
                                               training=False), num_classes) for idx in (split.val, split.test))
     steps_per_epoch = math.ceil(len(split.train) / batch_size)
@@ -107,9 +108,7 @@ def train(config: RunConfig, folder: RunFolder, *, report: Callable[[float, str]
             decoupled = config.train.optimizer == "adamw"
             model = make_model(config.model, (config.data.image_size, config.data.image_size, 3), num_classes,
                                weight_decay=0.0 if decoupled else config.train.weight_decay, seed=config.train.seed)
-            model.compile(optimizer=_make_optimizer(config, steps_per_epoch),
-                          loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
-                          metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+            _compile(model, config, steps_per_epoch)
     workspace.update_run(run_id, params=describe_model(model)["params"])
     if config.model.name == "transfer" and resumed is None:
         _, record = zoo.resolve_weights(config.model.base, config.model.weights, config.data.image_size)
@@ -136,9 +135,14 @@ def train(config: RunConfig, folder: RunFolder, *, report: Callable[[float, str]
         log.info("early stopping had already ended training after epoch %d", initial_epoch)
     else:
         report(initial_epoch / config.train.epochs, f"epoch {initial_epoch + 1}/{config.train.epochs}")
-        model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2,
-                  class_weight=class_weights(config.train.class_weight, images.labels[split.train], num_classes))
+        def recompile(net, rate_factor: float, epochs: int) -> None:
+            with devices.strategy.scope():
+                _compile(net, config, steps_per_epoch, rate_factor=rate_factor, epochs=epochs)
+
+        fit_phases(model, config, initial_epoch=initial_epoch, train_data=train_data, recompile=recompile,
+                   stopped=lambda: bool(progress.cancelled or progress.failure), validation_data=val_ds,
+                   steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2,
+                   class_weight=class_weights(config.train.class_weight, images.labels[split.train], num_classes))
     train_seconds = time.monotonic() - started
     if progress.failure:
         raise TrainingFailed(progress.failure)
@@ -229,11 +233,19 @@ def _labelled(dataset, num_classes: int):
     return dataset.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _make_optimizer(config: RunConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def _compile(model, config: RunConfig, steps_per_epoch: int, *, rate_factor: float = 1.0,
+             epochs: int | None = None) -> None:
+    model.compile(optimizer=_make_optimizer(config, steps_per_epoch, rate_factor=rate_factor, epochs=epochs),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+
+
+def _make_optimizer(config: RunConfig, steps_per_epoch: int, *, rate_factor: float = 1.0,
+                    epochs: int | None = None) -> keras.optimizers.Optimizer:
     t = config.train
-    rate = float(t.learning_rate)  # an int (10 in a JSON config) is not accepted by Keras
+    rate = float(t.learning_rate) * rate_factor  # an int (10 in a JSON config) is not accepted by Keras
     if t.schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch)
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=(epochs or t.epochs) * steps_per_epoch)
     if t.optimizer == "adamw":
         return keras.optimizers.AdamW(rate, weight_decay=t.weight_decay)
     if t.optimizer == "sgd":
