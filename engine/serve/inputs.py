@@ -6,6 +6,7 @@ Serving's `{"error": "..."}` shape; nothing here raises anything else on bad inp
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -86,6 +87,12 @@ def check_pixels(value: Any, image_size: int) -> np.ndarray:
     expected = (image_size, image_size, 3)
     if array.shape[1:] != expected:
         raise bad(f"each image must have shape {list(expected)} (height, width, RGB); got {list(array.shape[1:])}")
+    if isinstance(value, list):  # NumPy reads true/false and numeric strings as numbers: TF Serving does not
+        flat = itertools.chain.from_iterable
+        others = set(map(type, flat(flat(flat(value))))) - {int, float}
+        if others:
+            names = sorted({bool: "true/false", str: "strings", type(None): "null"}.get(t, t.__name__) for t in others)
+            raise bad(f"the images must be numbers, not {', '.join(names)}")
     if not np.isfinite(array).all():
         raise bad("the images contain NaN or infinite values")
     low, high = float(array.min()), float(array.max())
