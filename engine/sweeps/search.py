@@ -167,7 +167,11 @@ class SweepRunner:
         self.flights[trial.number] = _Flight(trial, run.id, params)
 
     def _advance(self, flight: _Flight) -> None:
-        run = self.workspace.get_run(flight.run_id)
+        try:
+            run = self.workspace.get_run(flight.run_id)
+        except store.RunNotFound:  # deleted on Runs while the sweep followed it
+            self._finish(flight.trial, flight, flight.params, "failed", error=f"run {flight.run_id} was deleted")
+            return
         if self.spec.prunes and not flight.pruned:
             self._report_epochs(flight, run)
         if run.status in store.ACTIVE:

@@ -242,7 +242,17 @@ def _parse_choices(key: str, spec: FieldSpec, values: dict) -> Param:
 
 
 def _check_combinations(spec: SweepSpec) -> None:
-    """Each searched value must make a valid config on top of the base (catches cross-field rules early)."""
+    """Each searched value must make a valid config on top of the base (catches cross-field rules early), and
+    every data source must lie inside `$APERTURE_DATA_ROOTS` (as the Train form and `train` require)."""
+    from engine.data import DatasetError, check_source_allowed
+
+    sources = {spec.config_for({}).data.source, *(spec.space["data.source"].choices if "data.source" in spec.space
+                                                  else ())}
+    for source in sorted(sources):
+        try:
+            check_source_allowed(source)
+        except DatasetError as error:
+            raise SweepError(f"data.source: {error}") from None
     for key, param in spec.space.items():
         for value in param.choices or (param.low, param.high):
             try:

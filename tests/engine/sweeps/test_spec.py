@@ -82,3 +82,13 @@ def test_a_value_the_base_config_refuses_is_caught_before_any_trial():
 def test_a_sweep_that_is_not_an_object(value):
     with pytest.raises(SweepError, match="must be a JSON object"):
         SweepSpec.from_dict(value)
+
+
+def test_a_data_source_outside_the_allowed_folders_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("APERTURE_DATA_ROOTS", str(tmp_path / "allowed"))
+    monkeypatch.setenv("APERTURE_HOME", str(tmp_path / "workspace"))
+    for spec in (_with(base={"data": {"source": "/etc"}}),
+                 _with(space={"data.source": {"choices": ["digits", "/etc/../etc"]}})):
+        with pytest.raises(SweepError, match="data.source: '/etc.*outside the allowed data folders"):
+            SweepSpec.from_dict(spec)
+    assert SweepSpec.from_dict(_with(space={"data.source": {"choices": ["digits", str(tmp_path / "allowed" / "x")]}}))
