@@ -51,3 +51,24 @@ def test_a_queued_sweep_takes_no_job_slot(workspace):
     run = workspace.create_run(SweepSpec.from_dict(tiny_spec()).config_for({}))
     assert workspace.claim_next_job(1).id == run.job.id
     assert workspace.claim_next_job(1) is None  # the train job holds the one slot
+
+
+def test_optunas_study_shares_the_workspace_database_and_keeps_its_wal(workspace):
+    import sqlite3
+
+    from engine.sweeps.search import open_study
+
+    spec = SweepSpec.from_dict(tiny_spec())
+    sweep = SweepStore(workspace).create("", spec.to_dict())
+    study = open_study(workspace, sweep.id, spec)
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    db = sqlite3.connect(workspace.db_path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        db.close()
+    assert {"runs", "jobs", "metrics", "sweeps", "sweep_trials", "studies", "trials", "trial_values"} <= tables
+    workspace.create_run(spec.config_for({}))  # the store still writes beside Optuna's tables
+    assert len(open_study(workspace, sweep.id, spec).trials) == 1  # and the study loads back (resume)
