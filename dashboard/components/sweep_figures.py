@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -76,6 +77,12 @@ def parallel_figure(trials: Sequence[SweepTrial], space: Mapping[str, dict], obj
             dimensions.append({"label": labels.get(key, key), "values": [choices.index(str(v)) for v in values],
                                "tickvals": list(range(len(choices))), "ticktext": choices,
                                "range": [-0.2, len(choices) - 0.8]})
+        elif param.get("log"):  # drawn in log scale, labelled in the setting's own units
+            low, high = math.log10(param["low"]), math.log10(param["high"])
+            ticks = [k + math.log10(m) for k in range(math.floor(low), math.ceil(high) + 1) for m in (1, 3)
+                     if low <= k + math.log10(m) <= high]
+            dimensions.append({"label": labels.get(key, key), "values": [math.log10(v) for v in values],
+                               "range": [low, high], "tickvals": ticks, "ticktext": [f"{10 ** t:.0e}" for t in ticks]})
         else:
             dimensions.append({"label": labels.get(key, key), "values": values,
                                "range": [param["low"], param["high"]]})
@@ -89,7 +96,7 @@ def parallel_figure(trials: Sequence[SweepTrial], space: Mapping[str, dict], obj
               "reversescale": objectives[first] == "minimize",
               "colorbar": {"title": {"text": objective_title(first)}}}))
     fig.update_layout(title=f"Completed trials: settings and objectives (colour: {OBJECTIVES[first][0].lower()})",
-                      height=400, margin={"l": 70, "r": 40, "t": 80, "b": 30})
+                      height=430, margin={"l": 70, "r": 40, "t": 110, "b": 30}, title_y=0.97)
     return fig
 
 
