@@ -83,5 +83,7 @@ def pareto(points) -> go.Figure:
     fig = _layout(fig, "Accuracy vs latency (marker area: file size)", "Median latency per image (ms, log scale)",
                   "Test accuracy (%)", height=440)
     fig.update_xaxes(tickformat=".2~f")
-    fig.update_layout(hovermode="closest")
+    # The legend under the plot: at the top it runs into the title.
+    fig.update_layout(hovermode="closest", margin={"b": 70},
+                      legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0, "xanchor": "left"})
     return fig

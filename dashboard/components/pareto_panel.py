@@ -16,9 +16,8 @@ DEMO_PAGE = "views/demo.py"
 
 def _table(points: list[ParetoPoint]) -> pd.DataFrame:
     return pd.DataFrame([{
-        "Front": "★" if p.optimal else "", "Method": p.method, "Format": format_label(p.format),
-        "Accuracy": 100 * p.accuracy, "Latency (ms)": p.latency_ms, "Size (KiB)": p.size_bytes / 1024,
-        "Run": p.run_id,
+        "Front": "★" if p.optimal else "", "Model": f"{p.method} ·{p.run_id[-4:]}", "Format": format_label(p.format),
+        "Accuracy": 100 * p.accuracy, "ms": p.latency_ms, "KiB": p.size_bytes / 1024,
     } for p in sorted(points, key=lambda p: (not p.optimal, p.latency_ms))])
 
 
@@ -30,14 +29,18 @@ def panel(run: Run) -> None:
         st.info("Export this run and a compressed child (below) to compare them here: every checked artifact "
                 "becomes a point.", icon=":material/scatter_plot:")
         return
-    left, right = st.columns([3, 2])
+    left, right = st.columns([11, 9])
     left.plotly_chart(export_figures.pareto(points), key="pareto.chart", width="stretch")
     number = st.column_config.NumberColumn
     right.dataframe(_table(points), key="pareto.table", hide_index=True, width="stretch", height=400,
-                    column_config={"Front": st.column_config.TextColumn(width="small", help="On the Pareto front: "
+                    column_config={"Front": st.column_config.TextColumn("★", width=28, help="On the Pareto front: "
                                    "nothing else is both at least as accurate and at least as fast."),
-                                   "Accuracy": number(format="%.2f%%"), "Latency (ms)": number(format="%.2f"),
-                                   "Size (KiB)": number(format="%.1f")})
+                                   "Model": st.column_config.TextColumn(width=96, help="How it was made, and the end "
+                                                                        "of its run's id"),
+                                   "Format": st.column_config.TextColumn(width=150),
+                                   "Accuracy": number("Acc.", format="%.2f%%", width=58),
+                                   "ms": number(format="%.2f", width=46, help="Median latency of one image"),
+                                   "KiB": number(format="%.0f", width=46, help="File size")})
     front = [p for p in points if p.optimal]
     st.caption(f"{len(points)} artifacts from {len({p.run_id for p in points})} runs; the {len(front)} joined and "
                "labelled are the Pareto front. Latency: one image at a time on this machine's CPU, median.")

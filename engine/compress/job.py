@@ -191,7 +191,7 @@ def _distill(folder, parent, request: CompressRequest, config, data: _Data, repo
     alone = make_model(student_config(request.student), shape, data.num_classes, weight_decay=weight_decay,
                        seed=config.train.seed)
     _compile(alone, _make_optimizer(config, data.steps), config)
-    phase = _Phase(report, should_stop, TRAIN_SHARE, 0.9, config.train.epochs, f"{request.student} alone")
+    phase = _Phase(report, should_stop, TRAIN_SHARE, 0.9, config.train.epochs, "the student alone, for comparison")
     history = alone.fit(data.train_ds, validation_data=data.val_ds, epochs=config.train.epochs,
                         steps_per_epoch=data.steps, callbacks=[phase], verbose=0)
     if phase.cancelled:
