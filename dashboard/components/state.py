@@ -1,8 +1,8 @@
 """Cached access to the workspace, its run folders, datasets and models, and background work for the pages.
 
-Nothing here imports TensorFlow until a page asks for a model (`keras_model`): slow CLI helpers
-(`describe-model`, `preview-augment`) run as subprocesses on a small thread pool, and pages poll
-their futures.
+Nothing here imports TensorFlow: models answer through the model server (`model_server`), and slow
+CLI helpers (`describe-model`, `preview-augment`) run as subprocesses on a small thread pool whose
+futures the pages poll.
 """
 
 from __future__ import annotations
@@ -53,24 +53,6 @@ def finished_runs(*, with_predictions: bool = False) -> list[Run]:
     """The completed runs with a trained model (or, `with_predictions`, with test predictions), newest first."""
     return [r for r in workspace().list_runs() if r.status == COMPLETED
             and (folder(r).has_predictions if with_predictions else folder(r).has_model)]
-
-
-def keras_model(run_id: str):
-    """A run's trained model, loaded once per process and model file (Demo and Explain share it).
-
-    The first call imports TensorFlow (about 10 s).
-    """
-    path = folder(run_id).model_file
-    return _keras_model(str(path), path.stat().st_mtime)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _keras_model(path: str, mtime: float):
-    import keras
-
-    import engine.models  # noqa: F401 - custom layers
-
-    return keras.saving.load_model(path, compile=False)
 
 
 @st.cache_data(ttl=30, show_spinner=False)

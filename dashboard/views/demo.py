@@ -1,8 +1,8 @@
 """Demo: show a model to stakeholders — upload or snap an image, see the top classes and where the model looked.
 
-Opened by link (`/demo?run=ID`) it is read-only and without the sidebar. The prediction
-comes from the exported TFLite file through LiteRT (no TensorFlow) when there is one;
-TensorFlow is imported only once an image arrives and the Grad-CAM overlay needs Keras.
+Opened by link (`/demo?run=ID`) it is read-only and without the sidebar. Predictions and the
+Grad-CAM overlay come from the dashboard's model server (`components.model_server`, TF Serving's
+REST API), which logs every prediction for the Monitor page; this process never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import streamlit as st
 from PIL import Image
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from dashboard.components import state, uploads, widgets
+from dashboard.components import model_server, state, uploads, widgets
 from dashboard.components.figures import top_classes
 from engine import export
+from engine.explain.gradcam import overlay
+from engine.serve.client import ServeRequestError, explanation
 from engine.store import Run, RunNotFound
 
 PICKER_KEY = "demo.run"
@@ -56,19 +58,6 @@ def _served_by(fmt: str) -> str:
     return export.FORMATS[fmt].demo
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _runner(run_id: str, fmt: str, path: str, mtime: float) -> export.Runner:
-    """A loaded artifact, cached per run, format and file time (the CPU is all a demo needs)."""
-    return export.load_runner(path, fmt)
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _gradcam(run_id: str, mtime: float, digest: str, image: np.ndarray, layer: str) -> np.ndarray:
-    from engine.explain.gradcam import gradcam
-
-    return gradcam(state.keras_model(run_id), image, layer)
-
-
 def _big(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image).resize((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.NEAREST
                                          if image.shape[0] <= 64 else Image.Resampling.BILINEAR)
@@ -87,41 +76,56 @@ def _input_image() -> UploadedFile | None:
     return upload or photo
 
 
-def _predict(run: Run, fmt: str, path: Path, image: np.ndarray) -> np.ndarray:
-    runner = _runner(run.id, fmt, str(path), path.stat().st_mtime)
-    return runner.predict(image[None].astype(np.float32))[0]
+def _classify(run: Run, fmt: str, path: Path, data: bytes, digest: str, *, log: bool = True) -> np.ndarray:
+    """The probabilities the model server gives the uploaded file (logged as a Demo prediction unless `log=False`)."""
+    answer = model_server.remembered(
+        ("demo.classify", run.id, fmt, path.stat().st_mtime, digest, log),
+        lambda client: client.classify_image(run.id, data, fmt=fmt, source="demo", log=log))
+    return np.asarray(answer["probabilities"], dtype=np.float32)
+
+
+def _gradcam(run: Run, data: bytes, digest: str) -> np.ndarray:
+    mtime = state.folder(run).model_file.stat().st_mtime
+    answer = model_server.remembered(("demo.gradcam", run.id, mtime, digest),
+                                     lambda client: client.explain(run.id, data, method="gradcam", log=False))
+    return explanation(answer).heatmap()
 
 
 def _show(run: Run, fmt: str, servers: dict[str, Path], upload: UploadedFile) -> None:
     config = run.config
     size = config.data.image_size
-    image = uploads.uploaded_image(upload, size)  # decoded as training decoded its images
+    image = uploads.uploaded_image(upload, size)  # decoded as training decoded its images (the server does the same)
     if image is None:
         return
+    data = upload.getvalue()
+    digest = hashlib.sha1(data).hexdigest()
     names = state.folder(run).class_names()
-    probabilities = _predict(run, fmt, servers[fmt], image)
+    try:
+        with st.spinner("Asking the model (the first time loads it, about 10 s)…"):
+            probabilities = _classify(run, fmt, servers[fmt], data, digest)
+            heatmap = _gradcam(run, data, digest)
+            reference = None if fmt == "keras" else _classify(run, "keras", servers["keras"], data, digest, log=False)
+    except ServeRequestError as error:
+        st.error(f"The model server refused this image: {error.message}", icon=":material/error:")
+        return
+    except model_server.ModelServerError as error:
+        st.error(f"The model server is unavailable: {error}", icon=":material/cloud_off:")
+        return
+    model_server.show_restart_note()
+    names = names or [str(i) for i in range(len(probabilities))]
     top = int(np.argmax(probabilities))
 
     left, middle, right = st.columns([1, 1, 2])
     with left:
         st.image(_big(image), caption=f"What the model sees ({size}×{size})")
+    with middle:
+        st.image(_big(overlay(image, heatmap)), caption="Where the model looked (Grad-CAM)")
     with right:
-        st.metric("Prediction", names[top] if names else str(top), f"{100 * probabilities[top]:.1f}% confident",
+        st.metric("Prediction", names[top], f"{100 * probabilities[top]:.1f}% confident",
                   delta_color="off", delta_arrow="off")
         title = f"Top {min(5, len(names))} · served by {_served_by(fmt)}"
         st.plotly_chart(top_classes(names, probabilities, title=title), key="demo.topk", width="stretch")
-    keras_path = servers["keras"]
-    from engine.models import last_conv_layer_name
-
-    with middle:
-        with st.spinner("Explaining (the first time loads TensorFlow, about 10 s)…"):
-            digest = hashlib.sha1(image.tobytes()).hexdigest()
-            heatmap = _gradcam(run.id, keras_path.stat().st_mtime, digest, image, last_conv_layer_name(config.model))
-            from engine.explain.gradcam import overlay
-
-            st.image(_big(overlay(image, heatmap)), caption="Where the model looked (Grad-CAM)")
-    if fmt != "keras":
-        reference = _predict(run, "keras", keras_path, image)
+    if reference is not None:
         same = int(np.argmax(reference)) == top
         diff = float(np.max(np.abs(reference - probabilities)))
         text = (f"Keras says **{names[int(np.argmax(reference))]}** ({100 * reference.max():.1f}%), "
@@ -172,6 +176,7 @@ def main() -> None:
     if "keras" == options[0]:
         st.caption("No exported TFLite file yet: the Keras model serves the demo. Export the run to serve it "
                    "with INT8 TFLite.")
+    model_server.warm()  # started while the user picks an image
     chosen = _input_image()
     if chosen is None:
         st.info("Upload an image or take a photo to see what the model says.", icon=":material/image:")

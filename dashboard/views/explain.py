@@ -1,30 +1,35 @@
 """Explain: why a model said what it said — Grad-CAM, SHAP and LIME side by side, each with its cost and faithfulness.
 
-Opened from the Evaluate gallery as `/explain?run=ID&image=SAMPLE_ID`. TensorFlow is imported
-only once a model is needed; Grad-CAM runs inline, SHAP and LIME behind a button.
+Opened from the Evaluate gallery as `/explain?run=ID&image=SAMPLE_ID`, and from the Monitor page as
+`/explain?run=ID&logged=LOG_ID` (an input the model server answered). Every map comes from the
+dashboard's model server (`components.model_server`): this process never imports TensorFlow.
+Grad-CAM runs at once, SHAP and LIME behind a button.
 `/explain?run=ID&view=mistakes` is the batch mode: the N most confident mistakes explained by a
 job and stored with the run (showing them needs no TensorFlow).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import io
 
 import numpy as np
 import streamlit as st
 from PIL import Image
 
-from dashboard.components import mistakes_panel, state, uploads, widgets
+from dashboard.components import mistakes_panel, model_server, state, uploads, widgets
 from dashboard.components.figures import top_classes
 from engine import evaluation as ev
 from engine.data import DatasetError
-from engine.explain.methods import METHODS, SIDE_BY_SIDE, Explanation, method_label, verdict, warm_up
-from engine.store import Run
+from engine.explain.gradcam import overlay
+from engine.explain.methods import METHODS, SIDE_BY_SIDE, Explanation, method_label, verdict
+from engine.serve.client import ServeRequestError, explanation
+from engine.store import LogNotFound, PredictionLog, Run
 
 RUN_KEY, SOURCE_KEY, INDEX_KEY = "explain.run", "explain.source", "explain.index"
 CLASS_KEY, OPACITY_KEY, SLOW_KEY = "explain.class", "explain.opacity", "explain.slow"
 TEST_SET, UPLOAD = "Test set", "Upload"
+LOGGED_PARAM = "logged"  # a prediction log id, from the Monitor page
 VIEW_KEY, VIEW_PARAM = "explain.view", "view"
 ONE_IMAGE, MISTAKES = "One image", "Most confident mistakes"
 DISPLAY_SIDE = 240
@@ -34,22 +39,23 @@ SLOW = tuple(m for m in SIDE_BY_SIDE if not METHODS[m].instant)  # SHAP and LIME
 SLOW_LABELS = " and ".join(method_label(m) for m in SLOW)
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
-def _explain(run_id: str, mtime: float, digest: str, image: np.ndarray, method: str, target: int | None,
-             layer: str, names: tuple[str, ...]) -> Explanation:
-    from engine.explain.methods import explain
-
-    params = {"layer_name": layer} if METHODS[method].needs_conv else {}
-    return explain(state.keras_model(run_id), image, method, target=target, class_names=list(names), **params)
+def _explain(run_id: str, mtime: float, digest: str, data: bytes, method: str, target: int) -> Explanation:
+    answer = model_server.remembered(("explain", run_id, mtime, digest, method, target),
+                                     lambda client: client.explain(run_id, data, method=method, target=target,
+                                                                   source="explain", log=False))
+    return explanation(answer)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _probabilities(run_id: str, mtime: float, digest: str, image: np.ndarray) -> np.ndarray:
-    return np.asarray(state.keras_model(run_id)(image[None], training=False))[0]
+def _probabilities(run_id: str, mtime: float, digest: str, data: bytes, *, log: bool) -> np.ndarray:
+    """The model's probabilities for the image; an uploaded or logged one is recorded as an Explain prediction."""
+    answer = model_server.remembered(("classify", run_id, mtime, digest, log),
+                                     lambda client: client.classify_image(run_id, data, source="explain", log=log))
+    return np.asarray(answer["probabilities"], dtype=np.float32)
 
 
 def _forget_image() -> None:
     st.query_params.pop("image", None)
+    st.query_params.pop(LOGGED_PARAM, None)
     st.session_state.pop(INDEX_KEY, None)
 
 
@@ -69,6 +75,9 @@ def _test_set(run: Run) -> tuple[ev.Predictions, np.ndarray] | None:
 
 def _choose_image(run: Run) -> tuple[np.ndarray, str, int | None] | None:
     """The image to explain (float32 0..255), a label for it, and its true class if known."""
+    logged = st.query_params.get(LOGGED_PARAM)
+    if logged:
+        return _logged_image(run, logged)
     wanted = st.query_params.get("image")
     st.session_state.setdefault(SOURCE_KEY, TEST_SET)
     source = st.segmented_control("Image", [TEST_SET, UPLOAD], key=SOURCE_KEY) or TEST_SET
@@ -92,6 +101,24 @@ def _choose_image(run: Run) -> tuple[np.ndarray, str, int | None] | None:
     position = int(position or 0)
     image = np.asarray(images[int(predictions.indices[position])], dtype=np.float32)
     return image, ids[position], int(predictions.labels[position])
+
+
+def _logged_image(run: Run, log_id: str) -> tuple[np.ndarray, str, int | None] | None:
+    """An input the model server answered (its image is kept for the newest predictions of a run)."""
+    try:
+        logged = PredictionLog(state.workspace()).get(log_id)
+    except LogNotFound:
+        logged = None
+    if logged is None or logged.run_id != run.id or logged.image is None:
+        st.warning(f"The logged input `{log_id}` is no longer kept for this run (only the newest ones keep their "
+                   "image).", icon=":material/hide_image:")
+        st.button("Back to the test set", key="explain.leave_logged", on_click=_forget_image)
+        return None
+    image = np.asarray(Image.open(io.BytesIO(logged.image)).convert("RGB"), dtype=np.float32)
+    st.caption(f"Logged input `{log_id}` · served by {logged.format} from the {logged.source} · "
+               f"{100 * logged.top1_probability:.1f}% confident")
+    st.button("Back to the test set", key="explain.leave_logged", on_click=_forget_image)
+    return image, f"logged {log_id}", logged.feedback_label
 
 
 def _choose_view() -> str:
@@ -126,8 +153,6 @@ def _big(image: np.ndarray) -> Image.Image:
 
 
 def _colour_bar() -> np.ndarray:
-    from engine.explain.gradcam import overlay
-
     ramp = np.tile(np.linspace(0, 1, 256, dtype=np.float32), (12, 1))
     return overlay(np.full((12, 256, 3), 255, np.uint8), ramp, alpha=1.0, weighted=True)
 
@@ -160,15 +185,18 @@ def main() -> None:
             st.info("Pick a test image or upload one to see what the model says and why.", icon=":material/image:")
         return
     image, label, true = chosen
-    # SHAP's first call compiles numba code for ~15 s per process: do it now, while Grad-CAM runs and the
-    # user looks, so "Run SHAP and LIME" starts warm.
-    state.start_task("explain.warm_up", functools.partial(warm_up, methods=SLOW))
     names = state.folder(run).class_names()
     mtime = state.folder(run).model_file.stat().st_mtime
-    digest = hashlib.sha1(image.tobytes()).hexdigest()
-    with st.spinner("Loading the model (the first time loads TensorFlow, about 10 s)…"):
-        state.keras_model(run.id)
-        probabilities = _probabilities(run.id, mtime, digest, image)
+    data = model_server.png(image)  # lossless: the server explains exactly these pixels
+    digest = hashlib.sha1(data).hexdigest()
+    from_outside = st.session_state.get(SOURCE_KEY) == UPLOAD and not st.query_params.get(LOGGED_PARAM)
+    try:
+        with st.spinner("Asking the model (the first time loads it, about 10 s)…"):
+            probabilities = _probabilities(run.id, mtime, digest, data, log=from_outside)
+    except (ServeRequestError, model_server.ModelServerError) as error:
+        st.error(f"The model server could not answer: {getattr(error, 'message', error)}", icon=":material/error:")
+        return
+    model_server.show_restart_note()
     names = names or [str(i) for i in range(len(probabilities))]
     predicted = int(np.argmax(probabilities))
 
@@ -187,21 +215,23 @@ def main() -> None:
         st.image(_colour_bar(), caption="Attribution: untinted = none, blue = weak, red = strongest support", width="stretch")
     target_index = predicted if target in (None, PREDICTED) else int(target)
 
-    from engine.models import last_conv_layer_name
-
-    layer = last_conv_layer_name(run.config.model)
     key = f"{run.id}:{digest}"  # once asked for on an image, SHAP and LIME follow its class changes
-    args = (run.id, mtime, digest, image)
+    args = (run.id, mtime, digest, data)
     results = {}
-    for method in INSTANT:
-        with st.spinner(f"{method_label(method)}…"):
-            results[method] = _explain(*args, method, target_index, layer, tuple(names))
-    slow_requested = st.session_state.get(SLOW_KEY) == key
-    if slow_requested:
-        with st.spinner(f"{SLOW_LABELS} (a few seconds each)…"):
-            for method in SLOW:
-                results[method] = _explain(*args, method, target_index, layer, tuple(names))
-
+    try:
+        for method in INSTANT:
+            with st.spinner(f"{method_label(method)}…"):
+                results[method] = _explain(*args, method, target_index)
+        slow_requested = st.session_state.get(SLOW_KEY) == key
+        if slow_requested:
+            with st.spinner(f"{SLOW_LABELS} (a few seconds each)…"):
+                for method in SLOW:
+                    results[method] = _explain(*args, method, target_index)
+    except (ServeRequestError, model_server.ModelServerError) as error:
+        st.error(f"The model server could not explain this image: {getattr(error, 'message', error)}",
+                 icon=":material/error:")
+        return
+    model_server.show_restart_note()
     columns = st.columns(len(SIDE_BY_SIDE))
     for column, method in zip(columns, SIDE_BY_SIDE):
         with column, st.container(border=True, key=f"explain.card.{method}"):
@@ -211,8 +241,6 @@ def main() -> None:
                 st.image(_big(image), width="stretch")
                 st.caption(f"Not run yet: {SLOW_LABELS} each take a few seconds.")
                 continue
-            from engine.explain.gradcam import overlay
-
             st.image(_big(overlay(np.clip(image, 0, 255).astype(np.uint8), result.heatmap(), alpha=opacity,
                                      weighted=True)),
                      width="stretch")
