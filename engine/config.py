@@ -156,11 +156,12 @@ class TrainConfig(_Validated):
     class_weight: str = setting("none", label="Class weights", choices=CLASS_WEIGHTS,
                                 choice_labels={"none": "none", "balanced": "balanced (rare classes count more)"},
                                 help="balanced weighs each class's loss by total / (classes x its count).")
-    head_epochs: int = setting(0, label="Head-only epochs (two-phase)", range=(0, 10_000),
+    head_epochs: int = setting(0, label="Head-only epochs (two-phase)", range=(0, 10_000), models=("transfer",),
                                help="Transfer: train the head alone for this many epochs, then unfreeze the top "
                                     "fine-tuned base layers at a lower rate (all epochs or more: head only); "
                                     "0 = one phase.")
     fine_tune_lr_factor: float = setting(0.1, label="Fine-tune rate factor", range=(0, 1), low_exclusive=True,
+                                         models=("transfer",),
                                          step=0.05, format="%.3f",
                                          help="Second phase: the learning rate times this factor.")
     early_stopping: int = setting(0, label="Patience (epochs)", range=(0, 10_000),

@@ -41,15 +41,18 @@ def show(found: DataScan) -> str:
     """Draws the layout, counts per class and split, sizes, formats and notes; returns the class weighting chosen."""
     given = found.given_splits
     counts = found.counts()
-    cols = st.columns(5)
-    cols[0].metric("Layout", LAYOUTS[found.layout])
-    cols[1].metric("Classes", len(found.class_names))
-    cols[2].metric("Image files", f"{len(found.files):,}")
-    cols[3].metric("On disk", f"{found.total_bytes() / 1e6:,.1f} MB")
-    cols[4].metric("Formats", ", ".join(f"{ext} {n:,}" for ext, n in list(found.formats().items())[:3]) or "-")
+    st.markdown(f"**Layout:** {LAYOUTS[found.layout]}"
+                + (f" · `{found.manifest.name}`" if found.manifest is not None else ""))
+    cols = st.columns(4)
+    cols[0].metric("Classes", len(found.class_names))
+    cols[1].metric("Image files", f"{len(found.files):,}")
+    cols[2].metric("On disk", f"{found.total_bytes() / 1e6:,.1f} MB")
+    cols[3].metric("Formats", ", ".join(f"{ext} {n:,}" for ext, n in list(found.formats().items())[:2]) or "-")
     if given:
         st.markdown("**Splits given by the data:** " + " · ".join(
             f"{SPLIT_TITLES[p]} {sum(counts[p].values()):,}" for p in given))
+        st.caption("They are used as they are: the validation and test shares above apply only to a split "
+                   "that has to be carved from train.")
     else:
         st.markdown("**No splits in the data:** train, validation and test are drawn from all images "
                     "(stratified, by the shares below).")

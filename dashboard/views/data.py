@@ -66,7 +66,8 @@ def _choose_source() -> str | None:
     kind = st.segmented_control("Where are the images?", [BUILTIN, UPLOAD, FOLDER], key="data.kind",
                                 default=BUILTIN)
     if kind == UPLOAD:
-        upload = st.file_uploader("A .zip holding one folder of images per class", type=["zip"],
+        upload = st.file_uploader("A .zip of class folders, of train/val/test folders of them, or with a CSV "
+                                  "manifest", type=["zip"],
                                   key="data.upload")
         if upload is None:
             st.info("Upload a zip such as `cats/1.jpg, cats/2.jpg, dogs/1.jpg, …` (one folder per class).",
@@ -82,7 +83,8 @@ def _choose_source() -> str | None:
                 return None
         return cache[upload.file_id]
     if kind == FOLDER:
-        path = st.text_input("Folder path on the server (one sub-folder of images per class, or a .zip)",
+        path = st.text_input("Path on the server: a folder (class folders, train/val/test folders of them, or a "
+                             "CSV/TSV manifest), a .zip or a .csv/.tsv", 
                              key="data.folder", placeholder="/data/flowers")
         if not path.strip():
             st.info("Type the path of a folder on the machine running Aperture.", icon=":material/folder:")

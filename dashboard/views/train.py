@@ -27,7 +27,8 @@ SECTION_ICONS = {"data": ":material/dataset:", "augment": ":material/tune:", "mo
 # Where a section's settings go: rows of columns (None leaves a column empty). The settings a section does
 # not place here follow in rows of three, so a new setting appears in the form without an edit here.
 LAYOUT = {"data": (("image_size", "max_per_class"), ("val_fraction", "test_fraction", "seed")),
-          "augment": (("rotation", "shift", "zoom"), ("contrast", "brightness", None), ("flip",))}
+          "augment": (("rotation", "shift", "zoom"), ("contrast", "brightness", None), ("flip",)),
+          "model": (("base", "weights"),)}
 
 
 def _values_from_config(config: RunConfig) -> dict:
@@ -160,6 +161,7 @@ def _settings(section: str, rows: tuple = (), *, skip: tuple = ()) -> None:
     """
     specs = {spec.name: spec for spec in describe_fields(section) if spec.name not in skip}
     shown = [name for name, spec in specs.items() if spec.applies_to(st.session_state["cfg.model.name"])]
+    rows = tuple(row for row in (tuple(n if n in shown else None for n in row) for row in rows) if any(row))
     placed = {name for row in rows for name in row}
     rest = [name for name in shown if name not in placed]
     for row in [*rows, *((*rest[i:i + 3], None, None)[:3] for i in range(0, len(rest), 3))]:
@@ -190,7 +192,7 @@ def _data_section() -> None:
 def _model_section() -> None:
     widgets.setting_widget(field_spec("model.name"))
     _field_error("model.name")
-    _settings("model", skip=("name",))
+    _settings("model", LAYOUT["model"], skip=("name",))
     if st.session_state["cfg.model.name"] == "transfer":
         weights_panel.show(st.session_state["cfg.model.base"], st.session_state["cfg.model.weights"].strip())
     _params_metric()

@@ -26,7 +26,7 @@ def test_data_page_shows_the_layout_of_a_split_folder_zip_and_carries_it_to_trai
     at.file_uploader(key="data.upload").upload("clothes.zip", split_zip, "application/zip").run()
     assert not at.exception and not at.error, texts(at.error)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Layout"] == "split folders" and metrics["Classes"] == "3"
+    assert "**Layout:** split folders" in texts(at.markdown) and metrics["Classes"] == "3"
     assert "train 66 · validation 9" in " ".join(m.value for m in at.markdown)
     assert "No test split is given" in texts(at.info)
     counts = table_with(at, "validation")
@@ -48,7 +48,7 @@ def test_data_page_manifest_columns_can_be_chosen(workspace, tmp_path):
     at = open_page()
     at.segmented_control(key="data.kind").set_value("Folder on the server").run()
     at.text_input(key="data.folder").input(str(root)).run()
-    assert {m.label: m.value for m in at.metric}["Layout"] == "manifest (CSV/TSV)"
+    assert "**Layout:** manifest (CSV/TSV) · `labels.csv`" in texts(at.markdown)
     assert "labels from 'kind'" in texts(at.info)
     at.selectbox(key="data.manifest.label").set_value("colour").run()
     assert not at.error, texts(at.error)
