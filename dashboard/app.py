@@ -32,6 +32,7 @@ _NAVIGATION = st.navigation([
     st.Page("views/explain.py", title="Explain", icon=":material/visibility:"),
     st.Page("views/export.py", title="Export", icon=":material/ios_share:"),
     st.Page("views/demo.py", title="Demo", icon=":material/slideshow:"),
+    st.Page("views/monitor.py", title="Monitor", icon=":material/query_stats:"),
 ], position="hidden" if _SHARED_DEMO or _LOCKED else "sidebar")
 if _LOCKED:
     st.stop()

@@ -25,17 +25,16 @@ from engine.store import PredictionLog, Workspace
 
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
 PSI_BANDS = ((0.1, "no significant shift"), (0.25, "moderate shift"), (math.inf, "significant shift"))
-MIN_WINDOW = 30  # predictions per drift window at least (PSI on fewer is noise)
+MIN_WINDOW = 50  # predictions per drift window at least, and 10 per class (PSI on fewer is mostly sampling noise)
 MAX_WINDOWS = 12
-_EPSILON = 1e-4  # PSI's floor for empty bins
+PSEUDO_COUNT = 0.5  # added to every bin (Jeffreys): an empty bin in a small window is not infinite evidence
 
 
 def psi(actual: np.ndarray, expected: np.ndarray) -> float:
-    """Population stability index of two distributions over the same bins (shares or counts)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    a = np.clip(a / max(a.sum(), 1e-12), _EPSILON, None)
-    e = np.clip(e / max(e.sum(), 1e-12), _EPSILON, None)
+    """Population stability index of two histograms over the same bins (counts, smoothed by `PSEUDO_COUNT`)."""
+    a = np.asarray(actual, dtype=np.float64) + PSEUDO_COUNT
+    e = np.asarray(expected, dtype=np.float64) + PSEUDO_COUNT
+    a, e = a / a.sum(), e / e.sum()
     return float(np.sum((a - e) * np.log(a / e)))
 
 
@@ -44,14 +43,16 @@ def psi_band(value: float) -> str:
     return next(words for limit, words in PSI_BANDS if value < limit)
 
 
-def _shares(values: np.ndarray, classes: int) -> np.ndarray:
-    counts = np.bincount(np.asarray(values, dtype=np.int64), minlength=classes)[:classes].astype(np.float64)
-    return counts / max(counts.sum(), 1.0)
+def _counts(values: np.ndarray, classes: int) -> np.ndarray:
+    return np.bincount(np.asarray(values, dtype=np.int64), minlength=classes)[:classes].astype(np.float64)
 
 
-def _histogram(confidence: np.ndarray) -> np.ndarray:
-    counts, _ = np.histogram(np.clip(confidence, 0, 1), bins=CONFIDENCE_BINS)
-    return counts / max(counts.sum(), 1)
+def _confidence_counts(confidence: np.ndarray) -> np.ndarray:
+    return np.histogram(np.clip(confidence, 0, 1), bins=CONFIDENCE_BINS)[0].astype(np.float64)
+
+
+def _share(counts: np.ndarray) -> list[float]:
+    return (counts / max(counts.sum(), 1.0)).round(4).tolist()
 
 
 def _percentiles(values: list[float]) -> dict:
@@ -63,11 +64,12 @@ def _round(value, digits: int = 3):
     return None if value is None else round(float(value), digits)
 
 
-def window_size(requests: int, window: int | None = None) -> int:
-    """Predictions per drift window: as given, or enough for at most `MAX_WINDOWS` windows of `MIN_WINDOW` or more."""
+def window_size(requests: int, classes: int, window: int | None = None) -> int:
+    """Predictions per drift window: as given, or at most `MAX_WINDOWS` windows of `MIN_WINDOW` (and 10 per class)
+    or more."""
     if window:
         return window
-    return max(MIN_WINDOW, math.ceil(requests / MAX_WINDOWS))
+    return max(MIN_WINDOW, 10 * classes, math.ceil(requests / MAX_WINDOWS))
 
 
 def monitor_report(workspace: Workspace, run_id: str, *, window: int | None = None, least_confident: int = 12) -> dict:
@@ -79,8 +81,8 @@ def monitor_report(workspace: Workspace, run_id: str, *, window: int | None = No
     classes = len(names) or (1 + max((r.top1 for r in rows), default=0))
     names = names or [str(i) for i in range(classes)]
     reference = folder.predictions() if folder.has_predictions else None
-    ref_mix = _shares(reference.predicted, classes) if reference is not None else None
-    ref_confidence = _histogram(reference.confidence) if reference is not None else None
+    ref_mix = _counts(reference.predicted, classes) if reference is not None else None
+    ref_confidence = _confidence_counts(reference.confidence) if reference is not None else None
 
     top1 = np.array([r.top1 for r in rows], dtype=np.int64)
     confidence = np.array([r.top1_probability for r in rows], dtype=np.float64)
@@ -91,11 +93,11 @@ def monitor_report(workspace: Workspace, run_id: str, *, window: int | None = No
                     for fmt in sorted({r.format for r in rows})},
         "sources": {s: sum(r.source == s for r in rows) for s in sorted({r.source for r in rows})},
         "timeline": _timeline(rows),
-        "class_mix": {"served": _shares(top1, classes).round(4).tolist() if rows else [0.0] * classes,
-                      "test": ref_mix.round(4).tolist() if ref_mix is not None else None},
+        "class_mix": {"served": _share(_counts(top1, classes)),
+                      "test": _share(ref_mix) if ref_mix is not None else None},
         "confidence": {"bins": CONFIDENCE_BINS.round(2).tolist(),
-                       "served": _histogram(confidence).round(4).tolist() if rows else None,
-                       "test": ref_confidence.round(4).tolist() if ref_confidence is not None else None,
+                       "served": _share(_confidence_counts(confidence)) if rows else None,
+                       "test": _share(ref_confidence) if ref_confidence is not None else None,
                        "served_mean": _round(confidence.mean(), 4) if rows else None,
                        "test_mean": _round(reference.confidence.mean(), 4) if reference is not None else None},
         "drift": _drift(rows, top1, confidence, classes, ref_mix, ref_confidence, window),
@@ -126,13 +128,13 @@ def _timeline(rows) -> dict:
 
 
 def _drift(rows, top1, confidence, classes, ref_mix, ref_confidence, window) -> dict:
-    size = window_size(len(rows), window)
+    size = window_size(len(rows), classes, window)
     windows = []
     if ref_mix is not None:
         for start in range(0, len(rows) - size + 1, size):
             part = slice(start, start + size)
-            class_psi = psi(_shares(top1[part], classes), ref_mix)
-            confidence_psi = psi(_histogram(confidence[part]), ref_confidence)
+            class_psi = psi(_counts(top1[part], classes), ref_mix)
+            confidence_psi = psi(_confidence_counts(confidence[part]), ref_confidence)
             worst = max(class_psi, confidence_psi)
             windows.append({"start_at": rows[start].created_at, "end_at": rows[start + size - 1].created_at,
                             "requests": size, "psi_class_mix": round(class_psi, 4),

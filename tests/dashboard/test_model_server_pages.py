@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.config import ModelConfig
 from engine.runfolder import RunFolder
 from engine.store import PredictionLog
 from tests.dashboard.apptest import HEAVY_LOADED, in_fresh_interpreter
