@@ -176,9 +176,15 @@ def part_runtimes_mobilenet(folder: Path, runs: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs and timed runs (a smoke test)")
+    parser.add_argument("--part", choices=("all", "mobilenet"), default="all",
+                        help="mobilenet: only the MobileNetV2 runtime table (to repeat it on a noisy machine)")
     args = parser.parse_args()
     epochs, runs = (3, 30) if args.quick else (12, 200)
     started = time.monotonic()
+    if args.part == "mobilenet":
+        with tempfile.TemporaryDirectory() as tmp:
+            part_runtimes_mobilenet(Path(tmp), runs)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Workspace(Path(tmp) / "workspace")
         teacher = train_run(workspace, {"name": "resnet", "width": 32}, epochs, image_size=16)

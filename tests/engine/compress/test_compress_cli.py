@@ -34,6 +34,9 @@ def test_compress_wait_json_prints_the_child_runs_result_for_both_methods(worksp
     assert result["status"] == child.status == COMPLETED and child.parent_id == parent
     assert result["test_accuracy"] == child.test_accuracy > 0.3 and result["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert child.job.kind == "compress" and child.epochs_done == 1
+    evaluated = cli("evaluate", child.id, "--data", "split:test", "--json")  # the child's model, re-predicted
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(child.test_accuracy)
 
     distilled = cli("compress", parent[-6:], "--method", "distill", "--student", "lenet5:activation=relu",
                     "--epochs", "1", "--wait", "--json")
