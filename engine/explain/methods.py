@@ -165,13 +165,6 @@ def _image(image) -> np.ndarray:
     return image
 
 
-def _image(image) -> np.ndarray:
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise ValueError(f"image shape {image.shape}: expected (H, W, 3) (or (H, W, 1))")
-    return image
-
-
 def warm_up(model=None, image_shape: tuple[int, ...] | None = None, *, methods=SIDE_BY_SIDE,
             layer_name: str | None = None) -> dict[str, float]:
     """Pays the one-off costs of the first explanation in this process, e.g. from a background thread.
