@@ -11,17 +11,16 @@ under the file name it would download, so a base built with a file found here is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import TRANSFER_BASES
+from engine.data.archive import file_digest
 
 WEIGHTS_URL_ENV = "APERTURE_WEIGHTS_URL"  # replaces the download folder of every base (tests, mirrors)
 _APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
-_CHUNK = 1024**2
 
 
 @dataclass(frozen=True)
@@ -118,20 +117,12 @@ def weights_path(base: str, image_size: int | None = None) -> Path | None:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path)
 
 
 def file_hash(path: Path, kind: str) -> str:
     """The `md5` or `sha256` hex digest of a file, read in chunks."""
-    digest = hashlib.new(kind)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, kind)
 
 
 def _sidecar(path: Path) -> Path:

@@ -62,14 +62,14 @@ def sources() -> list[SourceInfo]:
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
-def _load(source: str, image_size: int, max_per_class: int, seed: int, cache_root: str) -> ImageSet:
+def _load(source: str, image_size: int, max_per_class: int, seed: int, cache_root: str, columns=None) -> ImageSet:
     return load_images(source, image_size, max_per_class=max_per_class, seed=seed,
-                       cache_dir=Path(cache_root) / CACHE_DIR)
+                       cache_dir=Path(cache_root) / CACHE_DIR, columns=columns)
 
 
-def load_dataset(source: str, image_size: int, max_per_class: int = 0, seed: int = 0) -> ImageSet:
-    """Loads (and caches per source, size, cap and seed) a dataset; raises DatasetError."""
-    return _load(source, int(image_size), int(max_per_class), int(seed), str(workspace().root))
+def load_dataset(source: str, image_size: int, max_per_class: int = 0, seed: int = 0, columns=None) -> ImageSet:
+    """Loads (and caches per source, size, cap, seed and manifest columns) a dataset; raises DatasetError."""
+    return _load(source, int(image_size), int(max_per_class), int(seed), str(workspace().root), columns)
 
 
 def run_dataset(run: Run, predictions: Predictions | None = None) -> ImageSet:
@@ -78,8 +78,9 @@ def run_dataset(run: Run, predictions: Predictions | None = None) -> ImageSet:
     Raises:
         DatasetError: the data no longer loads, or it changed since the run recorded it.
     """
-    def load(source: str, image_size: int, *, max_per_class: int = 0, seed: int = 0, cache_dir=None) -> ImageSet:
-        return load_dataset(source, image_size, max_per_class, seed)
+    def load(source: str, image_size: int, *, max_per_class: int = 0, seed: int = 0, cache_dir=None,
+             columns=None) -> ImageSet:
+        return load_dataset(source, image_size, max_per_class, seed, columns)
 
     return folder(run).dataset(predictions, load=load)
 

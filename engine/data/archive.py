@@ -154,9 +154,9 @@ def extract_zip(zip_path: str | os.PathLike, dest_dir: str | os.PathLike) -> Pat
     return find_class_root(final)
 
 
-def file_digest(path: Path) -> str:
-    """Returns the sha256 hex digest of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
+def file_digest(path: Path, kind: str = "sha256") -> str:
+    """Returns the hex digest (`sha256` by default, or `md5`...) of a file's bytes, read in chunks."""
+    digest = hashlib.new(kind)
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)

@@ -94,7 +94,8 @@ def _decode(source: Path | io.BytesIO, image_size: int) -> np.ndarray:
             rgb = to_rgb(image)
             # reducing_gap: big images are first shrunk by an integer factor with a box filter
             # (cheap), then the bilinear filter covers the last factor of 3 at most.
-            rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            if rgb.size != (image_size, image_size):  # already the size (a 224 px folder at 224): no resample
+                rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
             return np.asarray(rgb, dtype=np.uint8).reshape(image_size, image_size, 3)
     except ImageReadError:
         raise

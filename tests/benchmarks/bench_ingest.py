@@ -1,0 +1,114 @@
+"""Benchmarks ingest, in one run: `python tests/benchmarks/bench_ingest.py [--quick]`.
+
+(a) Images/s of Aperture's first decode of a folder (`load_images` into the memmapped cache, in
+    parallel) vs one pass of `keras.utils.image_dataset_from_directory` over the same folder of
+    224 px JPEGs (target: at least 2x).
+(b) Peak RSS of the decode at 5,000 vs 20,000 images (target: within +200 MiB: memory stays flat
+    because images go straight into the memmap). `--quick`: 1,000 vs 4,000 images.
+
+Each measurement runs in a fresh process (its own peak RSS, no warm page cache from a previous
+decode of the same files, which are written fresh for each size). Prints the figures and the
+targets; asserts nothing about time; exits 0. Not collected by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.benchmarks.photo_folder import source_photos  # noqa: E402
+
+CLASSES = 10
+
+_DECODE = """
+import json, resource, sys, time
+import engine
+from engine.data import load_images
+started = time.perf_counter()
+images = load_images(sys.argv[1], 224, cache_dir=sys.argv[2])
+elapsed = time.perf_counter() - started
+print(json.dumps({"images": len(images), "seconds": elapsed,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+_KERAS = """
+import json, resource, sys, time
+import engine, keras
+started = time.perf_counter()
+ds = keras.utils.image_dataset_from_directory(sys.argv[1], image_size=(224, 224), batch_size=64, shuffle=False,
+                                              verbose=False)
+count = sum(int(x.shape[0]) for x, _ in ds)
+elapsed = time.perf_counter() - started
+print(json.dumps({"images": count, "seconds": elapsed,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_folder(out: Path, total: int, seed: int = 0) -> Path:
+    """`total` 224x224 JPEG crops of the ten bundled photos, one class per photo."""
+    rng = np.random.default_rng(seed)
+    photos = list(source_photos().items())[:CLASSES]
+    for index in range(total):
+        name, photo = photos[index % CLASSES]
+        width, height = photo.size
+        side = int(min(width, height) * rng.uniform(0.3, 0.9))
+        left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+        crop = photo.crop((left, top, left + side, top + side)).resize((224, 224), Image.Resampling.BILINEAR)
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        crop.save(folder / f"{index:06d}.jpg", quality=90)
+    return out
+
+
+def measure(script: str, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark step failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 vs 4,000 images instead of 5,000 vs 20,000")
+    args = parser.parse_args()
+    small, large = (1_000, 4_000) if args.quick else (5_000, 20_000)
+    with tempfile.TemporaryDirectory(prefix="aperture-bench-ingest-") as scratch:
+        scratch = Path(scratch)
+        began = time.perf_counter()
+        write_folder(scratch / "small", small)
+        write_folder(scratch / "large", large, seed=1)
+        print(f"wrote {small:,} + {large:,} JPEGs of 224x224 in {time.perf_counter() - began:.0f} s")
+
+        keras_pass = measure(_KERAS, str(scratch / "small"))
+        first = measure(_DECODE, str(scratch / "small"), str(scratch / "cache"))
+        again = measure(_DECODE, str(scratch / "small"), str(scratch / "cache"))  # from the cache
+        big = measure(_DECODE, str(scratch / "large"), str(scratch / "cache"))
+    rate = first["images"] / first["seconds"]
+    keras_rate = keras_pass["images"] / keras_pass["seconds"]
+    print(f"\n(a) {small:,} images of 224 px, one pass (timed after the imports, each in a fresh process)")
+    print(f"    Aperture first decode   {rate:8.0f} images/s  ({first['seconds']:.1f} s)")
+    print(f"    image_dataset_from_dir  {keras_rate:8.0f} images/s  ({keras_pass['seconds']:.1f} s)")
+    print(f"    ratio {rate / keras_rate:.2f}x   (target >= 2x)")
+    print(f"    Aperture second load    {again['images'] / again['seconds']:8.0f} images/s (the memmapped cache)")
+    growth = big["peak_rss_mib"] - first["peak_rss_mib"]
+    print(f"\n(b) peak RSS of the decode: {small:,} images {first['peak_rss_mib']:.0f} MiB, {large:,} images "
+          f"{big['peak_rss_mib']:.0f} MiB: +{growth:.0f} MiB (target <= +200 MiB; the decoded {large:,} are "
+          f"{large * 224 * 224 * 3 / 1024**2:,.0f} MiB on disk)")
+    print(f"    image_dataset_from_directory peak RSS at {small:,}: {keras_pass['peak_rss_mib']:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
