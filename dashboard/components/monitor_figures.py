@@ -43,7 +43,7 @@ def latency_by_format(report: dict) -> go.Figure:
                     marker_color=colour, hovertemplate="%{x} " + quantile + ": %{y:.2f} ms<extra></extra>")
     fig.update_layout(barmode="group", hovermode="closest")
     fig.update_xaxes(type="category")
-    return _layout(fig, "Latency per format (arrival to answer, inside the server)", "Format", "Latency (ms)")
+    return _layout(fig, "Latency per format", "Format", "Arrival to answer (ms)")
 
 
 def class_mix(report: dict) -> go.Figure:
@@ -87,8 +87,9 @@ def drift_over_windows(report: dict) -> go.Figure:
     fig = go.Figure()
     for (low, high), colour, words in zip(((bottom, 0.1), (0.1, 0.25), (0.25, top)), BAND_COLORS,
                                           ("no significant shift", "moderate shift", "significant shift")):
-        fig.add_hrect(y0=low, y1=high, fillcolor=colour, line_width=0, layer="below",
-                      annotation_text=words, annotation_position="top left", annotation_font_size=11)
+        fig.add_hrect(y0=low, y1=high, fillcolor=colour, line_width=0, layer="below")
+        fig.add_annotation(text=words, xref="paper", x=0.005, xanchor="left", yref="y",
+                           y=math.log10(math.sqrt(low * high)), showarrow=False, font={"size": 11, "color": "#555"})
     fig.add_scatter(x=x, y=[max(w["psi_class_mix"], bottom) for w in windows], name="class mix", mode="lines+markers",
                     line={"color": SERVED_COLOR, "width": 2}, hovertemplate="class mix PSI %{y:.3f}<extra></extra>")
     fig.add_scatter(x=x, y=[max(w["psi_confidence"], bottom) for w in windows], name="confidence", mode="lines+markers",
@@ -96,5 +97,7 @@ def drift_over_windows(report: dict) -> go.Figure:
     fig = _layout(fig, f"Drift against the test set (PSI per {report['drift']['window']} predictions)",
                   "End of window", "Population stability index")
     fig.update_xaxes(tickformat=None)
-    fig.update_yaxes(type="log", range=[math.log10(bottom), math.log10(top)])
+    ticks = [t for t in (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25) if bottom <= t <= top]
+    fig.update_yaxes(type="log", range=[math.log10(bottom), math.log10(top)], tickvals=ticks,
+                     ticktext=[f"{t:g}" for t in ticks])
     return fig

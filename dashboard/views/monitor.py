@@ -57,11 +57,12 @@ def _headline(report: dict) -> None:
     if latest:
         worst = max(latest["psi_class_mix"], latest["psi_confidence"])
         c4.metric("Drift PSI (latest window)", f"{worst:.2f}",
-                  f"{latest['level']} · class mix {latest['psi_class_mix']:.2f}, confidence "
-                  f"{latest['psi_confidence']:.2f}",
+                  latest["level"],
                   delta_color="off", delta_arrow="off",
-                  help="Population stability index of the last window against the test set: below 0.1 no "
-                       "significant shift, 0.1–0.25 a moderate shift, above 0.25 a significant shift.")
+                  help=f"Population stability index of the last {latest['requests']} predictions against the test "
+                       f"set (class mix {latest['psi_class_mix']:.2f}, confidence {latest['psi_confidence']:.2f}; the "
+                       "larger counts): below 0.1 no significant shift, 0.1–0.25 a moderate shift, above 0.25 a "
+                       "significant shift.")
     else:
         c4.metric("Drift", "—", report["drift"]["note"] or f"after {report['drift']['window']} predictions",
                   delta_color="off", delta_arrow="off")
