@@ -13,7 +13,6 @@ import dataclasses
 import io
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -87,11 +86,7 @@ class ModelRegistry:
         if runs not in RUN_CHOICES:
             raise ValueError(f"runs={runs!r}: choose from {', '.join(RUN_CHOICES)}")
         self.workspace, self.runs, self.max_batch, self.window_s = workspace, runs, max_batch, window_ms / 1000
-        self.log = PredictionLog(workspace)
-        # Held open for the server's life: SQLite checkpoints and syncs the WAL whenever the *last* connection to
-        # the database closes, which each of the log's short-lived connections otherwise is (15-30 ms a batch).
-        self._keeper = sqlite3.connect(workspace.db_path, check_same_thread=False, isolation_level=None)
-        self._keeper.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()  # opens the WAL; holds no lock
+        self.log = PredictionLog(workspace, hold_open=True)
         self._loaded: collections.OrderedDict[tuple, Loaded] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple, threading.Lock] = collections.defaultdict(threading.Lock)
