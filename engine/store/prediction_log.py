@@ -13,10 +13,9 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Iterable
+from typing import Any, Iterable
 
-if TYPE_CHECKING:
-    from engine.store.workspace import Workspace
+Workspace = Any  # engine.store.workspace.Workspace, which imports this module for its schema
 
 KEEP_ROWS = 20_000  # per run; the oldest rows are dropped beyond it
 KEEP_IMAGES = 500  # per run; older rows keep their figures but lose their image
