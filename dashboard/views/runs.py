@@ -184,6 +184,9 @@ def _data_used(run: Run) -> None:
     st.caption(", ".join(used["class_names"][:30]) + (" …" if len(used["class_names"]) > 30 else ""))
     for note in used["notes"]:
         st.caption(f":material/info: {note}")
+    if (weights := folder.weights_record()) is not None:
+        digest = f" · sha256 `{weights['sha256'][:12]}`" if weights.get("sha256") else ""
+        st.caption(f":material/hub: {weights.get('base')} base from **{weights.get('source')}** weights{digest}")
 
 
 CONFIRM_KEY = "runs.confirming"  # ("cancel" | "delete", run id) while a confirmation is shown

@@ -61,6 +61,9 @@ def test_runs_page_shows_the_data_a_run_used(workspace):
               "class_names": ["coat", "shirt"], "fingerprint": "f",
               "counts": {"train": [5, 6], "val": [2, 2], "test": [1, 2]}, "skipped": []}
     store.write_json_atomic(RunFolder(workspace, run_id).data_report_file, report)
+    store.write_json_atomic(RunFolder(workspace, run_id).weights_record_file,
+                            {"base": "convnext_tiny", "source": "import", "sha256": "ab" * 32})
     at = open_page("runs", run=run_id)
     assert not at.exception
     assert "Split folders · 2 classes · train 11 · val 4 · test 3" in " ".join(m.value for m in at.markdown)
+    assert "convnext_tiny base from **import** weights · sha256 `abababababab`" in texts(at.caption)
