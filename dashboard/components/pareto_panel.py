@@ -29,7 +29,7 @@ def panel(run: Run) -> None:
         st.info("Export this run and a compressed child (below) to compare them here: every checked artifact "
                 "becomes a point.", icon=":material/scatter_plot:")
         return
-    left, right = st.columns([11, 9])
+    left, right = st.columns(2)
     left.plotly_chart(export_figures.pareto(points), key="pareto.chart", width="stretch")
     number = st.column_config.NumberColumn
     right.dataframe(_table(points), key="pareto.table", hide_index=True, width="stretch", height=400,
