@@ -280,4 +280,5 @@ def _metadata(served: ServedRun) -> dict:
             "output": {"name": "probabilities", "shape": [-1, classes], "dtype": "float32",
                        "meaning": "class probabilities (softmax), in class_names order"},
             "class_names": served.class_names,
-            "formats": list(served.artifacts)}}
+            "formats": list(served.artifacts),
+            "parity": served.parity}}  # each export's accuracy, drop, latency and size as its parity report measured

@@ -42,6 +42,7 @@ class ServedRun:
     class_names: list[str]
     image_size: int
     artifacts: dict[str, Path]  # format → file; "keras" is the run's own model
+    parity: dict[str, dict] = dataclasses.field(default_factory=dict)  # format → what the export report measured
 
     def artifact(self, fmt: str | None) -> tuple[str, Path]:
         fmt = fmt or DEFAULT_FORMAT
@@ -105,7 +106,11 @@ class ModelRegistry:
         names = folder.class_names() or [str(i) for i in range(run.num_classes or 0)]
         artifacts = {fmt: path for fmt, path in folder.exports().items() if fmt in FORMATS}
         artifacts[DEFAULT_FORMAT] = folder.model_file
-        return ServedRun(run.id, run.label, names, run.config.data.image_size, artifacts)
+        report = folder.export_report() or {}
+        parity = {a["format"]: {k: a.get(k) for k in ("accuracy", "accuracy_drop", "latency_ms_median", "size_bytes",
+                                                      "passed")}
+                  for a in report.get("artifacts", []) if a.get("format") in artifacts}
+        return ServedRun(run.id, run.label, names, run.config.data.image_size, artifacts, parity)
 
     def served_runs(self) -> list[ServedRun]:
         """Every run served here, newest first."""
