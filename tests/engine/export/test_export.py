@@ -163,7 +163,7 @@ def test_cli_export_prints_json_and_exits_by_the_gate(trained):
 
 
 @pytest.mark.parametrize("model", [{"name": "lenet5"}, {"name": "resnet", "depth": 1, "width": 8},
-                                   {"name": "transfer", "base": "mobilenet_v2"}])
+                                   {"name": "transfer", "base": "mobilenet_v2", "weights": "random"}])
 def test_gradcam_returns_a_non_constant_map(model, tmp_path):
     import keras
 
@@ -173,6 +173,8 @@ def test_gradcam_returns_a_non_constant_map(model, tmp_path):
     size = 64 if model["name"] == "transfer" else 24  # MobileNetV2's last map is 1x1 below 64 px
     config = ModelConfig(**model)
     net = make_model(config, (size, size, 3), 3, seed=0)
+    if config.name == "transfer":  # a random base trains whole (model.weights=random); this test wants it frozen
+        net.get_layer("base").trainable = False
     rng = np.random.default_rng(0)
     images = rng.integers(0, 60, (30, size, size, 3)).astype(np.float32)
     labels = np.arange(30) % 3
