@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 RUN_CHOICES = ("all", "published")
 DEFAULT_FORMAT = "keras"
 MAX_LOADED = 8  # artifacts kept loaded at once (least recently used let go first)
+SERVED_TTL_SECONDS = 2.0  # how long a run's lookup (store row, class names, exports) is reused between requests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,12 +89,25 @@ class ModelRegistry:
             raise ValueError(f"runs={runs!r}: choose from {', '.join(RUN_CHOICES)}")
         self.workspace, self.runs, self.max_batch, self.window_s = workspace, runs, max_batch, window_ms / 1000
         self.log = PredictionLog(workspace, hold_open=True)
+        self._served: dict[str, tuple[float, ServedRun]] = {}
         self._loaded: collections.OrderedDict[tuple, Loaded] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple, threading.Lock] = collections.defaultdict(threading.Lock)
 
     def served(self, name: str) -> ServedRun:
-        """The run `name` (an id, or a unique prefix of one); 404 unless it is served here."""
+        """The run `name` (an id, or a unique prefix of one); 404 unless it is served here. Looked up again after
+        `SERVED_TTL_SECONDS`, so a new export, a deletion or a withdrawn publication shows within that."""
+        now = time.monotonic()
+        hit = self._served.get(name)
+        if hit is not None and now - hit[0] < SERVED_TTL_SECONDS:
+            return hit[1]
+        served = self._look_up(name)
+        self._served[name] = (now, served)
+        if len(self._served) > 256:
+            self._served.pop(next(iter(self._served)))
+        return served
+
+    def _look_up(self, name: str) -> ServedRun:
         try:
             run = self.workspace.get_run(self.workspace.resolve_run_id(name))
         except (RunNotFound, ValueError):
