@@ -201,10 +201,11 @@ def load_scan(scan, image_size: int, *, source: str, max_per_class: int = 0, see
     labels = np.array([label for _, label in kept], dtype=np.int32)
     class_names = list(scan.class_names)
     present = sorted(set(labels.tolist()))
+    present_names = [class_names[i] for i in present]
     if len(present) < len(class_names) and splits is None:  # a class lost all its images to decoding errors
-        class_names = [class_names[i] for i in present]
+        class_names = present_names
         labels = np.searchsorted(np.array(present), labels).astype(np.int32)
-    check_class_count([class_names[i] for i in present], scan.root)
+    check_class_count(present_names, scan.root)
     kept_splits = None if splits is None else np.array([SPLIT_CODES[p] for p, good in zip(splits, ok) if good],
                                                        dtype=np.int8)
     kept_sizes = [(path, size) for (path, size, _), good in zip(stats, ok) if good]
