@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-window-ms", type=float, default=DEFAULT_WINDOW_MS,
                    help=f"how long a request waits for others to join its batch (default {DEFAULT_WINDOW_MS:g})")
     p.add_argument("--no-batching", action="store_true", help="run requests one at a time")
+    p.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
+                   help="answer 400 when a request body stops arriving for this long (default 30)")
     p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)  # the dashboard's child
     p.set_defaults(handler=cmd_serve)
 
@@ -41,12 +43,14 @@ def cmd_serve(args, workspace: Workspace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: expected 0..65535")
+    if args.body_timeout is not None and args.body_timeout <= 0:
+        raise UsageError(f"--body-timeout {args.body_timeout:g}: must be more than 0 seconds")
     if args.max_batch < 1 or args.batch_window_ms < 0:
         raise UsageError("--max-batch must be at least 1 and --batch-window-ms at least 0")
     try:
         serve(workspace, host=args.host, port=args.port, runs=args.runs,
               max_batch=1 if args.no_batching else args.max_batch, window_ms=args.batch_window_ms,
-              exit_with_parent=args.exit_with_parent)
+              exit_with_parent=args.exit_with_parent, body_timeout_s=args.body_timeout)
     except ServeSetupError as error:
         raise UsageError(str(error)) from None
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -41,19 +42,51 @@ from engine.store import LogNotFound
 log = logging.getLogger(__name__)
 
 SOURCES = ("api", "demo", "explain")
+BODY_TIMEOUT_SECONDS = 30.0
+_STALLED = "aperture.stalled"  # set in the request's scope when its body stopped arriving
 _PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?:/(?P<sub>metadata|feedback))?"
                    r"(?::(?P<verb>[A-Za-z_]+))?$")
 
 
-def make_app(registry: ModelRegistry, *, token: str | None = None,
-             max_body_bytes: int = inputs.MAX_BODY_BYTES) -> Starlette:
-    """The ASGI app serving `registry`'s runs; with `token`, every model route needs `Authorization: Bearer TOKEN`."""
+def make_app(registry: ModelRegistry, *, token: str | None = None, max_body_bytes: int = inputs.MAX_BODY_BYTES,
+             body_timeout_s: float = BODY_TIMEOUT_SECONDS) -> Starlette:
+    """The ASGI app serving `registry`'s runs; with `token`, every model route needs `Authorization: Bearer TOKEN`.
+    A body that stops arriving for `body_timeout_s` is answered with a 400 (a stalled client must not hold a
+    connection for ever)."""
     api = _Api(registry, token, max_body_bytes)
-    return Starlette(routes=[
+    return Starlette(middleware=[Middleware(_BodyTimeout, seconds=body_timeout_s)], routes=[
         Route("/healthz", lambda request: PlainTextResponse("ok")),
         Route("/v1/models", api.guarded(api.list_models)),
         Route("/v1/models/{rest:path}", api.guarded(api.dispatch), methods=["GET", "POST"]),
     ])
+
+
+class _BodyTimeout:
+    """ASGI middleware: a wait of more than `seconds` for the next part of a request body reads as a disconnect
+    (which the handlers answer with a 400), with the scope marked so the message can say it stalled."""
+
+    def __init__(self, app, seconds: float):
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def timed_receive():
+            try:
+                return await asyncio.wait_for(receive(), self.seconds)
+            except asyncio.TimeoutError:
+                scope[_STALLED] = self.seconds
+                return {"type": "http.disconnect"}
+
+        await self.app(scope, timed_receive, send)
+
+
+def _ended_early(request: Request) -> ServeError:
+    stalled = request.scope.get(_STALLED)
+    if stalled:
+        return bad(f"the body stopped arriving for {stalled:g} s (stalled upload)")
+    return bad("the body ended before its announced length (truncated upload)")
 
 
 class _Api:
@@ -205,7 +238,7 @@ class _Api:
                     raise ServeError(413, f"the body is over the limit of {self.max_body_bytes:,} bytes")
                 chunks.append(chunk)
         except ClientDisconnect:
-            raise bad("the body ended before its announced length (truncated upload)") from None
+            raise _ended_early(request) from None
         return b"".join(chunks)
 
     async def _image(self, request: Request, served: ServedRun) -> np.ndarray:
@@ -221,7 +254,7 @@ class _Api:
                         raise bad("the multipart form has no file field")
                     data = await files[0].read()
             except ClientDisconnect:
-                raise bad("the body ended before its announced length (truncated upload)") from None
+                raise _ended_early(request) from None
             except ServeError:
                 raise
             except Exception as error:  # noqa: BLE001 - python-multipart's parse errors

@@ -46,15 +46,15 @@ def settings(host: str, runs: str | None, token: str | None) -> tuple[str, str |
 
 def serve(workspace: Workspace, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, runs: str | None = None,
           max_batch: int = DEFAULT_MAX_BATCH, window_ms: float = DEFAULT_WINDOW_MS,
-          exit_with_parent: bool = False) -> None:
+          exit_with_parent: bool = False, body_timeout_s: float | None = None) -> None:
     """Serves `workspace`'s runs until interrupted (SIGINT/SIGTERM stop it gracefully)."""
     import uvicorn
 
-    from engine.serve.app import make_app
+    from engine.serve.app import BODY_TIMEOUT_SECONDS, make_app
 
     runs, token = settings(host, runs, os.environ.get(TOKEN_ENV))
     registry = ModelRegistry(workspace, runs=runs, max_batch=max_batch, window_ms=window_ms)
-    app = make_app(registry, token=token)
+    app = make_app(registry, token=token, body_timeout_s=body_timeout_s or BODY_TIMEOUT_SECONDS)
     batching = f"batches of up to {max_batch} within {window_ms:g} ms" if max_batch > 1 else "no batching"
     print(f"serving {runs} runs of {workspace.root} on http://{host}:{port}/v1/models "
           f"({batching}{', token required' if token else ''})", flush=True)

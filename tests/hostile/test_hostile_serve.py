@@ -353,3 +353,17 @@ def test_beyond_loopback_with_a_token_only_published_runs_are_served(trained):
         folder.set_published(False)
         output = exposed.stop()
     assert "serving published runs" in output and "token required" in output
+
+
+def test_a_stalled_upload_is_answered_and_lets_go_of_its_connection(trained):
+    """A client that sends part of a body and then neither sends more nor closes gets a 400 once the body timeout
+    passes (it must not hold a connection for ever); the server keeps serving."""
+    stalling = start_server(trained.home, "--body-timeout", "1")
+    try:
+        body = json.dumps({"instances": [GOOD]}).encode()
+        status, received, seconds = raw(stalling, post_head(trained.path(":predict"), len(body) + 1000), [body])
+        assert status == 400 and b"stalled upload" in received, received[:300]
+        assert 0.8 < seconds < 10, seconds
+        check_good(stalling, trained)
+    finally:
+        stalling.stop()
