@@ -197,10 +197,8 @@ def _distill(folder, parent, request: CompressRequest, config, data: _Data, repo
     if phase.cancelled:
         raise JobCancelled()
     report(0.92, "measuring the student, the student alone and the teacher")
-    teacher_path = RunFolder(workspace, teacher_run.id).model_file
-    models = {"student": model_facts(student, data.test_x, data.test_labels),
-              "alone": model_facts(alone, data.test_x, data.test_labels),
-              "teacher": model_facts(teacher, data.test_x, data.test_labels, path=teacher_path)}
+    models = {name: model_facts(m, data.test_x, data.test_labels)  # each saved afresh, without optimizer state
+              for name, m in (("student", student), ("alone", alone), ("teacher", teacher))}
     curves = {"student": distilled_curve, "alone": history.history.get("val_accuracy", [])}
     gain = 100 * (models["student"]["accuracy"] - models["alone"]["accuracy"])
     return student, {"teacher_id": teacher_run.id, "student": request.student, "models": models,

@@ -35,12 +35,15 @@ def gzip_size(data: bytes) -> int:
 
 
 def keras_bytes(model, path: Path | None = None) -> bytes:
-    """The `.keras` file of `model` (read from `path` if given, else saved to a temporary file)."""
+    """The `.keras` file of `model` (read from `path` if given, else an uncompiled copy saved to a temporary file:
+    no optimizer state, so models trained differently compare by what they ship)."""
     if path is not None:
         return Path(path).read_bytes()
+    from engine.compress.prune import strip
+
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "model.keras"
-        model.save(target)
+        strip(model).save(target)
         return target.read_bytes()
 
 
