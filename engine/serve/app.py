@@ -154,17 +154,27 @@ class _Api:
     # -- handlers ---------------------------------------------------------------------------------
 
     async def predict(self, request: Request, served: ServedRun):
-        body = inputs.parse_json(await self._body(request))
-        images, columnar = await run_in_threadpool(inputs.predict_images, body, served.image_size)
-        done, ids, _ = await self._predict(request, served, images)
+        columnar = []
+
+        async def read() -> np.ndarray:
+            body = inputs.parse_json(await self._body(request))
+            images, is_columnar = await run_in_threadpool(inputs.predict_images, body, served.image_size)
+            columnar.append(is_columnar)
+            return images
+
+        done, ids, _ = await self._predict(request, served, read)
+        columnar = columnar[0]
         probabilities = np.round(done.probabilities.astype(np.float64), 7).tolist()
         return JSONResponse({"outputs" if columnar else "predictions": probabilities},
                             headers={"X-Aperture-Log-Ids": ",".join(ids)} if ids else None)
 
     async def classify_image(self, request: Request, served: ServedRun):
-        image = await self._image(request, served)
         k = inputs.top_k(request.query_params.get("k"), len(served.class_names))
-        done, ids, fmt = await self._predict(request, served, image[None].astype(np.float32))
+
+        async def read() -> np.ndarray:
+            return (await self._image(request, served))[None].astype(np.float32)
+
+        done, ids, fmt = await self._predict(request, served, read)
         probabilities = done.probabilities[0]
         order = np.argsort(-probabilities)[:k]
         return JSONResponse({
@@ -184,7 +194,7 @@ class _Api:
         target = request.query_params.get("target")
         if target is not None:
             target = inputs.class_index(int(target) if target.isdigit() else target, served.class_names)
-        done, ids, _ = await self._predict(request, served, image[None], fmt="keras")
+        done, ids, _ = await self._predict(request, served, functools.partial(_ready, image[None]), fmt="keras")
         self._warm_up_in_background()
         result = await asyncio.wrap_future(self.explainer.submit(_explain, self.registry, served, image, method,
                                                                  target))
@@ -214,15 +224,19 @@ class _Api:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    async def _predict(self, request: Request, served: ServedRun, images: np.ndarray, fmt: str | None = None):
-        """Runs `images` through the batcher of the requested artifact; returns (Done, log ids, format)."""
+    async def _predict(self, request: Request, served: ServedRun, read, fmt: str | None = None):
+        """Runs the images `await read()` gives through the batcher of the requested artifact; returns (Done, log
+        ids, format). The batcher knows the request is on its way while it is read, so a batch waits for it."""
         source = request.query_params.get("source", "api")
         if source not in SOURCES:
             raise bad(f"source={source!r}: choose from {', '.join(SOURCES)}")
         record = request.query_params.get("log", "1") not in ("0", "false", "no")
         fmt, loaded = await run_in_threadpool(self.registry.loaded, served, fmt or request.query_params.get("format"))
-        ids = log_ids(len(images)) if record else []
-        future = loaded.batcher.submit(images, (LogRequest(served.run_id, fmt, source, record), ids))
+        with loaded.batcher.expecting() as arrived:
+            images = await read()
+            ids = log_ids(len(images)) if record else []
+            future = loaded.batcher.submit(images, (LogRequest(served.run_id, fmt, source, record), ids),
+                                           arrived=arrived)
         return await asyncio.wrap_future(future), ids, fmt
 
     async def _body(self, request: Request) -> bytes:
@@ -273,6 +287,10 @@ class _Api:
 
         slow = tuple(m for m in SIDE_BY_SIDE if not METHODS[m].instant)
         self.explainer.submit(warm_up, methods=slow)
+
+
+async def _ready(images: np.ndarray) -> np.ndarray:
+    return images
 
 
 def _explain(registry: ModelRegistry, served: ServedRun, image: np.ndarray, method: str, target: int | None):

@@ -10,6 +10,7 @@ prediction log), on the same thread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -63,12 +64,34 @@ class Batcher:
             raise ValueError(f"max_batch={max_batch}: at least 1")
         self.predict, self.max_batch, self.window_s, self.on_batch = predict, max_batch, max(0.0, window_s), on_batch
         self._queue: queue.Queue[Pending | None] = queue.Queue()
+        self._coming, self._coming_lock = 0, threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, images: np.ndarray, context: object = None) -> Future:
+    @contextlib.contextmanager
+    def expecting(self):
+        """Announces a request being read; yields the `arrived` callable to hand to `submit` (or not, if the
+        request fails before it gets there: leaving the block withdraws the announcement)."""
+        with self._coming_lock:
+            self._coming += 1
+        done = []
+
+        def arrived() -> None:
+            if not done:
+                done.append(True)
+                with self._coming_lock:
+                    self._coming -= 1
+
+        try:
+            yield arrived
+        finally:
+            arrived()
+
+    def submit(self, images: np.ndarray, context: object = None, *, arrived=None) -> Future:
         """Queues `images` (one request); the future resolves to a `Done` or raises what `predict` raised."""
         pending = Pending(np.asarray(images, dtype=np.float32), context)
+        if arrived is not None:
+            arrived()  # before it is queued: a batch it joins must not wait for it
         self._queue.put(pending)
         return pending.future
 
@@ -81,6 +104,8 @@ class Batcher:
         batch, images = [first], len(first.images)
         deadline = time.perf_counter() + self.window_s
         while images < self.max_batch:
+            if self._coming == 0 and self._queue.empty():
+                break  # nobody else on the way: run now
             try:
                 remaining = deadline - time.perf_counter()
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
