@@ -165,7 +165,7 @@ def test_requests_are_checked_before_queueing(workspace, trained):
 @pytest.mark.slow
 def test_cancel_stops_the_job_and_keeps_the_images_done(workspace, trained):
     run_id = trained_run(workspace, trained)
-    job = batch.request_mistakes(workspace, run_id, batch.MistakesRequest(count=6, methods=("gradcam", "lime")))
+    job = batch.request_mistakes(workspace, run_id, batch.MistakesRequest(count=12, methods=("gradcam", "lime")))
     with pytest.raises(batch.ExplanationError, match="already explaining"):
         batch.request_mistakes(workspace, run_id)
     deadline = time.monotonic() + 120
@@ -176,8 +176,8 @@ def test_cancel_stops_the_job_and_keeps_the_images_done(workspace, trained):
     job = wait_for(workspace, job.id)
     assert job.status == store.CANCELLED, (job.error, job.traceback, jobs.read_log_tail(workspace, run_id))
     stored = batch.load_mistakes(workspace, run_id)
-    assert stored is not None and not stored.complete and stored.requested == 6
-    assert 1 <= len(stored.rows) < 6 and stored.summary["lime"].images == len(stored.rows)
+    assert stored is not None and not stored.complete and stored.requested == 12
+    assert 1 <= len(stored.rows) < 12 and stored.summary["lime"].images == len(stored.rows)
     assert stored.job_id == job.id
 
 
