@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import io
 import os
 import signal
 import socket
@@ -21,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import streamlit as st
 
 from engine.serve.client import ServeClient, ServerUnreachable
@@ -177,12 +175,3 @@ def pid() -> int | None:
     """The running model server's process id (for the fault tests and the Monitor page)."""
     server = _server()
     return server.process.pid if server.alive() else None
-
-
-def png(image: np.ndarray) -> bytes:
-    """An `(H, W, 3)` 0..255 image as PNG bytes: lossless, so the server decodes exactly these pixels."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()

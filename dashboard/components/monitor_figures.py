@@ -46,17 +46,22 @@ def latency_by_format(report: dict) -> go.Figure:
     return _layout(fig, "Latency per format", "Format", "Arrival to answer (ms)")
 
 
-def class_mix(report: dict) -> go.Figure:
-    """The served share of each predicted class beside the test set's."""
-    names, mix = report["class_names"], report["class_mix"]
+def _served_vs_test(x: list, served: list | None, test: list | None, hover: str) -> go.Figure:
+    """Grouped bars of served shares beside the test set's (shares in 0..1, drawn as %)."""
     fig = go.Figure()
-    fig.add_bar(x=names, y=[100 * v for v in mix["served"]], name="served", marker_color=SERVED_COLOR,
-                hovertemplate="%{x}: %{y:.1f}% of served predictions<extra></extra>")
-    if mix["test"] is not None:
-        fig.add_bar(x=names, y=[100 * v for v in mix["test"]], name="test set", marker_color=TEST_COLOR,
-                    hovertemplate="%{x}: %{y:.1f}% of test predictions<extra></extra>")
+    for name, shares, colour in (("served", served, SERVED_COLOR), ("test set", test, TEST_COLOR)):
+        if shares is not None:
+            fig.add_bar(x=x, y=[100 * v for v in shares], name=name, marker_color=colour,
+                        hovertemplate=hover + "<extra>" + name + "</extra>")
     fig.update_layout(barmode="group", hovermode="closest")
     fig.update_xaxes(type="category")
+    return fig
+
+
+def class_mix(report: dict) -> go.Figure:
+    """The served share of each predicted class beside the test set's."""
+    mix = report["class_mix"]
+    fig = _served_vs_test(report["class_names"], mix["served"], mix["test"], "%{x}: %{y:.1f}% of predictions")
     return _layout(fig, "Predicted-class mix", "Predicted class", "Share of predictions (%)")
 
 
@@ -65,15 +70,7 @@ def confidence_histogram(report: dict) -> go.Figure:
     confidence = report["confidence"]
     edges = confidence["bins"]
     labels = [f"{a:.1f}–{b:.1f}" for a, b in zip(edges[:-1], edges[1:])]
-    fig = go.Figure()
-    if confidence["served"] is not None:
-        fig.add_bar(x=labels, y=[100 * v for v in confidence["served"]], name="served", marker_color=SERVED_COLOR,
-                    hovertemplate="confidence %{x}: %{y:.1f}%<extra>served</extra>")
-    if confidence["test"] is not None:
-        fig.add_bar(x=labels, y=[100 * v for v in confidence["test"]], name="test set", marker_color=TEST_COLOR,
-                    hovertemplate="confidence %{x}: %{y:.1f}%<extra>test set</extra>")
-    fig.update_layout(barmode="group", hovermode="closest")
-    fig.update_xaxes(type="category")
+    fig = _served_vs_test(labels, confidence["served"], confidence["test"], "confidence %{x}: %{y:.1f}%")
     return _layout(fig, "Confidence", "Top-1 probability", "Share of predictions (%)")
 
 

@@ -23,7 +23,7 @@ from engine import evaluation as ev
 from engine.data import DatasetError
 from engine.explain.gradcam import overlay
 from engine.explain.methods import METHODS, SIDE_BY_SIDE, Explanation, method_label, verdict
-from engine.serve.client import ServeRequestError, explanation
+from engine.serve.client import ServeRequestError, explanation, png
 from engine.store import LogNotFound, PredictionLog, Run
 
 RUN_KEY, SOURCE_KEY, INDEX_KEY = "explain.run", "explain.source", "explain.index"
@@ -187,7 +187,7 @@ def main() -> None:
     image, label, true = chosen
     names = state.folder(run).class_names()
     mtime = state.folder(run).model_file.stat().st_mtime
-    data = model_server.png(image)  # lossless: the server explains exactly these pixels
+    data = png(image)  # lossless: the server explains exactly these pixels
     digest = hashlib.sha1(data).hexdigest()
     from_outside = st.session_state.get(SOURCE_KEY) == UPLOAD and not st.query_params.get(LOGGED_PARAM)
     try:

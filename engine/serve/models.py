@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import io
 import logging
 import secrets
 import threading
@@ -23,6 +22,7 @@ from engine.export.formats import FORMATS
 from engine.export.runners import load_runner
 from engine.runfolder import RunFolder
 from engine.serve.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, Batcher, Done, Pending
+from engine.serve.client import png
 from engine.serve.inputs import ServeError
 from engine.store import COMPLETED, LoggedPrediction, PredictionLog, RunNotFound, Workspace
 
@@ -191,12 +191,3 @@ def _row(log_id: str, request: Request, now: float, done: Done, image: np.ndarra
         latency_ms=round(done.latency_ms, 3), batch_size=done.batch_size, top1=top,
         top1_probability=float(probabilities[top]), entropy=float(-(p * np.log(p)).sum()),
         pixel_mean=float(image.mean()), pixel_std=float(image.std()), image=png(image))
-
-
-def png(image: np.ndarray) -> bytes:
-    """An `(H, W, 3)` 0..255 image as PNG bytes (lossless: it is the input exactly, for Explain)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
