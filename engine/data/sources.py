@@ -17,6 +17,7 @@ from engine.data.folders import load_scan
 from engine.data.imageset import DatasetError, ImageSet
 from engine.data.layouts import DataScan, scan_dataset
 from engine.data.manifest import ManifestColumns, is_manifest_file
+from engine.data.versions import load_version_images, version_id
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def check_source_allowed(source: str | os.PathLike) -> None:
     comes before any existence test, so nothing is revealed about paths outside the roots.
     """
     roots = data_roots()
-    if not roots or str(source) in BUILTIN_SOURCES:
-        return
+    if not roots or str(source) in BUILTIN_SOURCES or version_id(str(source)) is not None:
+        return  # a version's root source is checked when it loads
     from engine.store import default_root  # the workspace's own uploads are always allowed
 
     real = Path(os.path.realpath(os.path.expanduser(str(source))))
@@ -56,7 +57,8 @@ def load_images(source: str, image_size: int, *, max_per_class: int = 0, seed: i
     Args:
         source: a built-in name (`digits`, `mnist`, `fashion_mnist`, `cifar10`, `shapes`), a folder
             (class folders, split folders `train/ val/ test/` of class folders, or one holding a CSV/TSV
-            manifest), a `.csv`/`.tsv` manifest, or a `.zip` of any of these.
+            manifest), a `.csv`/`.tsv` manifest, a `.zip` of any of these, or a dataset version
+            `version:ID` (`engine.data.versions`; stored in the workspace that holds `cache_dir`).
         image_size: side of the square output images in pixels, at least 1.
         max_per_class: keep at most this many images per class, picked at random by `seed`
             (0 = all; for `shapes`, how many to generate, default 300).
@@ -80,6 +82,12 @@ def load_images(source: str, image_size: int, *, max_per_class: int = 0, seed: i
         raise DatasetError(f"max_per_class={max_per_class!r} must be 0 (all images) or more.")
     if source in BUILTIN_SOURCES:
         return load_builtin(source, image_size, max_per_class=max_per_class, seed=seed)
+    if version_id(source) is not None:  # a dataset version: its root source, split pinned, then its changes
+        from engine.store import default_root
+
+        root = Path(cache_dir).parent if cache_dir is not None else default_root()  # cache_dir: <workspace>/cache
+        return load_version_images(source, image_size, load_images, workspace_root=root, max_per_class=max_per_class,
+                                   seed=seed, cache_dir=cache_dir, progress=progress)
     check_source_allowed(source)
     options = {"max_per_class": max_per_class, "seed": seed, "source": str(source), "progress": progress}
     if cache_dir is None:
@@ -105,6 +113,12 @@ def scan_source(source: str, *, cache_dir: Path | None = None, scratch_dir: Path
     Raises:
         DatasetError: no such file or folder, or nothing usable in it.
     """
+    if version_id(source) is not None:  # a version's layout is its root source's
+        from engine.data.versions import load_version
+        from engine.store import default_root
+
+        root = Path(cache_dir).parent if cache_dir is not None else default_root()
+        source = load_version(root, source).source
     check_source_allowed(source)
     path = Path(os.path.expanduser(str(source)))
     if not path.exists():
