@@ -129,9 +129,12 @@ def describe_source(config: RunConfig, workspace: Workspace) -> str | None:
     """
     from engine.data import BUILTIN_SOURCES, ManifestColumns, scan_source
     from engine.data.layouts import IMBALANCE_RATIO, LAYOUTS, SPLIT_TITLES
+    from engine.data.versions import describe_version, load_version, version_id
 
     if config.data.source in BUILTIN_SOURCES:
         return None
+    if version_id(config.data.source) is not None:
+        return describe_version(load_version(workspace.root, config.data.source))
     scan = scan_source(config.data.source, cache_dir=workspace.cache_dir,
                        columns=ManifestColumns.from_config(config.data))
     counts = scan.counts()

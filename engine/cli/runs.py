@@ -221,10 +221,14 @@ def _dest(flag: str) -> str:
 def resolve_source(text: str) -> str:
     """A built-in dataset name as is, or an existing folder/zip as an absolute path."""
     from engine.data import BUILTIN_SOURCES, DatasetError, check_source_allowed
+    from engine.data.versions import load_version, version_id
+    from engine.store import default_root
 
     if text in BUILTIN_SOURCES:
         return text
     try:
+        if version_id(text) is not None:  # a dataset version: it must exist in this workspace
+            return load_version(default_root(), text).name
         check_source_allowed(text)
     except DatasetError as error:
         raise UsageError(f"--data {error}") from None

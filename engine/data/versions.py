@@ -99,6 +99,18 @@ class DatasetVersion:
         return {"name": self.name, **meta, "counts": self.counts()}
 
 
+def describe_version(version: DatasetVersion) -> str:
+    """One line about a version: `dataset version 3 (v2 of digits): 2 relabelled, 1 excluded, 0 checked`."""
+    counts = version.counts()
+    return (f"dataset version {version.id} (v{version.number} of {version.source}): {counts[RELABEL]} relabelled, "
+            f"{counts[EXCLUDE]} excluded, {counts[CHECKED]} checked; split pinned to its parent's")
+
+
+def settings_of(data) -> dict:
+    """The split settings a version pins, from a run's `DataConfig`."""
+    return {name: getattr(data, name) for name in SPLIT_SETTINGS if hasattr(data, name)}
+
+
 def version_id(source: str) -> int | None:
     """The id in a `version:ID` source string, or None for any other source.
 
@@ -161,7 +173,8 @@ def list_versions(workspace_root: str | os.PathLike, source: str | None = None) 
 
 
 def create_version(workspace_root: str | os.PathLike, parent: str, images: ImageSet, changes: list[Change] | list,
-                   *, settings: dict, note: str = "", run_id: str | None = None) -> DatasetVersion:
+                   *, settings: dict, note: str = "", run_id: str | None = None, item_name: str = "change",
+                   first_number: int = 1) -> DatasetVersion:
     """Writes a new version: `parent`'s changes, then `changes` on top (a later change of a file replaces it).
 
     Args:
@@ -173,6 +186,8 @@ def create_version(workspace_root: str | os.PathLike, parent: str, images: Image
             ignored for a version parent, whose own settings are kept.
         note: a note to keep with it.
         run_id: the run the changes were made from, if any.
+        item_name: what an error calls a change (`change`; the CLI says `row`).
+        first_number: the number of the first change in errors (1; the CLI's first CSV row is 2).
 
     Returns:
         The new `DatasetVersion`.
@@ -186,7 +201,8 @@ def create_version(workspace_root: str | os.PathLike, parent: str, images: Image
     if root_version is not None:  # old labels are the root source's; excluded images may be changed again
         by_id.update({c.file: root_version.class_names.index(c.old_label) for c in root_version.changes
                       if c.old_label in root_version.class_names})
-    checked = [_checked_change(item, number, by_id, images.class_names) for number, item in enumerate(changes, 1)]
+    checked = [_checked_change(item, f"{item_name} {number}", by_id, images.class_names)
+               for number, item in enumerate(changes, first_number)]
     if not checked:
         raise DatasetError("no changes: give at least one image to relabel, exclude or mark as checked.")
     merged = {c.file: c for c in (root_version.changes if root_version else ())}
@@ -240,9 +256,8 @@ def apply_version(version: DatasetVersion, root: ImageSet) -> ImageSet:
     kept = np.flatnonzero(keep)
     images = np.ascontiguousarray(root.images[kept])
     labels = labels[kept]
-    counts = version.counts()
-    note = (f"Dataset version {version.id} (v{version.number} of {version.source}): {counts[RELABEL]} relabelled, "
-            f"{counts[EXCLUDE]} excluded, {counts[CHECKED]} checked; split pinned to its parent's.")
+    line = describe_version(version)
+    note = line[0].upper() + line[1:] + "."
     return ImageSet(images, labels, list(root.class_names), [root.ids[i] for i in kept], version.name,
                     fingerprint_arrays(images, labels, root.class_names), root.skipped,
                     None if root.masks is None else np.ascontiguousarray(root.masks[kept]), splits[kept],
@@ -300,14 +315,14 @@ def _read_changes(text: str) -> list[Change]:
     return [Change(row["file"], row["action"], row["old_label"], row["new_label"]) for row in reader]
 
 
-def _checked_change(item, number: int, by_id: dict[str, int], class_names: list[str]) -> Change:
-    """A `Change` with its old label, or a DatasetError naming change `number`."""
+def _checked_change(item, name: str, by_id: dict[str, int], class_names: list[str]) -> Change:
+    """A `Change` with its old label, or a DatasetError naming it (`name`, e.g. `change 2`)."""
     if isinstance(item, Change):
         file, action, new_label = item.file, item.action, item.new_label
     else:
         file, action, new_label = (*item, "", "")[:3]
     file, action, new_label = str(file).strip(), str(action).strip().lower(), str(new_label or "").strip()
-    where = f"change {number} ({file or 'no file'})"
+    where = f"{name} ({file or 'no file'})"
     if action not in ACTIONS:
         raise DatasetError(f"{where}: unknown action {action!r}; use one of {', '.join(ACTIONS)}.")
     if file not in by_id:
