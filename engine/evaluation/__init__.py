@@ -15,7 +15,7 @@ from engine.evaluation.metrics import (ECE_BINS, TOP_K, calibration_bins, Calibr
                                        evaluate, Evaluation, format_table, ranked_mistakes)
 from engine.evaluation.label_issues import find_label_issues, label_issues_csv, LabelIssue
 from engine.evaluation.compare import (EXACT_MCNEMAR_BELOW, SIGNIFICANCE, align, ClassDelta, compare_runs, Comparison,
-                                       McNemar, mcnemar, NotComparable, verdict)
+                                       McNemar, mcnemar, NotComparable, shared_test_images, verdict)
 from engine.evaluation.job import (EVALUATE_JOB, SPLIT_PREFIX, SPLITS, check_evaluation_name, default_evaluation_name,
                                    EvaluationError, EvaluationRequest, predict_folder, predict_source, predict_split,
                                    request_evaluation, run_evaluation_job)
@@ -26,5 +26,5 @@ __all__ = [
     "NotComparable", "SIGNIFICANCE", "SPLITS", "SPLIT_PREFIX", "TOP_K", "align", "calibration_bins",
     "check_evaluation_name", "compare_runs", "default_evaluation_name", "evaluate", "find_label_issues",
     "format_table", "label_issues_csv", "mcnemar", "predict_folder", "predict_source", "predict_split",
-    "ranked_mistakes", "request_evaluation", "run_evaluation_job", "verdict"
+    "ranked_mistakes", "request_evaluation", "run_evaluation_job", "shared_test_images", "verdict"
 ]

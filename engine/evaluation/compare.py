@@ -132,3 +132,39 @@ def verdict(accuracy_a: float, accuracy_b: float, test: McNemar, alpha: float = 
 def _describe_n(test: McNemar) -> str:
     n = test.a_only + test.b_only
     return f"{n} disagreeing image{'s' * (n != 1)}"
+
+
+def shared_test_images(a: Predictions, b: Predictions, *, labels_from: str = "b") -> tuple[Predictions, Predictions,
+                                                                                          int]:
+    """`a` and `b` cut to the images both were tested on (by id, in `a`'s order), labelled alike.
+
+    For runs on different versions of one dataset (a relabelled or pruned child and its parent), whose
+    fingerprints differ: `compare_runs` on the result shows which predictions flipped and McNemar's test.
+
+    Args:
+        a: the first run's predictions.
+        b: the second run's predictions.
+        labels_from: whose labels both are scored against, `"a"` or `"b"` (default): the newer
+            version's, whose relabels are the fixes.
+
+    Returns:
+        `(a_shared, b_shared, relabelled)`: the two cut to the shared images (each keeps its own dataset
+        `indices`), and how many of those images the two label differently.
+
+    Raises:
+        NotComparable: different classes, or no image in common.
+    """
+    if list(a.class_names) != list(b.class_names):
+        raise NotComparable(f"the runs have different classes: {list(a.class_names)} vs {list(b.class_names)}")
+    where = {sample_id: i for i, sample_id in enumerate(b.ids.tolist())}
+    in_a = np.array([i for i, sample_id in enumerate(a.ids.tolist()) if sample_id in where], dtype=np.int64)
+    if in_a.size == 0:
+        raise NotComparable("the two runs share no test image")
+    in_b = np.array([where[sample_id] for sample_id in a.ids[in_a].tolist()], dtype=np.int64)
+    labels = (b.labels[in_b] if labels_from == "b" else a.labels[in_a]).astype(np.int64)
+    relabelled = int(np.count_nonzero(a.labels[in_a] != b.labels[in_b]))
+    cut_a = Predictions(a.probabilities[in_a], labels, a.ids[in_a], a.indices[in_a], list(a.class_names), None,
+                        a.run_id)
+    cut_b = Predictions(b.probabilities[in_b], labels, b.ids[in_b], b.indices[in_b], list(b.class_names), None,
+                        b.run_id)
+    return cut_a, cut_b, relabelled

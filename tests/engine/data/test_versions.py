@@ -97,3 +97,21 @@ def test_a_version_of_a_builtin_set_works_like_its_source(workspace):
                                 settings={**SETTINGS, "max_per_class": 10, "seed": 1}, run_id="r1")
     child = load_images(version.name, 8, cache_dir=workspace.cache_dir)
     assert len(child) == len(digits) - 1 and child.ids == digits.ids[1:] and version.to_dict()["run_id"] == "r1"
+
+
+def test_runs_on_two_versions_compare_on_their_shared_test_images_with_the_newer_labels():
+    from engine.evaluation import Predictions, compare_runs, shared_test_images
+
+    eye = np.eye(2, dtype=np.float32)
+    # Parent: 4 test images, "c" labelled 0 (wrongly), predicts 0, 1, 0, 0. Child: "d" excluded, "c" relabelled
+    # to 1; it predicts c 1, a 0, b 0: "b" broke, "c" is fixed (right under its fixed label, where the parent is wrong).
+    parent = Predictions(eye[[0, 1, 0, 0]], np.array([0, 1, 0, 0]), np.array(list("abcd")), np.arange(4), ["x", "y"],
+                         "f1", "p")
+    child = Predictions(eye[[1, 0, 0]], np.array([1, 0, 1]), np.array(list("cab")), np.arange(3), ["x", "y"], "f2", "c")
+    a, b, relabelled = shared_test_images(parent, child)
+    assert a.ids.tolist() == ["a", "b", "c"] and b.ids.tolist() == ["a", "b", "c"] and relabelled == 1
+    assert a.labels.tolist() == [0, 1, 1] and b.indices.tolist() == [1, 2, 0]
+    comparison = compare_runs(a, b)
+    assert comparison.a_only == [1] and comparison.b_only == [2] and comparison.disagreements == [1, 2]
+    kept_parent_labels = shared_test_images(parent, child, labels_from="a")[0]
+    assert kept_parent_labels.labels.tolist() == [0, 1, 0]
