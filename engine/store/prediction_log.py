@@ -5,41 +5,21 @@ ran in, the top-1 class and its probability, the entropy of the probabilities, s
 statistics, where it came from (`demo`, `explain`, `api`), and the feedback label. The input image
 itself (a PNG at the model's resolution) is kept only for the newest `KEEP_IMAGES` rows of a run,
 so the Monitor page can show the least confident recent inputs and Explain can open them. The SQL
-is portable (PostgreSQL accepts it too); the table is created with the store's schema.
+is portable (SQLite and PostgreSQL); the table is `engine.store.schema.PREDICTION_LOG`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from typing import Any, Iterable
+
+from engine.store.database import Connection
 
 Workspace = Any  # engine.store.workspace.Workspace, which imports this module for its schema
 
 KEEP_ROWS = 20_000  # per run; the oldest rows are dropped beyond it
 KEEP_IMAGES = 500  # per run; older rows keep their figures but lose their image
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS prediction_log (
-    id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    format TEXT NOT NULL,
-    source TEXT NOT NULL,
-    latency_ms DOUBLE PRECISION NOT NULL,
-    batch_size INTEGER NOT NULL,
-    top1 INTEGER NOT NULL,
-    top1_probability DOUBLE PRECISION NOT NULL,
-    entropy DOUBLE PRECISION NOT NULL,
-    pixel_mean DOUBLE PRECISION NOT NULL,
-    pixel_std DOUBLE PRECISION NOT NULL,
-    feedback_label INTEGER,
-    feedback_at DOUBLE PRECISION,
-    image BYTEA
-);
-CREATE INDEX IF NOT EXISTS prediction_log_by_run ON prediction_log (run_id, created_at);
-"""
 
 _FIGURES = ("id", "run_id", "created_at", "format", "source", "latency_ms", "batch_size", "top1",
             "top1_probability", "entropy", "pixel_mean", "pixel_std", "feedback_label", "feedback_at")
@@ -83,17 +63,13 @@ class PredictionLog:
 
     Args:
         workspace: whose database.
-        hold_open: keep one idle connection open for this object's life (the model server's): SQLite
-            checkpoints and syncs the WAL whenever the *last* connection to a database closes, which each
-            short-lived write otherwise is (15-30 ms a batch, measured).
+        hold_open: keep one idle connection open for this object's life (the model server's; see
+            `Database.keep_warm`: it spares SQLite a WAL checkpoint and sync after every batch).
     """
 
     def __init__(self, workspace: Workspace, *, hold_open: bool = False):
         self.workspace = workspace
-        self._keeper = None
-        if hold_open:
-            self._keeper = sqlite3.connect(workspace.db_path, check_same_thread=False, isolation_level=None)
-            self._keeper.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()  # opens the WAL; holds no lock
+        self._keeper = workspace.database.keep_warm() if hold_open else None
 
     def add(self, rows: Iterable[LoggedPrediction]) -> None:
         """Records predictions (one transaction), then drops what is beyond the per-run bounds."""
@@ -122,7 +98,8 @@ class PredictionLog:
     def count(self, run_id: str) -> int:
         """How many predictions of the run are logged."""
         with self.workspace._connect() as db:
-            return int(db.execute("SELECT COUNT(*) FROM prediction_log WHERE run_id = ?", (run_id,)).fetchone()[0])
+            return int(db.execute("SELECT COUNT(*) AS n FROM prediction_log WHERE run_id = ?",
+                                  (run_id,)).fetchone()["n"])
 
     def get(self, log_id: str) -> LoggedPrediction:
         """One logged prediction, with its image if it still has one; LogNotFound otherwise."""
@@ -154,16 +131,16 @@ class PredictionLog:
             forget_run(db, run_id)
 
 
-def forget_run(db: sqlite3.Connection, run_id: str) -> None:
+def forget_run(db: Connection, run_id: str) -> None:
     """Deletes a run's rows inside the caller's transaction (`Workspace.delete_run`)."""
     db.execute("DELETE FROM prediction_log WHERE run_id = ?", (run_id,))
 
 
-def _trim(db: sqlite3.Connection, run_id: str) -> None:
+def _trim(db: Connection, run_id: str) -> None:
     for keep, statement in ((KEEP_ROWS, "DELETE FROM prediction_log"),
                             (KEEP_IMAGES, "UPDATE prediction_log SET image = NULL")):
         cutoff = db.execute("SELECT created_at FROM prediction_log WHERE run_id = ? ORDER BY created_at DESC "
                             "LIMIT 1 OFFSET ?", (run_id, keep)).fetchone()
         if cutoff is not None:
             extra = " AND image IS NOT NULL" if statement.startswith("UPDATE") else ""
-            db.execute(f"{statement} WHERE run_id = ? AND created_at <= ?{extra}", (run_id, cutoff[0]))
+            db.execute(f"{statement} WHERE run_id = ? AND created_at <= ?{extra}", (run_id, cutoff["created_at"]))

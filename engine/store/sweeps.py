@@ -1,7 +1,7 @@
 """The index of sweeps: each sweep's spec and, per trial, its run (the run -> sweep tag) and outcome.
 
 Optuna keeps its own study tables in the same database (`engine.sweeps.search`); these two
-tables are what the CLI, the pages and the Runs tag read without importing Optuna. A sweep's
+tables (`engine.store.schema.SWEEPS`) are what the CLI, the pages and the Runs tag read without importing Optuna. A sweep's
 job is an ordinary row in `jobs` whose `run_id` is the sweep's id (its log lives in the folder
 `runs/<sweep id>/`, which has no row in `runs`).
 """
@@ -19,31 +19,6 @@ from engine.store.workspace import Workspace, new_id
 SWEEP_JOB = "sweep"
 ID_PREFIX = "sweep-"
 TRIAL_STATES = ("running", "completed", "pruned", "failed", "cancelled")
-_READY: set[str] = set()  # databases whose sweeps tables this process has made sure of
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sweeps (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    spec_json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sweep_trials (
-    sweep_id TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    run_id TEXT,
-    state TEXT NOT NULL,
-    params_json TEXT NOT NULL,
-    values_json TEXT NOT NULL DEFAULT '{}',
-    pareto INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    updated_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (sweep_id, number)
-);
-CREATE INDEX IF NOT EXISTS sweep_trials_by_run ON sweep_trials (run_id);
-"""
-
-
 class SweepNotFound(RunNotFound):
     """No sweep matches the given id or prefix."""
 
@@ -91,7 +66,7 @@ class Sweep:
 
 
 class SweepStore:
-    """The sweeps tables of one workspace; created on first use.
+    """The sweeps tables of one workspace (made by its schema's migrations).
 
     Args:
         workspace: the workspace whose database holds the tables.
@@ -99,12 +74,6 @@ class SweepStore:
 
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
-        if str(workspace.db_path) in _READY:
-            return
-        with workspace._connect(immediate=True) as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
-        _READY.add(str(workspace.db_path))
 
     def create(self, name: str, spec: dict[str, Any]) -> Sweep:
         """Records a new sweep with a queued sweep job (its folder holds the job's log)."""

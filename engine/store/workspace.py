@@ -1,9 +1,10 @@
-"""`Workspace`: the SQLite index of runs, jobs and per-epoch metrics, plus a folder per run.
+"""`Workspace`: the index of runs, jobs and per-epoch metrics (SQLite or PostgreSQL), plus a folder per run.
 
 The run folder and these tables are the contract between the dashboard, the CLI and
 the job processes; `engine.runfolder.RunFolder` owns what is inside a run folder. All SQL lives in
-this module and stays portable (PostgreSQL accepts it too); paths in records are
-relative to the run's folder (`RunFolder.relative`).
+the store package and stays portable (`engine.store.database` owns what differs between SQLite and
+PostgreSQL, `engine.store.schema` the tables); paths in records are relative to the run's folder
+(`RunFolder.relative`), so a workspace every node of a cluster mounts reads the same anywhere.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import os
 import secrets
 import shutil
 import socket
-import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from engine.config import RunConfig
-from engine.store import prediction_log
+from engine.store import prediction_log, schema
+from engine.store.database import DATABASE_URL_ENV, Connection, Database
 from engine.store.records import (CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, STATUSES, TRAIN_JOB, EpochMetrics,
                                   Job, Run, RunNotFound)
 
@@ -34,60 +35,6 @@ CONFIG_FILE = "config.json"  # in each run's folder, written with its row; `engi
 # The jobs that make a run's model: a run's status is its latest one's (a compressed run's first job is compress).
 MODEL_JOBS = (TRAIN_JOB, "compress")
 
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    dataset TEXT NOT NULL,
-    model TEXT NOT NULL,
-    config_json TEXT NOT NULL,
-    parent_id TEXT,
-    epochs_total INTEGER NOT NULL,
-    epochs_done INTEGER NOT NULL DEFAULT 0,
-    num_classes INTEGER,
-    params INTEGER,
-    device TEXT,
-    fingerprint TEXT,
-    versions_json TEXT,
-    best_val_accuracy DOUBLE PRECISION,
-    test_accuracy DOUBLE PRECISION,
-    train_seconds DOUBLE PRECISION
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    started_at DOUBLE PRECISION,
-    finished_at DOUBLE PRECISION,
-    heartbeat_at DOUBLE PRECISION,
-    host TEXT,
-    pid INTEGER,
-    cancel_requested_at DOUBLE PRECISION,
-    progress DOUBLE PRECISION NOT NULL DEFAULT 0,
-    message TEXT NOT NULL DEFAULT '',
-    error TEXT,
-    traceback TEXT,
-    request_json TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
-CREATE INDEX IF NOT EXISTS jobs_by_run ON jobs (run_id, created_at);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT NOT NULL,
-    epoch INTEGER NOT NULL,
-    loss DOUBLE PRECISION,
-    accuracy DOUBLE PRECISION,
-    val_loss DOUBLE PRECISION,
-    val_accuracy DOUBLE PRECISION,
-    learning_rate DOUBLE PRECISION,
-    seconds DOUBLE PRECISION,
-    images_per_second DOUBLE PRECISION,
-    PRIMARY KEY (run_id, epoch)
-);
-"""
 
 _RUN_INFO_COLUMNS = ("epochs_done", "num_classes", "params", "device", "fingerprint", "versions_json",
                      "best_val_accuracy", "test_accuracy", "train_seconds")
@@ -107,44 +54,27 @@ def _dataset_label(source: str) -> str:
 
 
 class Workspace:
-    """The SQLite index plus run folders under one root directory.
+    """The index (SQLite in the folder, or PostgreSQL by URL) plus run folders under one root directory.
 
     Args:
         root: the workspace folder; default `$APERTURE_HOME` or `./workspace`. Created if missing.
+        database_url: `postgresql://user@host:port/name` for a PostgreSQL index; default
+            `$APERTURE_DATABASE_URL`, and when that is unset too the SQLite file `aperture.db` in `root`.
+            The schema is migrated on opening.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, *, database_url: str | None = None):
         self.root = Path(root).resolve() if root else default_root()
         (self.root / RUNS_DIR).mkdir(parents=True, exist_ok=True)
-        self.db_path = self.root / DB_FILE
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA journal_mode=WAL")  # readers never block the writing job
-            db.executescript(_SCHEMA + prediction_log.SCHEMA)
-            _add_request_column(db)
-        finally:
-            db.close()
+        self.database = Database(self.root / DB_FILE, database_url or os.environ.get(DATABASE_URL_ENV) or None)
+        self.db_path = self.database.path  # the SQLite file; None on PostgreSQL
+        schema.migrate(self.database)
 
     # -- plumbing -----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _connect(self, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+    def _connect(self, *, immediate: bool = False) -> contextlib.AbstractContextManager[Connection]:
         """A short-lived connection; one transaction, committed on success."""
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        return self.database.connect(immediate=immediate)
 
     def run_dir(self, run_id: str) -> Path:
         """Where a run's folder is; `engine.runfolder.RunFolder` knows what is in it."""
@@ -222,13 +152,13 @@ class Workspace:
             prediction_log.forget_run(db, run_id)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
-    def _run_from_row(self, db: sqlite3.Connection, row: sqlite3.Row) -> Run:
+    def _run_from_row(self, db: Connection, row) -> Run:
         job = db.execute("SELECT * FROM jobs WHERE run_id = ? AND kind IN (?, ?) ORDER BY created_at DESC, id DESC",
                          (row["id"], *MODEL_JOBS)).fetchone()
         return self._make_run(row, job)
 
     @staticmethod
-    def _make_run(row: sqlite3.Row, job_row: sqlite3.Row | None) -> Run:
+    def _make_run(row, job_row) -> Run:
         return Run(**dict(row), job=Job(**dict(job_row)) if job_row else None)
 
     # -- metrics --------------------------------------------------------------------
@@ -258,7 +188,7 @@ class Workspace:
     # -- jobs -----------------------------------------------------------------------
 
     @staticmethod
-    def _insert_job(db: sqlite3.Connection, run_id: str, kind: str, now: float, request_json: str | None = None) -> str:
+    def _insert_job(db: Connection, run_id: str, kind: str, now: float, request_json: str | None = None) -> str:
         job_id = new_id()
         db.execute("INSERT INTO jobs (id, run_id, kind, status, created_at, request_json) VALUES (?, ?, ?, ?, ?, ?)",
                    (job_id, run_id, kind, QUEUED, now, request_json))
@@ -294,15 +224,21 @@ class Workspace:
         return [Job(**dict(r)) for r in rows]
 
     def claim_next_job(self, limit: int) -> Job | None:
-        """Atomically moves the oldest queued job to running if fewer than `limit` run."""
+        """Atomically moves the oldest queued job to running if fewer than `limit` run.
+
+        Safe with many claimers in many processes: on SQLite `BEGIN IMMEDIATE` lets one in at a time; on
+        PostgreSQL an advisory lock does (so the limit holds), and the queued row is taken `FOR UPDATE SKIP
+        LOCKED`, so a row another transaction is finishing or deleting is passed over instead of waited on.
+        """
         with self._connect(immediate=True) as db:
+            self.database.lock(db, "aperture.store.claim")
             # A sweep job only waits on its trials (train jobs): it takes no slot, or a limit of 1 would deadlock.
-            running = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ? AND kind != 'sweep'",
-                                 (RUNNING,)).fetchone()[0]
+            running = db.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = ? AND kind != 'sweep'",
+                                 (RUNNING,)).fetchone()["n"]
             if running >= limit:
                 return None
-            row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY created_at, id LIMIT 1",
-                             (QUEUED,)).fetchone()
+            row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY created_at, id LIMIT 1"
+                             + self.database.skip_locked, (QUEUED,)).fetchone()
             if row is None:
                 return None
             now = time.time()
@@ -350,27 +286,6 @@ class Workspace:
         with self._connect() as db:
             row = db.execute("SELECT cancel_requested_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row is None or row["cancel_requested_at"] is not None
-
-
-def _add_request_column(db: sqlite3.Connection) -> None:
-    """Brings a workspace made before job requests lived in the index up to date (once; safe if racing)."""
-    if "request_json" in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
-        return
-    try:
-        db.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError:
-        return  # another process holds the write lock: it is migrating, and busy_timeout already waited
-    try:
-        if "request_json" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
-            db.execute("ALTER TABLE jobs ADD COLUMN request_json TEXT")
-            # Their options were in a file the jobs no longer read: better said than run with defaults.
-            db.execute("UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE kind != ? AND status IN (?, ?)",
-                       (FAILED, time.time(), "queued before an upgrade of Aperture: submit it again", TRAIN_JOB,
-                        QUEUED, RUNNING))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

@@ -2,7 +2,7 @@
 
 Optuna does the sampling (TPE for one objective, NSGA-II for several), the pruning (median or
 successive halving, fed each trial's per-epoch validation accuracy from the store) and the study's
-storage: its RDB tables sit in the workspace's own SQLite file, so a sweep whose process was killed
+storage: its RDB tables sit in the workspace's own database (the SQLite file, or PostgreSQL), so a sweep whose process was killed
 is resumed by a new sweep job with nothing lost or counted twice. The budget counts the trials that
 have a row in `sweep_trials` (written right after the trial's run is submitted); a trial Optuna
 handed out whose run never got a row is found by its run's name on resume, or failed and not counted.
@@ -31,9 +31,10 @@ _STATE = optuna.trial.TrialState
 
 
 def storage(workspace: store.Workspace) -> optuna.storages.RDBStorage:
-    """Optuna's storage in the workspace's database file (its tables beside the store's; WAL is kept)."""
-    return optuna.storages.RDBStorage(f"sqlite:///{workspace.db_path}",
-                                      engine_kwargs={"connect_args": {"timeout": 30}})
+    """Optuna's storage in the workspace's database (its tables beside the store's; SQLite's WAL is kept)."""
+    database = workspace.database
+    return optuna.storages.RDBStorage(database.sqlalchemy_url,
+                                      engine_kwargs={"connect_args": database.sqlalchemy_connect_args})
 
 
 def open_study(workspace: store.Workspace, sweep_id: str, spec: SweepSpec) -> optuna.Study:

@@ -1,3 +1,5 @@
+"""The store's index on both kinds of database: SQLite in the workspace and a real PostgreSQL server."""
+
 import multiprocessing
 import sqlite3
 
@@ -9,11 +11,21 @@ from engine.store import EpochMetrics, RunNotFound, Workspace
 from engine.runfolder import RunFolder
 
 
+@pytest.fixture
+def workspace(store_workspace):
+    return store_workspace
+
+
 def test_create_run_writes_row_folder_config_and_queued_job(workspace):
     run = workspace.create_run(RunConfig(name="first"))
     assert run.status == store.QUEUED and run.label == "first"
     assert RunConfig.from_json(RunFolder(workspace, run.id).config_file.read_text()) == RunConfig(name="first")
     assert [r.id for r in workspace.list_runs()] == [run.id]
+
+
+@pytest.mark.parametrize("store_workspace", ["sqlite"], indirect=True)
+def test_the_sqlite_index_is_in_the_workspace_and_in_wal_mode(workspace):
+    assert workspace.database.dialect == "sqlite" and workspace.db_path == workspace.root / "aperture.db"
     journal = sqlite3.connect(workspace.db_path).execute("PRAGMA journal_mode").fetchone()[0]
     assert journal == "wal"
 
@@ -82,8 +94,8 @@ def test_update_run_refuses_unknown_columns(workspace):
         workspace.update_run(run.id, status="completed")
 
 
-def _hammer(root, run_id, job_id, worker):
-    ws = Workspace(root)
+def _hammer(root, database_url, run_id, job_id, worker):
+    ws = Workspace(root, database_url=database_url)
     for i in range(60):
         ws.add_epoch(run_id, EpochMetrics(worker * 1000 + i, loss=float(i)))
         ws.heartbeat(job_id, progress=i / 60, message=f"w{worker} {i}")
@@ -93,10 +105,11 @@ def _hammer(root, run_id, job_id, worker):
 def test_many_writers_never_see_database_locked(workspace):
     run = workspace.create_run(RunConfig())
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_hammer, args=(workspace.root, run.id, run.job.id, w)) for w in range(4)]
+    args = (workspace.root, workspace.database.url, run.id, run.job.id)
+    workers = [context.Process(target=_hammer, args=(*args, w)) for w in range(4)]
     for w in workers:
         w.start()
-    _hammer(workspace.root, run.id, run.job.id, 9)
+    _hammer(*args, 9)
     for w in workers:
         w.join(60)
         assert w.exitcode == 0

@@ -140,6 +140,7 @@ def test_a_workspace_from_before_job_requests_fails_its_queued_jobs_with_a_reaso
     export = workspace.create_job(run.id, "export")
     db = sqlite3.connect(root / "aperture.db")
     db.execute("ALTER TABLE jobs DROP COLUMN request_json")  # as the index was before this column
+    db.execute("DROP TABLE schema_version")  # and before the schema had versions
     db.commit()
     db.close()
     reopened = store.Workspace(root)

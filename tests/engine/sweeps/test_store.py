@@ -1,4 +1,5 @@
-"""The sweeps tables: a sweep with its job, its trials, the run -> sweep tag, and the JSON result."""
+"""The sweeps tables: a sweep with its job, its trials, the run -> sweep tag, and the JSON result (on SQLite and
+on PostgreSQL), and Optuna's study in the same database."""
 
 import pytest
 
@@ -6,6 +7,11 @@ from engine.jobs import kinds
 from engine.store.sweeps import SWEEP_JOB, SweepNotFound, SweepStore
 from engine.sweeps import SweepSpec, sweep_result
 from tests.engine.sweeps.helpers import tiny_spec
+
+
+@pytest.fixture
+def workspace(store_workspace):
+    return store_workspace
 
 
 def test_a_sweep_its_job_and_its_trials(workspace):
@@ -53,9 +59,7 @@ def test_a_queued_sweep_takes_no_job_slot(workspace):
     assert workspace.claim_next_job(1) is None  # the train job holds the one slot
 
 
-def test_optunas_study_shares_the_workspace_database_and_keeps_its_wal(workspace):
-    import sqlite3
-
+def test_optunas_study_shares_the_workspace_database(workspace):
     from engine.sweeps.search import open_study
 
     spec = SweepSpec.from_dict(tiny_spec())
@@ -63,12 +67,23 @@ def test_optunas_study_shares_the_workspace_database_and_keeps_its_wal(workspace
     study = open_study(workspace, sweep.id, spec)
     trial = study.ask()
     study.tell(trial, 0.5)
+    with workspace.database.connect() as db:
+        for table in ("runs", "jobs", "metrics", "sweeps", "sweep_trials", "studies", "trials", "trial_values"):
+            assert workspace.database.has_table(db, table), table
+    workspace.create_run(spec.config_for({}))  # the store still writes beside Optuna's tables
+    assert len(open_study(workspace, sweep.id, spec).trials) == 1  # and the study loads back (resume)
+
+
+@pytest.mark.parametrize("store_workspace", ["sqlite"], indirect=True)
+def test_optuna_keeps_the_sqlite_files_wal(workspace):
+    import sqlite3
+
+    from engine.sweeps.search import open_study
+
+    spec = SweepSpec.from_dict(tiny_spec())
+    open_study(workspace, SweepStore(workspace).create("", spec.to_dict()).id, spec).ask()
     db = sqlite3.connect(workspace.db_path)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     finally:
         db.close()
-    assert {"runs", "jobs", "metrics", "sweeps", "sweep_trials", "studies", "trials", "trial_values"} <= tables
-    workspace.create_run(spec.config_for({}))  # the store still writes beside Optuna's tables
-    assert len(open_study(workspace, sweep.id, spec).trials) == 1  # and the study loads back (resume)
