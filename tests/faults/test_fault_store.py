@@ -1,4 +1,4 @@
-"""Faults: SQLite contention, a full disk while checkpointing, run folders deleted by hand.
+"""Faults: store contention (SQLite and PostgreSQL), a full disk while checkpointing, run folders deleted by hand.
 
 kill -9 of a job: tests/engine/jobs/test_job_processes.py::test_a_job_killed_by_a_signal_is_failed_with_that_signal_named, and its Resume:
 tests/faults/test_fault_resume.py. Server restart mid-run: the restart test in tests/e2e/test_browser.py.
@@ -23,8 +23,9 @@ from engine.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
-# The issue's figures: 4 jobs and 20 polling readers for a minute.
-CONTENTION_SECONDS = 60.0
+# The issue's figures: 4 jobs and 20 polling readers for a minute, shared by the two stores (30 s each, counted
+# from the moment every job has written its first epoch).
+CONTENTION_SECONDS = 30.0
 JOBS, READERS = 4, 20
 # A page polls every 2 s; these poll 100 times as often, but not flat out: 20 threads spinning on the GIL
 # would take a core from the four jobs (which run at a lower priority) and so lower the write rate under test.
@@ -37,13 +38,15 @@ TINY_JOB = {"data": {"image_size": 16, "max_per_class": 6},
 
 
 @pytest.mark.slow
-def test_four_jobs_and_twenty_pollers_for_a_minute_never_see_database_is_locked(workspace, monkeypatch):
+def test_four_jobs_and_twenty_pollers_never_see_database_is_locked(store_workspace, monkeypatch):
     """Real training jobs write epochs, progress and heartbeats while 20 threads poll as an open Runs page does.
 
     The pollers also call `jobs.refresh` (reap and dispatch: a write transaction each), as the live views do.
     Afterwards every job's epochs are all in the store (1..k, k being the epoch its last checkpoint holds),
-    every poll succeeded and saw consistent data, and no process met "database is locked".
+    every poll succeeded and saw consistent data, and no process met "database is locked" (on SQLite) or any
+    other store error (on PostgreSQL, where the jobs and this process each reach the server through a pool).
     """
+    workspace = store_workspace
     monkeypatch.setenv(jobs.MAX_JOBS_ENV, str(JOBS))
     errors, reads = [], [0] * READERS
     stop = threading.Event()
@@ -69,7 +72,11 @@ def test_four_jobs_and_twenty_pollers_for_a_minute_never_see_database_is_locked(
     try:
         runs = [jobs.submit(RunConfig.from_dict({**TINY_JOB, "name": f"job {i}"}), workspace) for i in range(JOBS)]
         assert all(workspace.get_run(r.id).status == store.RUNNING for r in runs), "all four jobs run at once"
-        time.sleep(max(0.0, CONTENTION_SECONDS - (time.monotonic() - started)))
+        # The clock starts when every job writes (importing TensorFlow in four processes takes a while here).
+        deadline = time.monotonic() + 180
+        while any(workspace.get_run(r.id).epochs_done < 1 for r in runs) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(CONTENTION_SECONDS)
         for run in runs:
             jobs.cancel(run.id, workspace)
         deadline = time.monotonic() + 30
@@ -92,8 +99,8 @@ def test_four_jobs_and_twenty_pollers_for_a_minute_never_see_database_is_locked(
         assert [m.epoch for m in workspace.epochs(run.id)] == list(range(1, checkpointed + 1)), "an epoch was lost"
         assert run.epochs_done == checkpointed >= 2  # many more on an idle machine
         written.append(checkpointed)
-    print(f"\n{JOBS} jobs wrote {written} epochs ({sum(written)}) while {READERS} pollers did {sum(reads)} polls "
-          f"(each: refresh, runs, every run's epochs, active jobs; min {min(reads)}) in {seconds:.0f} s; no errors")
+    print(f"\n{workspace.database.dialect}: {JOBS} jobs wrote {written} epochs ({sum(written)}) while {READERS} "
+          f"pollers did {sum(reads)} polls (each: refresh, runs, every run's epochs, active jobs; min {min(reads)}) in {seconds:.0f} s; no errors")
 
 
 @pytest.mark.slow
