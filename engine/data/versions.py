@@ -268,8 +268,8 @@ def load_version_images(source: str, image_size: int, load: Callable[..., ImageS
                         max_per_class: int = 0, seed: int = 0, **options) -> ImageSet:
     """Loads `version:ID` (see `apply_version`); `load` is `load_images`, called for the root source.
 
-    The root is loaded with the version's own cap, seed and manifest columns; a `max_per_class` given
-    here caps the version's images further (picked by `seed`).
+    The root is loaded with the version's own cap, seed and manifest columns; a different `max_per_class`
+    given here caps the version's images further (picked by `seed`).
     """
     version = load_version(workspace_root, source)
     s = version.settings
@@ -282,8 +282,8 @@ def load_version_images(source: str, image_size: int, load: Callable[..., ImageS
     root = load(version.source, image_size, max_per_class=int(s.get("max_per_class", 0)),
                 seed=int(s.get("seed", 0)), columns=columns, **options)
     images = apply_version(version, root)
-    if max_per_class <= 0:
-        return images
+    if max_per_class <= 0 or max_per_class == int(s.get("max_per_class", 0)):
+        return images  # the version's own cap (a clone's config repeats it): a relabel may leave a class above it
     keep = cap_per_class(images.labels, max_per_class, seed)
     picked, labels = np.ascontiguousarray(images.images[keep]), images.labels[keep]
     return ImageSet(picked, labels, images.class_names, [images.ids[i] for i in keep], images.source,

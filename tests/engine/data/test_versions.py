@@ -62,6 +62,7 @@ def test_a_version_relabels_and_excludes_with_the_split_pinned_and_the_source_un
     assert dv.changes_csv(dv.diff(workspace.root, second)).splitlines()[0] == "file,action,old_label,new_label"
     assert [v.id for v in dv.list_versions(workspace.root, str(image_folder))] == [1, 2]
     assert dv.list_versions(workspace.root, "digits") == []
+    assert len(_load(second.name, workspace, max_per_class=SETTINGS["max_per_class"])) == len(parent) - 1
     capped = _load(second.name, workspace, max_per_class=2)
     assert np.bincount(capped.labels).tolist() == [2, 2, 2] and capped.splits is not None
     assert _tree_digest(image_folder) == before
