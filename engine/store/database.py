@@ -205,6 +205,7 @@ def _pool(conninfo: str):
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise StoreUnavailable(f"cannot reach the store's database at {redacted(conninfo)}: {reason}") from None
         size = max(1, int(os.environ.get(POOL_SIZE_ENV) or 10))
+        # `check` costs a round trip per checkout and spares a restarted server's first callers an error each.
         pool = ConnectionPool(conninfo, min_size=1, max_size=size, kwargs={"row_factory": dict_row},
                               check=ConnectionPool.check_connection, timeout=30, name="aperture-store", open=True)
         atexit.register(pool.close)

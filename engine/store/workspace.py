@@ -232,24 +232,22 @@ class Workspace:
         """
         with self._connect(immediate=True) as db:
             self.database.lock(db, "aperture.store.claim")
-            # A sweep job only waits on its trials (train jobs): it takes no slot, or a limit of 1 would deadlock.
-            running = db.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = ? AND kind != 'sweep'",
-                                 (RUNNING,)).fetchone()["n"]
-            if running >= limit:
-                return None
-            row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY created_at, id LIMIT 1"
-                             + self.database.skip_locked, (QUEUED,)).fetchone()
-            if row is None:
-                return None
             now = time.time()
-            db.execute("UPDATE jobs SET status = ?, started_at = ?, heartbeat_at = ?, host = ?, message = ?"
-                       " WHERE id = ?", (RUNNING, now, now, socket.gethostname(), "starting", row["id"]))
-            return Job(**dict(db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()))
+            # One statement, so the lock is held for one round trip. A sweep job only waits on its trials (train
+            # jobs): it takes no slot, or a limit of 1 would deadlock.
+            rows = db.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, heartbeat_at = ?, host = ?, message = ?"
+                " WHERE id = (SELECT id FROM jobs WHERE status = ? ORDER BY created_at, id LIMIT 1"
+                f"{self.database.skip_locked})"
+                " AND (SELECT COUNT(*) FROM jobs WHERE status = ? AND kind != 'sweep') < ? RETURNING *",
+                (RUNNING, now, now, socket.gethostname(), "starting", QUEUED, RUNNING, limit)).fetchall()
+            return Job(**dict(rows[0])) if rows else None
 
-    def set_job_process(self, job_id: str, pid: int) -> None:
+    def set_job_process(self, job_id: str, pid: int, *, host: str | None = None) -> None:
+        """Records the job's process: its pid and host (default this host's name), and marks it alive."""
         with self._connect() as db:
             db.execute("UPDATE jobs SET pid = ?, host = ?, heartbeat_at = ? WHERE id = ?",
-                       (pid, socket.gethostname(), time.time(), job_id))
+                       (pid, host or socket.gethostname(), time.time(), job_id))
 
     def heartbeat(self, job_id: str, *, progress: float | None = None, message: str | None = None) -> None:
         """Marks the job alive, optionally with its progress (0..1) and a status line."""

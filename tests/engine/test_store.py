@@ -114,3 +114,29 @@ def test_many_writers_never_see_database_locked(workspace):
         w.join(60)
         assert w.exitcode == 0
     assert len(workspace.epochs(run.id)) == 5 * 60
+
+
+def test_concurrent_claimers_keep_the_limit_and_never_take_a_job_twice(workspace):
+    """Twelve threads claim at once from a queue of 30 with a limit of 5 (on PostgreSQL, through the pool)."""
+    import threading
+
+    run = workspace.create_run(RunConfig())
+    queued = [run.job.id] + [f"job-{i:02d}" for i in range(29)]  # ids of our own: new_id() has 16 random bits
+    with workspace._connect() as db:
+        db.executemany("INSERT INTO jobs (id, run_id, kind, status, created_at) VALUES (?, ?, 'export', 'queued', ?)",
+                       [(job_id, run.id, 2e9 + i) for i, job_id in enumerate(queued[1:])])
+    go, claimed = threading.Barrier(12), []
+
+    def claim() -> None:
+        go.wait()
+        for _ in range(10):
+            if (job := workspace.claim_next_job(5)) is not None:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=claim) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == 5 and len(set(claimed)) == 5 and sorted(claimed) == queued[:5]  # the oldest five
+    assert sorted(claimed) == sorted(j.id for j in workspace.jobs(statuses=(store.RUNNING,)))
