@@ -80,6 +80,11 @@ class PostgresServer:
                                f"{log.read_text()[-2000:] if log.exists() else ''}") from error
         return self
 
+    def restart(self) -> None:
+        """Stops the server (its clients' connections break) and starts it again on the same port."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-m", "fast", "-w", "-t", "60",
+                  "restart")
+
     def url(self, database: str = SERVER_USER) -> str:
         return f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/{database}"
 

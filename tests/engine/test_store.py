@@ -140,3 +140,15 @@ def test_concurrent_claimers_keep_the_limit_and_never_take_a_job_twice(workspace
         thread.join()
     assert len(claimed) == 5 and len(set(claimed)) == 5 and sorted(claimed) == queued[:5]  # the oldest five
     assert sorted(claimed) == sorted(j.id for j in workspace.jobs(statuses=(store.RUNNING,)))
+
+
+@pytest.mark.parametrize("store_workspace", ["postgresql"], indirect=True)
+def test_the_store_carries_on_after_the_postgresql_server_restarts(workspace, postgres_server):
+    """The pool's connections break with the server; the next calls get fresh ones and lose nothing."""
+    run = workspace.create_run(RunConfig())
+    workspace.heartbeat(run.job.id, progress=0.5)
+    postgres_server.restart()
+    for _ in range(3):  # more calls than the pool has idle connections
+        assert workspace.get_run(run.id).job.progress == 0.5
+    workspace.add_epoch(run.id, EpochMetrics(1, loss=0.5))
+    assert [m.epoch for m in workspace.epochs(run.id)] == [1]
