@@ -77,6 +77,10 @@ class DataConfig(_Validated):
     split_column: str = setting("", label="Manifest: split column", max_length=200,
                                 help="For a CSV/TSV manifest: the column naming each image's split (train, val, "
                                      "test); blank = detect, `none` = no split column.")
+    group_near_duplicates: bool = setting(False, label="Keep near duplicates in one split",
+                                          help="Keep each group of near-duplicate images (perceptual hash within "
+                                               "10 of 64 bits) in one split, so that the test score is not "
+                                               "inflated by near-copies of training images.")
 
     def validate(self) -> None:
         super().validate()

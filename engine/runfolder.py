@@ -16,6 +16,7 @@ which return data. The layout (kept as existing workspaces have it)::
     explanations/mistakes.json  the stored batch of explained mistakes; its maps in explanations/<batch>/
     exports/                    exported artifacts (named by `engine.export.formats.FORMATS`), report.json (parity)
                                 and metadata.json
+    inspect/                    embeddings.npz, neighbours.npz, report.json: what `engine.inspect` computed
     model_card.md, model_card.html
     published                   present: the run's demo opens by link without the password
 
@@ -44,6 +45,7 @@ _LAST_CHECKPOINT = "last.keras"
 _LAST_CHECKPOINT_INFO = "last.json"
 _LOG = "job.log"
 _TENSORBOARD = "tensorboard"
+_RAY_TRAIN = "ray_train"  # Ray Train's storage path of a run trained across workers (its own bookkeeping only)
 _DATA_REPORT = "data_report.json"
 _WEIGHTS_RECORD = "weights.json"
 _PREDICTIONS = "predictions.npz"
@@ -57,6 +59,9 @@ _EXPORT_METADATA = "exports/metadata.json"
 _MODEL_CARD = "model_card.md"
 _COMPRESS_REPORT = "compress_report.json"  # a compressed (child) run's comparison with its parent
 _MODEL_CARD_HTML = "model_card.html"
+_EMBEDDINGS = "inspect/embeddings.npz"  # every train/val/test image's features, map and predictions
+_NEIGHBOURS = "inspect/neighbours.npz"  # each embedded image's nearest others by cosine
+_INSPECT_REPORT = "inspect/report.json"  # duplicates, leakage, health counts, label issues
 _RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")  # as `store.new_id` makes them
 
 
@@ -104,6 +109,11 @@ class RunFolder:
     @property
     def tensorboard_dir(self) -> Path:
         return self.path / _TENSORBOARD
+
+    @property
+    def ray_train_dir(self) -> Path:
+        """Ray Train's storage path (`train.workers` > 1); the run's checkpoints stay in this folder's own files."""
+        return self.path / _RAY_TRAIN
 
     @property
     def data_report_file(self) -> Path:
@@ -167,6 +177,18 @@ class RunFolder:
     @property
     def model_card_html_file(self) -> Path:
         return self.path / _MODEL_CARD_HTML
+
+    @property
+    def embeddings_file(self) -> Path:
+        return self.path / _EMBEDDINGS
+
+    @property
+    def neighbours_file(self) -> Path:
+        return self.path / _NEIGHBOURS
+
+    @property
+    def inspect_report_file(self) -> Path:
+        return self.path / _INSPECT_REPORT
 
     def relative(self, path: Path) -> str:
         """`path` (inside this folder) as the records store it: relative, with forward slashes."""
@@ -308,7 +330,8 @@ class RunFolder:
 
         data = self.config().data
         images = self.dataset() if images is None else images
-        return split_dataset(images, data.val_fraction, data.test_fraction, data.seed)
+        return split_dataset(images, data.val_fraction, data.test_fraction, data.seed,
+                             group_near_duplicates=data.group_near_duplicates)
 
     @property
     def weights_record_file(self) -> Path:

@@ -15,14 +15,15 @@ import logging
 import sqlite3
 import sys
 
-from engine.cli import (compress, data, doctor, evaluate, explain, export, internal, relabel, runs, serve, sweep,
-                        weights)
+from engine.cli import (compress, data, doctor, evaluate, explain, export, inspect, internal, relabel, runs, serve,
+                        sweep, weights)
 from engine.cli.common import UsageError
 from engine.config import ConfigError
 from engine.store import RunNotFound, Workspace
 
 # The order of `--help`'s command list.
-COMMAND_MODULES = (data, doctor, runs, weights, evaluate, relabel, export, compress, explain, sweep, serve, internal)
+COMMAND_MODULES = (data, doctor, runs, weights, evaluate, inspect, relabel, export, compress, explain, sweep, serve,
+                   internal)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,8 @@ def _ensure_every_class(labels: np.ndarray, parts: list[list[int]]) -> list[list
     return parts
 
 
-def split_dataset(images, val_fraction: float, test_fraction: float, seed: int) -> Split:
+def split_dataset(images, val_fraction: float, test_fraction: float, seed: int, *,
+                  group_near_duplicates: bool = False) -> Split:
     """The split of an `ImageSet`: the splits its data gives (a missing one carved from train), else made here.
 
     Args:
@@ -113,10 +114,31 @@ def split_dataset(images, val_fraction: float, test_fraction: float, seed: int) 
             the training images when only the validation split is missing).
         test_fraction: the same for test.
         seed: seed for what is carved.
+        group_near_duplicates: keep each group of near duplicates (by perceptual hash; there is no model
+            yet) in one split: the split most of the group is in. Default False.
 
     Returns:
         A `Split` of sorted int64 index arrays.
     """
+    split = _split_dataset(images, val_fraction, test_fraction, seed)
+    return _group_near_duplicates(images, split) if group_near_duplicates else split
+
+
+def _group_near_duplicates(images, split: Split) -> Split:
+    """Moves every near-duplicate group whose images are in several splits into its majority's split (ties: train)."""
+    from engine.inspect.duplicates import near_duplicate_groups
+
+    groups = near_duplicate_groups(images.images)
+    part = np.zeros(len(groups), np.int64)
+    part[split.val], part[split.test] = 1, 2
+    values, counts = np.unique(groups, return_counts=True)
+    for group in values[counts > 1]:
+        members = np.flatnonzero(groups == group)
+        part[members] = int(np.bincount(part[members], minlength=3).argmax())
+    return Split(*(np.flatnonzero(part == code).astype(np.int64) for code in range(3)))
+
+
+def _split_dataset(images, val_fraction: float, test_fraction: float, seed: int) -> Split:
     labels = np.asarray(images.labels).reshape(-1)
     given = getattr(images, "splits", None)
     if given is None:

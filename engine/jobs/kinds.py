@@ -28,6 +28,8 @@ _BUILT_IN = {
     "explain": "engine.explain.batch:KIND",
     "compress": "engine.compress.job:KIND",
     "sweep": "engine.sweeps.job:KIND",
+    "inspect": "engine.inspect.job:INSPECT_KIND",
+    "health": "engine.inspect.job:HEALTH_KIND",
 }
 
 
