@@ -1,0 +1,50 @@
+"""A local Ray cluster for tests and benchmarks: a head that runs no jobs and worker nodes of one CPU each.
+
+`ray.cluster_utils.Cluster` starts real Ray processes (GCS, raylets, the dashboard that serves
+Ray Jobs) on this host, each node its own raylet, so a node can be killed like a lost machine.
+The cluster gets its own temporary folder, so another Ray instance on this host (another
+test session) is never the one a job driver's `RAY_ADDRESS=auto` finds.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+OBJECT_STORE_BYTES = 80 * 2**20  # Ray would reserve about 30 % of RAM per node
+# A killed node is declared dead after about 3 s instead of Ray's default of about 30 s.
+FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 1000,
+                      "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
+
+
+def start_cluster(nodes: int = 2, *, cpus_per_node: int = 1):
+    """Starts a head (0 CPUs: jobs never run there) and `nodes` worker nodes; returns the `Cluster`.
+
+    Args:
+        nodes: how many worker nodes.
+        cpus_per_node: the CPUs each worker node offers (each Aperture job takes one).
+
+    Returns:
+        The cluster; its Ray Jobs address is `dashboard_address(cluster)`. Stop it with `cluster.shutdown()`.
+    """
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    from ray.cluster_utils import Cluster
+
+    temp_dir = tempfile.mkdtemp(prefix="ray-ap-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": True, "dashboard_port": 0, "object_store_memory": OBJECT_STORE_BYTES,
+        "temp_dir": temp_dir, "_system_config": FAST_HEALTH_CHECKS})
+    for _ in range(nodes):
+        add_worker_node(cluster, cpus=cpus_per_node)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def add_worker_node(cluster, *, cpus: int = 1):
+    """Adds one worker node with `cpus` CPUs; returns Ray's node handle (`.node_id`)."""
+    return cluster.add_node(num_cpus=cpus, object_store_memory=OBJECT_STORE_BYTES)
+
+
+def dashboard_address(cluster) -> str:
+    """The cluster's Ray Jobs (dashboard) address, as RAY_ADDRESS takes it."""
+    return "http://" + cluster.head_node.webui_url
