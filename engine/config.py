@@ -178,6 +178,10 @@ class TrainConfig(_Validated):
     deterministic: bool = setting(False, label="Bit-exact reruns",
                                   help="TensorFlow op determinism: the same seed gives the same numbers to the "
                                        "last digit. Slower, and some GPU ops refuse it.")
+    workers: int = setting(1, label="Workers (processes)", range=(1, 256),
+                           help="Train one model across this many worker processes (Ray Train with "
+                                "MultiWorkerMirroredStrategy; the batch size stays global); more than 1 needs "
+                                "the Ray backend (APERTURE_BACKEND=ray).")
 
 
 _SECTIONS = {"data": DataConfig, "augment": AugmentConfig, "model": ModelConfig, "train": TrainConfig}
@@ -214,6 +218,10 @@ class RunConfig(_Validated):
             minimum = TRANSFER_MIN_IMAGE_SIZE[self.model.base]
             _check(self.data.image_size >= minimum, "data.image_size", self.data.image_size,
                    f"the {self.model.base} base needs images of at least {minimum}x{minimum}")
+        two_phase = self.model.name == "transfer" and self.train.head_epochs > 0 and self.model.weights != "random"
+        _check(self.train.workers == 1 or not two_phase, "train.workers", self.train.workers,
+               "two-phase fine-tuning (train.head_epochs > 0) trains on one worker: set train.workers=1 "
+               "or train.head_epochs=0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -44,3 +44,16 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def check_cluster(workspace) -> dict | None:
+    """With `APERTURE_BACKEND=ray`: the cluster's nodes, and whether a worker node sees this workspace.
+
+    Returns:
+        None on the local backend, else `engine.jobs.backends.ray_doctor.check_cluster`'s report.
+    """
+    if (os.environ.get("APERTURE_BACKEND") or "local") != "ray":
+        return None
+    from engine.jobs.backends.ray_doctor import check_cluster as check_ray_cluster
+
+    return check_ray_cluster(workspace)

@@ -99,7 +99,8 @@ def _run_details(run: Run) -> None:
     with c1:
         st.subheader(run.label, anchor=False)
         st.caption(f"Run `{run.id}` · created {widgets.timestamp(run.created_at)}"
-                   + (f" · cloned from `{run.parent_id}`" if run.parent_id else ""))
+                   + (f" · cloned from `{run.parent_id}`" if run.parent_id else "")
+                   + (f" · ran on {job.host}" if job is not None and job.host and job.pid else ""))
         if trial := SweepStore(workspace).trial_of_run(run.id):  # the sweep tag
             st.page_link("views/sweeps.py", label=f"Trial {trial.number} of sweep {trial.sweep_id} ({trial.state})",
                          icon=":material/tune:", query_params={"sweep": trial.sweep_id})
@@ -241,7 +242,7 @@ def _confirmation(run: Run) -> None:
 def _resume(run: Run) -> None:
     try:
         jobs.resume(run.id, state.workspace())
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # OSError: the backend cannot start jobs now (e.g. Ray unreachable)
         st.toast(str(error), icon=":material/error:")
     else:
         st.toast(f"Resuming {run.label} from epoch {run.epochs_done + 1}", icon=":material/play_circle:")

@@ -13,11 +13,13 @@ from dashboard.components.polling import when_ready
 from engine import jobs
 from engine.config import ConfigError, RunConfig, describe_fields, field_spec, section_titles
 from engine.data import BUILTIN_SOURCES, DatasetError, check_source_allowed, load_images
+from engine.data.versions import load_version, version_id
 from engine.store import CACHE_DIR
 from engine.zoo import WeightsMissing, resolve_weights
 
 BUILTIN, PATH = "Built-in dataset", "Folder or zip on the server"
 ERROR_KEY = "train.error"  # {"field": "train.learning_rate", "message": ..., "raw": {...}}
+BACKEND_FIELD = "backend"  # the error's "field" when the job backend refused the run (APERTURE_BACKEND)
 PARENT_KEY = "train.parent"  # the run this form was cloned from
 STARTED_KEY = "train.started"  # the run just submitted, to open on the Runs page
 SAVED_KEY = "train.saved"  # form values kept while the user visits other pages
@@ -115,7 +117,12 @@ def _start() -> None:
     st.session_state.pop(ERROR_KEY, None)
     try:
         source = raw["data"]["source"]
-        if st.session_state["cfg.data.kind"] == PATH:
+        if st.session_state["cfg.data.kind"] == PATH and version_id(source) is not None:
+            try:  # a dataset version (Evaluate's "Retrain with these fixes"): it must exist in this workspace
+                raw["data"]["source"] = load_version(state.workspace().root, source).name
+            except DatasetError as error:
+                raise ConfigError("data.source", source, str(error)) from None
+        elif st.session_state["cfg.data.kind"] == PATH:
             if not source:
                 raise ConfigError("data.source", source, "type the path of a folder or .zip on the server")
             try:
@@ -131,11 +138,16 @@ def _start() -> None:
                 resolve_weights(config.model.base, config.model.weights, config.data.image_size)
             except WeightsMissing as error:
                 raise ConfigError("model.weights", config.model.weights, str(error)) from None
+        jobs.check_workers(config)  # train.workers > 1 needs the Ray backend: refused here, with the field named
     except ConfigError as error:
         st.session_state[ERROR_KEY] = {"field": error.field, "message": f"{error.reason} (got {error.value!r})",
                                        "raw": raw}
         return
-    run = jobs.submit(config, state.workspace(), parent_id=st.session_state.get(PARENT_KEY))
+    try:
+        run = jobs.submit(config, state.workspace(), parent_id=st.session_state.get(PARENT_KEY))
+    except OSError as error:  # the backend cannot start jobs now, e.g. an unreachable Ray cluster
+        st.session_state[ERROR_KEY] = {"field": BACKEND_FIELD, "message": str(error), "raw": raw}
+        return
     st.session_state[STARTED_KEY] = run.id
     st.session_state[PARENT_KEY] = None
 
@@ -184,7 +196,8 @@ def _data_section() -> None:
             st.warning(f"{info.detail}", icon=":material/cloud_off:")
     else:
         st.text_input("Path", key="cfg.data.path", placeholder="/data/flowers or /data/flowers.zip",
-                      help="A folder holding one sub-folder of images per class, or a .zip of it.")
+                      help="A folder holding one sub-folder of images per class, or a .zip of it, or a "
+                           "dataset version `version:ID` (made on Evaluate or with `python -m engine relabel`).")
     _field_error("data.source")
     _settings("data", LAYOUT["data"], skip=("source",))
 
@@ -219,7 +232,7 @@ def _params_metric() -> None:
     except DatasetError:
         st.caption("Parameters: choose a dataset inside the allowed data folders to count them.")
         return
-    if source not in BUILTIN_SOURCES and not Path(source).expanduser().exists():
+    if source not in BUILTIN_SOURCES and version_id(source) is None and not Path(source).expanduser().exists():
         st.caption("Parameters: choose an existing dataset to count them.")
         return
     relevant = {"source": source, "model": dataclasses.asdict(config.model), "size": config.data.image_size,
@@ -277,7 +290,9 @@ def main() -> None:
             with column, st.container(border=True):
                 st.subheader(f"{SECTION_ICONS[section]} {titles[section]}", anchor=False)
                 drawers[section]()
-    if st.session_state.get(ERROR_KEY):
+    if (error := st.session_state.get(ERROR_KEY)) and error["field"] == BACKEND_FIELD:
+        st.error(f"Could not start the run: {error['message']}", icon=":material/cloud_off:")
+    elif error:
         st.error("Fix the highlighted setting, then start again.", icon=":material/error:")
     st.button("Start training", key="train.start", type="primary", on_click=_start, icon=":material/play_arrow:")
     st.session_state[SAVED_KEY] = {k: v for k, v in st.session_state.items()

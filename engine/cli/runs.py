@@ -274,8 +274,9 @@ def run_summary(run: Run) -> dict:
     return {"run_id": run.id, "name": run.name, "status": run.status, "dataset": run.dataset, "model": run.model,
             "test_accuracy": run.test_accuracy, "best_val_accuracy": run.best_val_accuracy,
             "epochs": run.epochs_done, "epochs_total": run.epochs_total, "train_seconds": run.train_seconds,
-            "params": run.params, "device": run.device, "created_at": run.created_at,
-            "error": job.error if job else None}
+            "params": run.params, "device": run.device, "workers": run.config.train.workers,
+            "created_at": run.created_at,
+            "host": job.host if job else None, "error": job.error if job else None}
 
 
 def _print_run(run: Run, workspace: Workspace) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from engine import store
 from engine.config import RunConfig
 import engine.jobs.kinds as kinds
-from engine.jobs.backends import get_backend
+from engine.jobs.backends import check_workers, get_backend
 from engine.jobs.crash_report import crash_excerpt
 from engine.runfolder import RunFolder
 from engine.store import Job, Run, Workspace
@@ -29,7 +29,8 @@ LOG_TAIL_LINES = 30
 
 
 def max_jobs() -> int:
-    return max(1, int(os.environ.get(MAX_JOBS_ENV, "1") or 1))
+    """How many jobs may run at once: `APERTURE_MAX_JOBS`, else the backend's default (local 1; Ray: no limit)."""
+    return max(1, int(os.environ.get(MAX_JOBS_ENV) or get_backend().default_max_jobs))
 
 
 def submit(config: RunConfig, workspace: Workspace | None = None, *, parent_id: str | None = None) -> Run:
@@ -42,7 +43,12 @@ def submit(config: RunConfig, workspace: Workspace | None = None, *, parent_id: 
 
     Returns:
         The run as recorded (status `queued` or `running`).
+
+    Raises:
+        ConfigError: `train.workers` > 1 on a backend that trains in one process.
     """
+    check_workers(config)  # refused here, not in the job
+    get_backend().check()  # e.g. an unreachable Ray cluster: said now, before anything is recorded
     workspace = workspace or Workspace()
     run = workspace.create_run(config, parent_id=parent_id)
     refresh(workspace)
@@ -64,6 +70,7 @@ def submit_job(workspace: Workspace, run_id: str, kind: str, request: Any, *, bu
         The job as recorded (status `queued` or `running`).
     """
     job_kind = kinds.resolve(kind)
+    get_backend().check()
     current = workspace.latest_job(run_id, kind)
     if current is not None and current.active:
         raise busy_error(f"run {run_id} is already {job_kind.doing} (job {current.id})")
@@ -90,14 +97,17 @@ def resume(run_id: str, workspace: Workspace) -> Job:
     ends exactly where the uninterrupted run would (tests/engine/training/test_resume.py).
 
     Raises:
-        ValueError: the run is active or finished, or has no last checkpoint (the message says which).
+        ValueError: the run is active or finished, or has no last checkpoint (the message says which);
+            `ConfigError` (a ValueError) for `train.workers` > 1 on a backend that trains in one process.
     """
     run = workspace.get_run(run_id)
     if run.status not in (store.FAILED, store.CANCELLED):
         raise ValueError(f"run {run_id} is {run.status}: only a failed or cancelled run can be resumed")
+    check_workers(run.config)
     if not can_resume(run, workspace):
         raise ValueError(f"run {run_id} has no last checkpoint to resume from (it stopped before finishing "
                          "an epoch, or all its epochs are done); start it again with Clone")
+    get_backend().check()
     job = workspace.create_job(run_id, kinds.TRAIN)
     refresh(workspace)
     return workspace.get_job(job.id)
@@ -178,7 +188,8 @@ def refresh(workspace: Workspace, *, keep_warm: bool = False) -> None:
             elif waited > CANCEL_GRACE_SECONDS:
                 backend.stop(job, force=False)
             continue
-        stale = job.heartbeat_at is not None and now - job.heartbeat_at > STALE_SECONDS
+        stale = (job.heartbeat_at is not None and now - job.heartbeat_at > STALE_SECONDS
+                 and not backend.placing(job))  # e.g. Ray waiting for a free node: no process to beat yet
         if alive and not stale:
             continue
         if alive:

@@ -19,6 +19,7 @@ from engine import store
 from engine.cpu import log_onednn_setting
 import engine.jobs.kinds as kinds
 from engine.jobs.backends.local import STANDBY_FILE, standby_pid
+from engine.jobs.backends.ray import process_host
 from engine.jobs.context import JobCancelled, JobContext
 from engine.jobs.queue import HEARTBEAT_SECONDS, max_jobs, refresh
 from engine.runfolder import RunFolder
@@ -35,7 +36,7 @@ def run_job(job_id: str, workspace: Workspace | None = None) -> int:
     """Runs one job to its end in this process; returns the process exit code."""
     workspace = workspace or Workspace()
     job = workspace.get_job(job_id)
-    workspace.set_job_process(job_id, os.getpid())
+    workspace.set_job_process(job_id, os.getpid(), host=process_host(job_id))
     faulthandler.enable()  # a native crash leaves its signal and Python stack in the log, for the reaper
     _lower_priority()
     log.info("job %s (%s) for run %s started (process %d)", job_id, job.kind, job.run_id, os.getpid())

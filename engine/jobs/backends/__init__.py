@@ -17,11 +17,19 @@ BACKEND_ENV = "APERTURE_BACKEND"
 class Backend(Protocol):
     """The interface every backend implements."""
 
+    default_max_jobs: int  # how many jobs run at once unless APERTURE_MAX_JOBS says (local 1; Ray: no limit)
+
+    def check(self) -> None:
+        """Raises OSError naming the problem if jobs cannot be started now (e.g. the Ray cluster is unreachable)."""
+
     def start(self, workspace: Workspace, job: Job) -> None:
         """Starts the process that runs `job` (already claimed: status running); raises OSError if it cannot."""
 
     def alive(self, job: Job) -> bool:
         """False once the job's process is gone (True while it may still be starting, or is out of sight)."""
+
+    def placing(self, job: Job) -> bool:
+        """True while the backend still looks for a place to run the job (no process yet, so no heartbeat)."""
 
     def stop(self, job: Job, *, force: bool) -> None:
         """Asks the job's process to end (SIGTERM), or ends it (`force`: SIGKILL)."""
@@ -50,4 +58,30 @@ def get_backend() -> Backend:
         from engine.jobs.backends.local import LOCAL
 
         return LOCAL
-    raise ValueError(f"{BACKEND_ENV}={name!r}: expected 'local'")
+    if name == "ray":
+        from engine.jobs.backends.ray import RAY
+
+        return RAY
+    raise ValueError(f"{BACKEND_ENV}={name!r}: expected 'local' or 'ray'")
+
+
+# Backends whose train jobs can spread one model over several worker processes (`train.workers`).
+MULTI_WORKER_BACKENDS = ("ray",)
+
+
+def check_workers(config) -> None:
+    """Refuses a `RunConfig` with `train.workers` > 1 unless the configured backend can run it (Ray).
+
+    Called when a run is submitted or resumed, so the error comes before anything is queued.
+
+    Raises:
+        ConfigError: naming `train.workers`, the value and the backend that cannot run it.
+    """
+    from engine.config import ConfigError
+
+    workers = config.train.workers
+    name = os.environ.get(BACKEND_ENV, "local") or "local"
+    if workers > 1 and name not in MULTI_WORKER_BACKENDS:
+        raise ConfigError("train.workers", workers,
+                          f"training one model across {workers} workers needs the Ray backend "
+                          f"({BACKEND_ENV}=ray with RAY_ADDRESS); the {name!r} backend trains in one process")

@@ -29,6 +29,8 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 class LocalBackend:
     """Detached processes on this host (see the module docstring)."""
 
+    default_max_jobs = 1  # one machine: jobs queue one after another unless APERTURE_MAX_JOBS says more
+
     def __init__(self):
         self._children: list[subprocess.Popen] = []  # kept only to reap them; the store is the truth
         self._exit_codes: dict[int, int] = {}  # pid -> exit status of the processes this one started
@@ -39,6 +41,9 @@ class LocalBackend:
             process = self._spawn(workspace, ["job", job.id], log_file)
         workspace.set_job_process(job.id, process.pid)
 
+    def check(self) -> None:
+        """Nothing to check: this host can always start a process."""
+
     def alive(self, job: Job) -> bool:
         self._reap()
         if job.pid is None:
@@ -46,6 +51,9 @@ class LocalBackend:
         if job.host and job.host != socket.gethostname():
             return True  # another host's job: only its heartbeat can tell
         return process_alive(job.pid)
+
+    def placing(self, job: Job) -> bool:
+        return False
 
     def stop(self, job: Job, *, force: bool) -> None:
         if job.pid is None or (job.host and job.host != socket.gethostname()) or not _is_our_job_process(job):

@@ -46,13 +46,17 @@ STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"
 STOP_WAIT_SECONDS = 15  # Ray's SIGTERM-to-SIGKILL grace: at least the queue's CANCEL_GRACE_SECONDS (a test checks)
 SUBMISSION_PREFIX = "aperture-"
 REQUEST_TIMEOUT_SECONDS = 10.0  # any one call to Ray's dashboard; a dead head must not hang a page
+SUBMIT_TIMEOUT_SECONDS = 60.0  # a submit or stop (POST): a busy head can take seconds, and a lost answer costs a job
 CONNECT_TIMEOUT_SECONDS = 3.0
 CLIENT_SECONDS = 30.0
 RETRY_SECONDS = 5.0  # after Ray could not be reached, how long it counts as unreachable without asking
 STATUS_TTL_SECONDS = 0.5  # one refresh asks alive() and placing() of each job: one request serves both
 UNSEEN_GRACE_SECONDS = 30.0  # a claimed job may be missing from Ray's list while its submission is on the way
 GPU_CHECK_SECONDS = 60.0
-PASSED_ENV_PREFIXES = ("APERTURE_", "TF_", "DNNL_", "KERAS_")  # this process's settings that the job needs too
+# This process's settings that a job needs too (not TF_ alone: Terraform's variables share it; never
+# CUDA_VISIBLE_DEVICES: Ray sets it for the GPUs it gives the job).
+PASSED_ENV_PREFIXES = ("APERTURE_", "TF_CPP_", "TF_ENABLE_", "TF_USE_", "TF_GPU_", "TF_FORCE_", "TF_XLA_",
+                       "TF_DETERMINISTIC", "DNNL_", "KERAS_")
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 _WAITING_MESSAGE = "waiting for Ray to place it"
 _NO_LIMIT = 1_000_000
@@ -98,10 +102,10 @@ class RayBackend:
                               runtime_env={"env_vars": job_environment(workspace, client.get_address())},
                               metadata={"aperture_run": job.run_id, "aperture_kind": job.kind},
                               entrypoint_num_cpus=num_cpus, entrypoint_num_gpus=num_gpus)
-        except (ConnectionError, OSError) as error:
-            raise RayUnavailable(f"could not submit job {job.id} to Ray: {error}") from error
-        except RuntimeError as error:  # Ray's SDK reports a refused submission as a RuntimeError
-            raise OSError(f"Ray refused job {job.id}: {_first_line(error)}") from error
+        except Exception as error:  # noqa: BLE001 - requests' errors, or RuntimeError for a refusal
+            if not self._known_to_ray(client, job):  # else the answer was lost, not the submission
+                kind = RayUnavailable if isinstance(error, OSError) else OSError
+                raise kind(f"could not submit job {job.id} to Ray: {_first_line(error)}") from error
         workspace.heartbeat(job.id, message=f"{_WAITING_MESSAGE} (Ray job {submission_id(job)})")
 
     def alive(self, job: Job) -> bool:
@@ -216,6 +220,14 @@ class RayBackend:
                 del self._statuses[old]
         return details
 
+    @staticmethod
+    def _known_to_ray(client, job: Job) -> bool:
+        try:
+            client.get_job_info(submission_id(job))
+            return True
+        except Exception:  # noqa: BLE001 - not there, or Ray cannot say: the submission counts as failed
+            return False
+
     def _forget(self, job: Job) -> None:
         with self._lock:
             self._statuses.pop(submission_id(job), None)
@@ -274,7 +286,7 @@ def _timed_client_class() -> type:
         """Ray's client with a timeout on every request (Ray's own has none: an unreachable head hangs it)."""
 
         def _do_request(self, method, endpoint, **kwargs):
-            kwargs.setdefault("timeout", REQUEST_TIMEOUT_SECONDS)
+            kwargs.setdefault("timeout", SUBMIT_TIMEOUT_SECONDS if method == "POST" else REQUEST_TIMEOUT_SECONDS)
             return super()._do_request(method, endpoint, **kwargs)
 
     return TimedJobClient
@@ -320,7 +332,8 @@ def job_environment(workspace: Workspace, jobs_address: str) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if name.startswith(PASSED_ENV_PREFIXES)}
     env.update({store.HOME_ENV: str(workspace.root), "APERTURE_BACKEND": "ray", JOBS_ADDRESS_ENV: jobs_address, "TF_CPP_MIN_LOG_LEVEL": "2",
                 "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", STOP_WAIT_ENV: str(STOP_WAIT_SECONDS),
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")]))})
+                "PYTHONPATH": os.pathsep.join(dict.fromkeys(filter(None, [str(_PROJECT_ROOT),
+                                                                           *os.environ.get("PYTHONPATH", "").split(os.pathsep)])))})
     return env
 
 

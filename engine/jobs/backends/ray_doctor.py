@@ -13,6 +13,7 @@ import secrets
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from engine.jobs.backends.ray import ADDRESS_ENV, RAY, RayUnavailable, job_environment
 from engine.store import Workspace
@@ -45,38 +46,49 @@ def check_cluster(workspace: Workspace, *, timeout: float = PROBE_TIMEOUT_SECOND
     except RayUnavailable as error:
         return {**report, "detail": str(error)}
     report["reachable"] = True
-    report["nodes"] = RAY.nodes()
+    try:
+        report["nodes"] = RAY.nodes()
+    except Exception as error:  # noqa: BLE001 - requests' errors, or a reply of another shape
+        return {**report, "detail": f"Ray's node list could not be read: {error}"}
     token = secrets.token_hex(8)
     folder = workspace.root / PROBE_DIR
     folder.mkdir(exist_ok=True)
     token_file = folder / f"probe-{token}.txt"
-    answer_file = token_file.with_suffix(".seen")
     token_file.write_text(token)
-    probe_id = f"aperture-doctor-{token}"
     try:
-        client.submit_job(entrypoint=f"exec {shlex.quote(sys.executable)} -c {shlex.quote(_PROBE)} "
-                                     f"{shlex.quote(str(token_file))}",
-                          submission_id=probe_id, runtime_env={"env_vars": job_environment(workspace, client.get_address())},
-                          entrypoint_num_cpus=1)
-        status = _wait_for_end(client, probe_id, timeout)
-        log = client.get_job_logs(probe_id)
-        if status is None:
-            client.stop_job(probe_id)
-            return {**report, "detail": f"the probe (Ray job {probe_id}) did not run within {timeout:.0f} s: "
-                                        "does any node have a free CPU?"}
-        answer = answer_file.read_text().split() if answer_file.exists() else []
-        seen = next((line.split() for line in log.splitlines() if line.startswith("token ")), [])
-        report["node"] = answer[1] if len(answer) > 1 else (seen[3] if len(seen) > 3 else None)
-        if answer and answer[0] == token:
-            detail = f"a worker node ({report['node']}) reads and writes this workspace ({workspace.root})"
-            return {**report, "shared_workspace": True, "detail": detail}
-        why = ("it cannot see the folder" if seen[1:2] == ["MISSING"] else f"the probe ended {status}")
-        return {**report, "shared_workspace": False,
-                "detail": f"a worker node ({report['node'] or 'unknown'}) does not share {workspace.root}: {why}; "
-                          "mount the same folder at the same path on every node (APERTURE_HOME)"}
+        return _probe(client, workspace, report, token_file, timeout)
+    except Exception as error:  # noqa: BLE001 - e.g. a head too busy to answer: said, not raised
+        return {**report, "detail": f"the probe could not run on Ray: {error}"}
     finally:
         token_file.unlink(missing_ok=True)
-        answer_file.unlink(missing_ok=True)
+        token_file.with_suffix(".seen").unlink(missing_ok=True)
+
+
+def _probe(client, workspace: Workspace, report: dict, token_file: Path, timeout: float) -> dict:
+    """Runs the probe job and reads its answer (see `check_cluster`)."""
+    token = token_file.read_text()
+    answer_file = token_file.with_suffix(".seen")
+    probe_id = f"aperture-doctor-{token}"
+    client.submit_job(entrypoint=f"exec {shlex.quote(sys.executable)} -c {shlex.quote(_PROBE)} "
+                                 f"{shlex.quote(str(token_file))}",
+                      submission_id=probe_id, entrypoint_num_cpus=1,
+                      runtime_env={"env_vars": job_environment(workspace, client.get_address())})
+    status = _wait_for_end(client, probe_id, timeout)
+    if status is None:
+        client.stop_job(probe_id)
+        return {**report, "detail": f"the probe (Ray job {probe_id}) did not run within {timeout:.0f} s: "
+                                    "does any node have a free CPU?"}
+    log = client.get_job_logs(probe_id)
+    answer = answer_file.read_text().split() if answer_file.exists() else []
+    seen = next((line.split() for line in log.splitlines() if line.startswith("token ")), [])
+    report["node"] = answer[1] if len(answer) > 1 else (seen[3] if len(seen) > 3 else None)
+    if answer and answer[0] == token:
+        detail = f"a worker node ({report['node']}) reads and writes this workspace ({workspace.root})"
+        return {**report, "shared_workspace": True, "detail": detail}
+    why = "it cannot see the folder" if seen[1:2] == ["MISSING"] else f"the probe ended {status}"
+    return {**report, "shared_workspace": False,
+            "detail": f"a worker node ({report['node'] or 'unknown'}) does not share {workspace.root}: {why}; "
+                      "mount the same folder at the same path on every node (APERTURE_HOME)"}
 
 
 def _wait_for_end(client, submission: str, timeout: float) -> str | None:
