@@ -149,11 +149,14 @@ def run_health(workspace: store.Workspace, images) -> Health:
     cached = read_health(workspace, images.fingerprint)
     if cached is not None:
         return cached
+    from engine.data import DatasetError, scan_source
+
     root = None
     if images.layout != "builtin":
-        from engine.data import scan_source
-
-        root = scan_source(images.source, cache_dir=workspace.cache_dir).root
+        try:  # a folder, zip or manifest: its original files (a dataset version has none of its own)
+            root = scan_source(images.source, cache_dir=workspace.cache_dir).root
+        except (DatasetError, OSError) as error:
+            log.info("checking the decoded images of %s (%s)", images.source, error)
     health = check_health(images, files_root=root)
     save_health(workspace.cache_dir, health)
     return health
