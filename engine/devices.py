@@ -17,6 +17,11 @@ from typing import Any, Iterator
 from engine.cpu import ISA_ENV, ONEDNN_ENV, onednn_setting
 
 CPU_DEVICES_ENV = "APERTURE_CPU_DEVICES"
+COLLECTIVE_TIMEOUT_ENV = "APERTURE_COLLECTIVE_TIMEOUT"
+# How long one collective (a gradient all-reduce) may wait across workers before the run fails: a dead worker
+# must fail the run, not hang it. Generous, since the others wait at the next collective while the chief
+# validates and writes checkpoints.
+COLLECTIVE_TIMEOUT_SECONDS = 300.0
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +35,28 @@ class DeviceSetup:
         label: a short human description, e.g. `CPU` or `2x GPU (mirrored)`.
         replicas: number of devices the batch is split across.
         mixed_precision: whether the `mixed_float16` policy is active.
+        workers: the worker processes training the model together (1: this process alone).
+        chief: whether this process writes the run's progress, metrics and checkpoints (worker 0).
     """
 
     strategy: Any
     label: str
     replicas: int
     mixed_precision: bool
+    workers: int = 1
+    chief: bool = True
 
 
-def configure_devices(mixed_precision: str = "auto") -> DeviceSetup:
+def configure_devices(mixed_precision: str = "auto", *, workers: int = 1) -> DeviceSetup:
     """Configures TensorFlow's devices once per process, before any op runs.
 
     Args:
         mixed_precision: `auto` (on when training on GPUs), `on` (also on the CPU, where it
             is slower and only useful for testing) or `off`.
+        workers: more than 1 in one of several worker processes that train one model together
+            (`TF_CONFIG` names them): `MultiWorkerMirroredStrategy` over every worker's GPUs (NCCL) or
+            CPU (ring all-reduce), each collective limited to `$APERTURE_COLLECTIVE_TIMEOUT` seconds
+            (default `COLLECTIVE_TIMEOUT_SECONDS`). Default 1.
 
     Returns:
         The `DeviceSetup` to train with.
@@ -59,7 +72,13 @@ def configure_devices(mixed_precision: str = "auto") -> DeviceSetup:
         tf.config.experimental.set_memory_growth(gpu, True)
 
     cpu_split = int(os.environ.get(CPU_DEVICES_ENV, "0") or 0)
-    if gpus:
+    task = 0
+    if workers > 1:
+        strategy = _multi_worker_strategy(tf, bool(gpus))
+        task = strategy.cluster_resolver.task_id
+        local = f"{len(gpus)}x GPU" if gpus else "CPU"
+        label = f"{workers} workers x {local} (multi-worker mirrored)"
+    elif gpus:
         names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
         if len(gpus) > 1:
             strategy, label = tf.distribute.MirroredStrategy(), f"{len(gpus)}x GPU (mirrored: {names[0]})"
@@ -81,7 +100,16 @@ def configure_devices(mixed_precision: str = "auto") -> DeviceSetup:
         label += ", mixed float16"
     log.info("training on %s", label)
     return DeviceSetup(strategy=strategy, label=label, replicas=strategy.num_replicas_in_sync,
-                       mixed_precision=use_mixed)
+                       mixed_precision=use_mixed, workers=workers, chief=task == 0)
+
+
+def _multi_worker_strategy(tf, gpus: bool):
+    """`MultiWorkerMirroredStrategy` as TensorFlow's multi-worker guide sets it up, with a collective timeout."""
+    timeout = float(os.environ.get(COLLECTIVE_TIMEOUT_ENV) or COLLECTIVE_TIMEOUT_SECONDS)
+    implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
+                      else tf.distribute.experimental.CommunicationImplementation.RING)
+    options = tf.distribute.experimental.CommunicationOptions(implementation=implementation, timeout_seconds=timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
 def _check_float16_on_cpu() -> None:

@@ -1,4 +1,8 @@
-"""`train(config, folder, report=, should_stop=)`: one synchronous training run (inside a job process: `KIND`)."""
+"""`train(config, folder, report=, should_stop=)`: one synchronous training run in this process (`model.fit`).
+
+Also the parts that the run across workers (`engine.training_loop`) shares with it: data, plan, model, callbacks
+and test. The train job (`engine.training_job`) picks the path from `train.workers`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import platform
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -18,11 +22,10 @@ import tensorflow as tf
 from engine import store, zoo
 from engine.config import RunConfig
 from engine.data import ImageSet, Split, make_dataset
-from engine.devices import configure_devices
+from engine.devices import DeviceSetup, configure_devices
 from engine.evaluation import save_predictions
 from engine.fine_tuning import fit_phases
-from engine.jobs.context import JobCancelled, JobContext
-from engine.jobs.kinds import JobKind
+from engine.jobs.context import JobCancelled
 from engine.models import describe_model, make_model
 from engine.runfolder import RunFolder
 from engine.training_callbacks import BestCheckpoint, EpochSummaries, LastCheckpoint, ResumableEarlyStopping
@@ -49,7 +52,7 @@ class TrainResult:
 
 def train(config: RunConfig, folder: RunFolder, *, report: Callable[[float, str], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
-    """Trains, checkpoints and tests one run, writing everything into its run folder and the store.
+    """Trains, checkpoints and tests one run in this process (`model.fit`), writing into its folder and the store.
 
     Args:
         config: the run's configuration.
@@ -64,85 +67,29 @@ def train(config: RunConfig, folder: RunFolder, *, report: Callable[[float, str]
     """
     report = report or (lambda progress, message: None)
     should_stop = should_stop or (lambda: False)
-    workspace, run_id = folder.workspace, folder.run_id
-    # Our datasets are shuffled in tf.data; Keras warns about its own shuffle flag every epoch.
-    warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*")
-    keras.utils.set_random_seed(config.train.seed)
-    if config.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    devices = configure_devices(config.train.mixed_precision)
-    workspace.update_run(run_id, device=devices.label, versions_json=_versions_json())
-
-    report(0.0, "loading data")
-    images = folder.dataset()  # a resumed run: checked against what the interrupted attempt recorded
-    split = folder.split(images)
-    store.write_json_atomic(folder.data_report_file, data_report(images, split))
-    num_classes = len(images.class_names)
-    log.info("data %s: %d images in %d classes (%d skipped); train/val/test %d/%d/%d", images.source, len(images),
-             num_classes, len(images.skipped), len(split.train), len(split.val), len(split.test))
-    workspace.update_run(run_id, fingerprint=images.fingerprint, num_classes=num_classes)
+    devices = prepare_process(config, folder)
+    images, split = load_run_data(folder, report)
     if should_stop():
         raise JobCancelled()
 
-    batch_size = config.train.batch_size * devices.replicas
-    if batch_size > len(split.train):  # not an error (the default 32 on a small folder): one partial batch per epoch
-        log.warning("train.batch_size=%d is larger than the %d training images: each epoch is one batch of %d",
-                    batch_size, len(split.train), len(split.train))
-    resumed = _read_last_checkpoint(folder)
-    # The training batches of epochs start+1..end; each epoch's shuffle and augmentation depend on
-    # (seed, epoch) alone, so a resumed run sees the batches the uninterrupted run would have seen.
-    def train_data(start: int, end: int):
-        return _labelled(make_dataset(images.images, images.labels, indices=split.train, batch_size=batch_size,
-                                      training=True, augment=config.augment, seed=config.train.seed,
-                                      first_epoch=start, epochs=end - start), num_classes)
-
-    val_ds, test_ds = (_labelled(make_dataset(images.images, images.labels, indices=idx, batch_size=batch_size,
-                                              training=False), num_classes) for idx in (split.val, split.test))
-    steps_per_epoch = math.ceil(len(split.train) / batch_size)
-
-    with devices.strategy.scope():
-        if resumed is not None:  # Resume: weights, optimizer state and schedule position as saved
-            model = keras.models.load_model(folder.last_checkpoint, safe_mode=True)
-            _restore_seed_states(model, resumed.get("seed_states"))
-        else:
-            decoupled = config.train.optimizer == "adamw"
-            model = make_model(config.model, (config.data.image_size, config.data.image_size, 3), num_classes,
-                               weight_decay=0.0 if decoupled else config.train.weight_decay, seed=config.train.seed)
-            _compile(model, config, steps_per_epoch)
-    workspace.update_run(run_id, params=describe_model(model)["params"])
-    if config.model.name == "transfer" and resumed is None:
-        _, record = zoo.resolve_weights(config.model.base, config.model.weights, config.data.image_size)
-        store.write_json_atomic(folder.weights_record_file, {"base": config.model.base, **record})
-
-    progress = StoreProgress(folder, config.train.epochs, steps_per_epoch, len(split.train), report=report,
-                             should_stop=should_stop)
-    checkpoint = BestCheckpoint(str(folder.model_file))
-    initial_epoch = _continue_from(resumed, folder, progress, checkpoint) if resumed is not None else 0
-    last = LastCheckpoint(folder, progress, best=checkpoint)
-    # The checkpoints come first: once the store shows an epoch, its checkpoints are on disk.
-    callbacks = [checkpoint, last, progress, EpochSummaries(folder.tensorboard_dir)]
-    stopped_early = False
-    if config.train.early_stopping:
-        # On resume it starts where the run was: best val_loss so far and epochs since it improved.
-        done = [m.val_loss for m in workspace.epochs(run_id)] if initial_epoch else []
-        early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.train.early_stopping,
-                                                restore_best_weights=True, history=done,
-                                                best_weights=checkpoint.best_weights)
-        callbacks.append(early_stopping)
-        stopped_early = early_stopping.stopped_before_resume()
+    plan = plan_run(config, folder, images, split, config.train.batch_size * devices.replicas)
+    model = make_run_model(config, folder, devices.strategy, plan)
+    parts = make_callbacks(config, folder, plan, report=report, should_stop=should_stop)
+    progress, checkpoint = parts.progress, parts.checkpoint
     started = time.monotonic()
-    if stopped_early:  # killed after early stopping ended training: nothing left to train, only to test
-        log.info("early stopping had already ended training after epoch %d", initial_epoch)
+    if parts.stopped_early:  # killed after early stopping ended training: nothing left to train, only to test
+        log.info("early stopping had already ended training after epoch %d", parts.initial_epoch)
     else:
-        report(initial_epoch / config.train.epochs, f"epoch {initial_epoch + 1}/{config.train.epochs}")
+        report(parts.initial_epoch / config.train.epochs, f"epoch {parts.initial_epoch + 1}/{config.train.epochs}")
         def recompile(net, rate_factor: float, epochs: int) -> None:
             with devices.strategy.scope():
-                _compile(net, config, steps_per_epoch, rate_factor=rate_factor, epochs=epochs)
+                compile_model(net, config, plan.steps_per_epoch, rate_factor=rate_factor, epochs=epochs)
 
-        fit_phases(model, config, initial_epoch=initial_epoch, train_data=train_data, recompile=recompile,
-                   stopped=lambda: bool(progress.cancelled or progress.failure), validation_data=val_ds,
-                   steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2,
-                   class_weight=class_weights(config.train.class_weight, images.labels[split.train], num_classes))
+        fit_phases(model, config, initial_epoch=parts.initial_epoch, train_data=plan.train_data, recompile=recompile,
+                   stopped=lambda: bool(progress.cancelled or progress.failure), validation_data=plan.val_data,
+                   steps_per_epoch=plan.steps_per_epoch, callbacks=parts.callbacks, verbose=2,
+                   class_weight=class_weights(config.train.class_weight, images.labels[split.train],
+                                              plan.num_classes))
     train_seconds = time.monotonic() - started
     if progress.failure:
         raise TrainingFailed(progress.failure)
@@ -151,25 +98,166 @@ def train(config: RunConfig, folder: RunFolder, *, report: Callable[[float, str]
 
     if checkpoint.best_weights is not None:
         model.set_weights(checkpoint.best_weights)
+    test_accuracy = test_and_record(model, folder, images, split, batch_size=plan.batch_size, report=report,
+                                    train_seconds=train_seconds, epochs_done=progress.epochs_done)
+    return TrainResult(test_accuracy, progress.best_val_accuracy, progress.epochs_done, train_seconds)
+
+
+# -- the parts both training paths share (model.fit here, engine.training_loop across workers) ------------------
+
+
+def prepare_process(config: RunConfig, folder: RunFolder, *, workers: int = 1) -> DeviceSetup:
+    """Seeds, determinism and devices for a training process; the chief records the device and versions.
+
+    Args:
+        config: the run's configuration.
+        folder: the run's folder.
+        workers: more than 1 inside one of the run's worker processes (`MultiWorkerMirroredStrategy`).
+
+    Returns:
+        The `DeviceSetup`.
+    """
+    # Our datasets are shuffled in tf.data; Keras warns about its own shuffle flag every epoch.
+    warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*")
+    # MultiWorkerMirroredStrategy configures the collectives, which must come before TensorFlow's runtime starts.
+    devices = configure_devices(config.train.mixed_precision, workers=workers) if workers > 1 else None
+    keras.utils.set_random_seed(config.train.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    devices = devices or configure_devices(config.train.mixed_precision)
+    if devices.chief:
+        folder.workspace.update_run(folder.run_id, device=devices.label, versions_json=_versions_json())
+    return devices
+
+
+def load_run_data(folder: RunFolder, report: Callable[[float, str], None], *, record: bool = True
+                  ) -> tuple[ImageSet, Split]:
+    """Loads the run's images and split; with `record` (the chief), writes the data report and fingerprint."""
+    if record:
+        report(0.0, "loading data")
+    images = folder.dataset()  # a resumed run: checked against what the interrupted attempt recorded
+    split = folder.split(images)
+    if record:
+        store.write_json_atomic(folder.data_report_file, data_report(images, split))
+        log.info("data %s: %d images in %d classes (%d skipped); train/val/test %d/%d/%d", images.source,
+                 len(images), len(images.class_names), len(images.skipped), len(split.train), len(split.val),
+                 len(split.test))
+        folder.workspace.update_run(folder.run_id, fingerprint=images.fingerprint,
+                                    num_classes=len(images.class_names))
+    return images, split
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run trains on: its datasets, steps and the last checkpoint it resumes from (None: a fresh run).
+
+    `train_data(start, end)` yields the training batches of epochs start+1..end; each epoch's shuffle
+    and augmentation depend on (seed, epoch) alone, so a resumed run sees the batches the
+    uninterrupted run would have seen.
+    """
+
+    batch_size: int
+    num_classes: int
+    train_size: int
+    steps_per_epoch: int
+    train_data: Callable[[int, int], Any]
+    val_data: Any
+    resumed: dict | None
+
+
+def plan_run(config: RunConfig, folder: RunFolder, images: ImageSet, split: Split, batch_size: int) -> RunPlan:
+    """The run's datasets (batches of `batch_size`, the global batch), steps per epoch and last checkpoint."""
+    if batch_size > len(split.train):  # not an error (the default 32 on a small folder): one partial batch per epoch
+        log.warning("train.batch_size=%d is larger than the %d training images: each epoch is one batch of %d",
+                    batch_size, len(split.train), len(split.train))
+    num_classes = len(images.class_names)
+
+    def train_data(start: int, end: int):
+        return _labelled(make_dataset(images.images, images.labels, indices=split.train, batch_size=batch_size,
+                                      training=True, augment=config.augment, seed=config.train.seed,
+                                      first_epoch=start, epochs=end - start), num_classes)
+
+    val_data = _labelled(make_dataset(images.images, images.labels, indices=split.val, batch_size=batch_size,
+                                      training=False), num_classes)
+    return RunPlan(batch_size=batch_size, num_classes=num_classes, train_size=len(split.train),
+                   steps_per_epoch=math.ceil(len(split.train) / batch_size), train_data=train_data,
+                   val_data=val_data, resumed=_read_last_checkpoint(folder))
+
+
+def make_run_model(config: RunConfig, folder: RunFolder, strategy, plan: RunPlan, *, chief: bool = True):
+    """The compiled model under `strategy`: fresh, or the last checkpoint (weights, optimizer, schedule) on resume.
+
+    The chief records the parameter count (and a transfer run's base weights).
+    """
+    with strategy.scope():
+        if plan.resumed is not None:
+            model = keras.models.load_model(folder.last_checkpoint, safe_mode=True)
+            _restore_seed_states(model, plan.resumed.get("seed_states"))
+        else:
+            decoupled = config.train.optimizer == "adamw"
+            model = make_model(config.model, (config.data.image_size, config.data.image_size, 3), plan.num_classes,
+                               weight_decay=0.0 if decoupled else config.train.weight_decay, seed=config.train.seed)
+            compile_model(model, config, plan.steps_per_epoch)
+    if chief:
+        folder.workspace.update_run(folder.run_id, params=describe_model(model)["params"])
+        if config.model.name == "transfer" and plan.resumed is None:
+            _, record = zoo.resolve_weights(config.model.base, config.model.weights, config.data.image_size)
+            store.write_json_atomic(folder.weights_record_file, {"base": config.model.base, **record})
+    return model
+
+
+@dataclass(frozen=True)
+class RunCallbacks:
+    """A run's callbacks in order, and the ones the training loop reads back."""
+
+    callbacks: list
+    progress: StoreProgress
+    checkpoint: BestCheckpoint
+    initial_epoch: int
+    stopped_early: bool  # a resumed run whose early stopping had already ended training
+
+
+def make_callbacks(config: RunConfig, folder: RunFolder, plan: RunPlan, *, report: Callable[[float, str], None],
+                   should_stop: Callable[[], bool]) -> RunCallbacks:
+    """Builds the run's callbacks; on resume it first lines the store and them up with the last checkpoint."""
+    progress = StoreProgress(folder, config.train.epochs, plan.steps_per_epoch, plan.train_size, report=report,
+                             should_stop=should_stop)
+    checkpoint = BestCheckpoint(str(folder.model_file))
+    initial_epoch = _continue_from(plan.resumed, folder, progress, checkpoint) if plan.resumed is not None else 0
+    last = LastCheckpoint(folder, progress, best=checkpoint)
+    # The checkpoints come first: once the store shows an epoch, its checkpoints are on disk.
+    callbacks = [checkpoint, last, progress, EpochSummaries(folder.tensorboard_dir)]
+    stopped_early = False
+    if config.train.early_stopping:
+        early_stopping = make_early_stopping(config, folder, initial_epoch, checkpoint.best_weights)
+        callbacks.append(early_stopping)
+        stopped_early = early_stopping.stopped_before_resume()
+    return RunCallbacks(callbacks, progress, checkpoint, initial_epoch, stopped_early)
+
+
+def make_early_stopping(config: RunConfig, folder: RunFolder, initial_epoch: int, best_weights
+                        ) -> ResumableEarlyStopping:
+    """`train.early_stopping` on val_loss; on resume it starts where the run was (best so far, epochs since)."""
+    done = [m.val_loss for m in folder.workspace.epochs(folder.run_id) if m.epoch <= initial_epoch]
+    return ResumableEarlyStopping(monitor="val_loss", patience=config.train.early_stopping, restore_best_weights=True,
+                                  history=done if initial_epoch else [], best_weights=best_weights)
+
+
+def test_and_record(model, folder: RunFolder, images: ImageSet, split: Split, *, batch_size: int,
+                    report: Callable[[float, str], None], train_seconds: float, epochs_done: int) -> float:
+    """Tests `model` on the run's test split, saves its predictions and records the result; returns the accuracy."""
     report(1.0, "testing")
-    probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
+    test_data = _labelled(make_dataset(images.images, images.labels, indices=split.test, batch_size=batch_size,
+                                       training=False), len(images.class_names))
+    probabilities = model.predict(test_data, verbose=0).astype(np.float32)
     test_labels = images.labels[split.test]
     test_accuracy = float(np.mean(probabilities.argmax(axis=1) == test_labels))
     save_predictions(folder.predictions_file, probabilities, test_labels,
                      [images.ids[i] for i in split.test], split.test, images.class_names)
-    best_val = progress.best_val_accuracy
-    workspace.update_run(run_id, test_accuracy=test_accuracy, train_seconds=train_seconds)
+    folder.workspace.update_run(folder.run_id, test_accuracy=test_accuracy, train_seconds=train_seconds)
     report(1.0, f"done: test accuracy {test_accuracy:.4f}")
-    log.info("test accuracy %.4f after %d epochs in %.1f s", test_accuracy, progress.epochs_done, train_seconds)
-    return TrainResult(test_accuracy, best_val, progress.epochs_done, train_seconds)
-
-
-def run_train_job(context: JobContext, request: None) -> TrainResult:
-    """The body of a `train` job: trains the run from its `config.json` (resuming from `last.keras` if there)."""
-    return train(context.folder.config(), context.folder, report=context.report, should_stop=context.should_stop)
-
-
-KIND = JobKind(store.TRAIN_JOB, run=run_train_job, doing="training")
+    log.info("test accuracy %.4f after %d epochs in %.1f s", test_accuracy, epochs_done, train_seconds)
+    return test_accuracy
 
 
 def class_weights(mode: str, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
@@ -233,8 +321,9 @@ def _labelled(dataset, num_classes: int):
     return dataset.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _compile(model, config: RunConfig, steps_per_epoch: int, *, rate_factor: float = 1.0,
-             epochs: int | None = None) -> None:
+def compile_model(model, config: RunConfig, steps_per_epoch: int, *, rate_factor: float = 1.0,
+                  epochs: int | None = None) -> None:
+    """Compiles with the run's optimizer and schedule, its label-smoothed loss and accuracy."""
     model.compile(optimizer=_make_optimizer(config, steps_per_epoch, rate_factor=rate_factor, epochs=epochs),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])

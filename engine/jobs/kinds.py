@@ -22,7 +22,7 @@ EXTRA_KINDS_ENV = "APERTURE_JOB_KINDS"
 
 # name -> "module:attribute" of its JobKind. Resolved lazily (inside the job process, or on submit).
 _BUILT_IN = {
-    TRAIN: "engine.training:KIND",
+    TRAIN: "engine.training_job:KIND",
     "export": "engine.export.job:KIND",
     "evaluate": "engine.evaluation.job:KIND",
     "explain": "engine.explain.batch:KIND",
