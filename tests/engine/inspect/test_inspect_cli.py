@@ -117,3 +117,25 @@ def test_inspect_refuses_unknown_untrained_runs_and_bad_thresholds(inspected):
     assert len(untrained.stderr.strip().splitlines()) == 1
     bad = cli(home, "inspect", run_id, "--threshold", "0", check=False)
     assert bad.returncode == 2 and "--threshold 0.0: must be a similarity in (0, 1]" in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_health_job_caches_the_data_health_by_fingerprint(inspected):
+    import time
+
+    from engine import jobs
+
+    _, _, home, run_id, report = inspected
+    workspace = Workspace(home)
+    fingerprint = RunFolder(workspace, run_id).data_report()["fingerprint"]
+    cached = inspect.read_health(workspace, fingerprint)
+    assert cached is not None and cached.counts() == report["health"]  # the inspect job filled the cache
+    inspect.health.health_file(workspace.cache_dir, fingerprint).unlink()
+    job = inspect.request_health(workspace, run_id)
+    deadline = time.monotonic() + 180
+    while job.active and time.monotonic() < deadline:
+        time.sleep(0.5)
+        jobs.refresh(workspace)
+        job = workspace.get_job(job.id)
+    assert job.status == "completed", job.error
+    assert inspect.read_health(workspace, fingerprint).counts() == report["health"]
