@@ -12,6 +12,7 @@ import streamlit as st
 from dashboard.components import evaluate_figures as figs
 from dashboard.components import gallery, state, widgets
 from engine import evaluation as ev
+from engine.data.versions import version_id
 from engine.store import Run
 
 OTHER_KEY = "eval.compare.other"
@@ -41,12 +42,24 @@ def show(run: Run, others: list[Run], predictions: ev.Predictions, images: np.nd
     if other_predictions is None:
         _offer_evaluation(other, source)
         return
+    relabelled = None
+    if source is None and version_id(other.config.data.source) != version_id(run.config.data.source):
+        # Runs on two versions of one dataset: compared on the test images both kept, with the newer labels.
+        newer = "a" if (version_id(run.config.data.source) or 0) > (version_id(other.config.data.source) or 0) else "b"
+        try:
+            predictions, other_predictions, relabelled = ev.shared_test_images(predictions, other_predictions,
+                                                                               labels_from=newer)
+        except ev.NotComparable as error:
+            st.warning(f"These two runs cannot be compared: {error}.", icon=":material/block:")
+            return
     try:
         comparison = ev.compare_runs(predictions, other_predictions)
     except ev.NotComparable as error:
         st.warning(f"These two runs cannot be compared: {error}.", icon=":material/block:")
         return
     a, b = comparison.a, comparison.b
+    if relabelled is not None:
+        _flips(run, other, comparison, relabelled, newer)
     st.caption(f"A = {run.label}, run {run.id} · B = {other.label}, run {other.id} · {a.num_samples} shared "
                + ("test images" if source is None else "images"))
     rows = [("Accuracy", a.accuracy, b.accuracy), ("Macro F1", a.macro_f1, b.macro_f1),
@@ -85,6 +98,20 @@ def show(run: Run, others: list[Run], predictions: ev.Predictions, images: np.nd
         view or "", comparison.disagreements)
     gallery.show("eval.compare.gallery", predictions, np.array(positions, dtype=np.int64), images, caption=caption,
                  empty="The two runs predict the same class for every image.")
+
+
+def _flips(run: Run, other: Run, comparison: ev.Comparison, relabelled: int, newer: str) -> None:
+    """The headline of a retrain on fixed data: which shared test predictions flipped, and McNemar's verdict."""
+    fixed, broken = (comparison.b_only, comparison.a_only) if newer == "b" else (comparison.a_only, comparison.b_only)
+    older, younger = (run, other) if newer == "b" else (other, run)
+    cols = st.columns(4)
+    cols[0].metric("Shared test images", f"{comparison.a.num_samples:,}")
+    cols[1].metric("Fixed", f"{len(fixed):,}", help=f"wrong in {older.id}, right in {younger.id}")
+    cols[2].metric("Broken", f"{len(broken):,}", help=f"right in {older.id}, wrong in {younger.id}")
+    cols[3].metric("Relabelled among them", f"{relabelled:,}")
+    st.info(f"**Flips after the fixes** ({older.config.data.source} → {younger.config.data.source}): "
+            f"{len(fixed)} test prediction{'s' * (len(fixed) != 1)} fixed, {len(broken)} broken, scored on the "
+            f"labels of {younger.config.data.source} (McNemar's test on them below).", icon=":material/swap_horiz:")
 
 
 def _offer_evaluation(other: Run, source: str) -> None:

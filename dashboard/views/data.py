@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import data_scan, figures, state, widgets
+from dashboard.components import data_scan, figures, inspect_health, state, widgets
 from dashboard.components.polling import when_ready
 from engine.config import AugmentConfig, DataConfig, describe_fields
 from engine.data import (BUILTIN_SOURCES, DatasetError, ImageSet, ManifestColumns, check_upload_size, download_source,
@@ -241,6 +241,9 @@ def main() -> None:
     for i, (name, count, tile) in enumerate(mosaics):
         with grid[i % 2]:
             st.image(tile, caption=f"{name} · {count:,} images")
+
+    with st.container(border=True, key="data.health"):
+        inspect_health.show(source)
 
     st.subheader("Augmentation preview", anchor=False)
     st.caption("Training images are randomly varied each epoch; these settings go to the Train page with the data.")

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.components import evaluate_figures as figs
-from dashboard.components import compare_panel, gallery, state, widgets
+from dashboard.components import compare_panel, gallery, inspect_duplicates, inspect_loop, inspect_map, state, widgets
 from engine import evaluation as ev
 from engine.data import DatasetError
 from engine.runfolder import check_predicted_images
@@ -21,7 +21,7 @@ SPLIT_LABELS = {"train": "Training split", "val": "Validation split", "test": "T
 TAB_KEY = "eval.tab"
 TRUE_KEY, PRED_KEY, MISTAKES_KEY = "eval.filter.true", "eval.filter.pred", "eval.filter.mistakes"
 CHART_KEY = "eval.cm.chart"
-TABS = ("Overview", "Mistakes", "Label errors", "Compare")
+TABS = ("Overview", "Mistakes", "Label errors", "Map", "Duplicates", "Compare")
 TOP_CONFUSED = 20
 
 
@@ -213,7 +213,8 @@ def _overview(predictions: ev.Predictions, result: ev.Evaluation) -> None:
     right.plotly_chart(figs.per_class_bars(result.per_class), key="eval.per_class.chart", width="stretch")
 
 
-def _mistakes(predictions: ev.Predictions, images: np.ndarray | None, explain_run: str | None = None) -> None:
+def _mistakes(predictions: ev.Predictions, images: np.ndarray | None, explain_run: str | None = None,
+              target: inspect_loop.FixTarget | None = None) -> None:
     names = predictions.class_names
     options = [None, *range(len(names))]
 
@@ -231,12 +232,16 @@ def _mistakes(predictions: ev.Predictions, images: np.ndarray | None, explain_ru
     what = f"true {label(true)} predicted as {label(predicted)}" if true is not None or predicted is not None else ""
     st.caption(("Most confident mistakes first" if only else "Most confident first")
                + (f" · {what}" if what else "") + f" · {positions.size} image{'s' * (positions.size != 1)}")
+    page = int(st.session_state.get("eval.gallery.page", 0))
+    inspect_loop.choose_and_act(target, predictions.ids[positions], "eval.mistakes.fix", default_what="on this page",
+                                default_ids=predictions.ids[positions[page * gallery.PAGE_SIZE:
+                                                                      (page + 1) * gallery.PAGE_SIZE]])
     gallery.show("eval.gallery", predictions, positions, images,
                  empty="No images match: the model makes no such mistake on the test set.", explain_run=explain_run)
 
 
 def _label_errors(run: Run, predictions: ev.Predictions, issues: list[ev.LabelIssue],
-                  images: np.ndarray | None) -> None:
+                  images: np.ndarray | None, target: inspect_loop.FixTarget | None = None) -> None:
     st.markdown("Images whose given label the model doubts most: the label's probability is below what the model "
                 "usually gives that class, while another class is above its usual level (confident learning). "
                 "Check these first when relabelling.")
@@ -256,6 +261,8 @@ def _label_errors(run: Run, predictions: ev.Predictions, issues: list[ev.LabelIs
                                 "P(suggested)": st.column_config.NumberColumn(format="%.1f%%")},
                  height=min(36 * (len(issues) + 1) + 2, 320))
     by_position = {i.position: i for i in issues}
+    inspect_loop.choose_and_act(target, [i.id for i in issues], "eval.issues.fix", default_what="suspected",
+                                suggestions={i.id: i.suggested for i in issues})
 
     def caption(p: ev.Predictions, position: int) -> str:
         issue = by_position[position]
@@ -284,21 +291,28 @@ def main() -> None:
     _headline(result)
     source = None if chosen == TEST else state.folder(run).evaluation_source(chosen)
     images = dataset_images(run, predictions, source)
-    overview, mistakes, label_errors, compare = st.tabs(TABS, key=TAB_KEY, on_change="rerun")
+    own = source is None or source.startswith(ev.SPLIT_PREFIX)  # the run's own data: fixes can go into a version
+    target = inspect_loop.for_run(run) if own and images is not None else None
+    overview, mistakes, label_errors, map_tab, duplicates, compare = st.tabs(TABS, key=TAB_KEY, on_change="rerun")
     with overview:
         _overview(predictions, result)
     with mistakes:
         # The Explain page finds the image by id in the run's own dataset (test set or a split:* evaluation).
-        own = source is None or source.startswith(ev.SPLIT_PREFIX)
-        _mistakes(predictions, images, run.id if own and images is not None else None)
+        _mistakes(predictions, images, run.id if own and images is not None else None, target)
         if source is None:  # the explain job works on the run's test predictions
             st.page_link("views/explain.py", label="Explain the most confident mistakes in a batch",
                          icon=":material/visibility:", query_params={"run": run.id, "view": "mistakes"})
     with label_errors:
-        _label_errors(run, predictions, issues, images)
+        _label_errors(run, predictions, issues, images, target)
+    with map_tab:
+        run_images = images if own else None
+        inspect_map.show(run, run_images, target, (st.session_state.get(TRUE_KEY), st.session_state.get(PRED_KEY)))
+    with duplicates:
+        inspect_duplicates.show(run, images if own else None, target)
     with compare:
         compare_panel.show(run, [r for r in runs if r.id != run.id], predictions, images, source,
                            same_data_predictions)
+    inspect_loop.basket(target)
 
 
 main()
