@@ -31,7 +31,7 @@ from engine import jobs, store  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
 from engine.jobs import kinds  # noqa: E402
 from engine.store import Workspace  # noqa: E402
-from tests.helpers.ray_cluster import dashboard_address, start_cluster  # noqa: E402
+from tests.helpers.ray_cluster import dashboard_address, start_cluster, stop_cluster  # noqa: E402
 from tests.helpers.sleep_kind import REGISTRATION, SleepRequest  # noqa: E402
 
 POLL_SECONDS = 0.01
@@ -120,7 +120,7 @@ def main() -> None:
                     use_backend(name, address)
                     rates[name].append(burst(spaces[name], burst_size))
     finally:
-        cluster.shutdown()
+        stop_cluster(cluster)
     print(f"\nno-op jobs ({NOOP.seconds} s each); {rounds} latency rounds, {bursts} burst(s) of {burst_size}")
     print(f"{'':<28} {'local':>18} {'ray':>18} {'ray / local':>12}")
     lo, ra = statistics.median(latency["local"]), statistics.median(latency["ray"])

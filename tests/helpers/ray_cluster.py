@@ -9,6 +9,7 @@ test session) is never the one a job driver's `RAY_ADDRESS=auto` finds.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 OBJECT_STORE_BYTES = 80 * 2**20  # Ray would reserve about 30 % of RAM per node
@@ -25,7 +26,7 @@ def start_cluster(nodes: int = 2, *, cpus_per_node: int = 1):
         cpus_per_node: the CPUs each worker node offers (each Aperture job takes one).
 
     Returns:
-        The cluster; its Ray Jobs address is `dashboard_address(cluster)`. Stop it with `cluster.shutdown()`.
+        The cluster; its Ray Jobs address is `dashboard_address(cluster)`. Stop it with `stop_cluster`.
     """
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     from ray.cluster_utils import Cluster
@@ -34,10 +35,17 @@ def start_cluster(nodes: int = 2, *, cpus_per_node: int = 1):
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": True, "dashboard_port": 0, "object_store_memory": OBJECT_STORE_BYTES,
         "temp_dir": temp_dir, "_system_config": FAST_HEALTH_CHECKS})
+    cluster.aperture_temp_dir = temp_dir
     for _ in range(nodes):
         add_worker_node(cluster, cpus=cpus_per_node)
     cluster.wait_for_nodes()
     return cluster
+
+
+def stop_cluster(cluster) -> None:
+    """Stops every process of the cluster and removes its temporary folder (Ray's logs and sockets)."""
+    cluster.shutdown()
+    shutil.rmtree(cluster.aperture_temp_dir, ignore_errors=True)
 
 
 def add_worker_node(cluster, *, cpus: int = 1):
