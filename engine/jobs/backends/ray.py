@@ -117,8 +117,12 @@ class RayBackend:
         return not details.status.is_terminal()
 
     def placing(self, job: Job) -> bool:
+        if job.pid is not None:
+            return False  # its process runs and beats: the heartbeat decides
+        # No process yet: Ray is placing it (PENDING), or starting it (RUNNING), or cannot say right now (a busy
+        # head): none of which is a dead job. One that Ray ends or forgets is reaped through alive().
         details = self._details(job)
-        return details is not None and details is not _UNREACHABLE and details.status == "PENDING"
+        return details is _UNREACHABLE or details is None or details.status in ("PENDING", "RUNNING")
 
     def stop(self, job: Job, *, force: bool) -> None:
         # Ray's stop is SIGTERM now and SIGKILL after RAY_JOB_STOP_WAIT_TIME_S: the same call serves both.

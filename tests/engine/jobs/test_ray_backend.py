@@ -45,6 +45,9 @@ def test_pages_keep_working_while_the_cluster_is_away(workspace, on_ray):
     queue.refresh(workspace)  # alive() cannot ask Ray: the job is left to its heartbeat
     assert workspace.get_job(job.id).status == "running"
     assert queue.read_log_tail(workspace, run.id) == ""  # no Ray log, no run folder log yet
+    assert get_backend().placing(job), "no process yet and Ray cannot say: not reaped for an old heartbeat"
+    workspace.set_job_process(job.id, 12345)
+    assert not get_backend().placing(workspace.get_job(job.id)), "a started process is judged by its heartbeat"
     reason = get_backend().death(workspace, job)
     assert reason == "the Ray cluster at http://127.0.0.1:1 could not be reached to ask about the job"
 
