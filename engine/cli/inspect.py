@@ -23,7 +23,7 @@ def register(subparsers) -> None:
                         "measured one: 0.84375 = 10 of 64 hash bits, 0.99 cosine for embedding)")
     p.add_argument("--signal", choices=("hash", "embedding"), default="hash",
                    help="near duplicates by perceptual hash (default) or by cosine of the model's features")
-    p.add_argument("--method", default=None, help="2-D map: umap (default), pca or tsne")
+    p.add_argument("--method", default=None, help="2-D map: auto (default: PCA, or UMAP where PCA folds the neighbourhoods), umap, pca or tsne")
     p.add_argument("--recompute", action="store_true", help="compute again even when a report is stored")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -41,7 +41,7 @@ def cmd_inspect(args, workspace: Workspace) -> int:
     if method not in inspect.MAP_METHODS:
         raise UsageError(f"--method {method!r}: expected one of {', '.join(inspect.MAP_METHODS)}")
     report = inspect.inspect_report(folder)
-    stale = report is None or args.recompute or (args.method is not None and report["map"]["method"] != method)
+    stale = report is None or args.recompute or (args.method is not None and report["map"].get("asked") != method)
     if stale:
         try:
             job = inspect.request_inspection(workspace, run_id, threshold=threshold, method=method,

@@ -16,7 +16,7 @@ from engine.inspect.embeddings import Embeddings, NoEmbeddings, load_embeddings
 from engine.inspect.health import HEALTH_ISSUES, Health, check_health, read_health
 from engine.inspect.job import (HEALTH_JOB, INSPECT_JOB, HealthRequest, InspectError, InspectRequest, request_health,
                                 request_inspection)
-from engine.inspect.projection import DEFAULT_MAP_METHOD, MAP_METHODS, project
+from engine.inspect.projection import DEFAULT_MAP_METHOD, MAP_METHODS, FeatureMap, make_map, project
 from engine.inspect.stored import has_embeddings, inspect_report, run_embeddings, run_neighbours
 
 __all__ = [
@@ -25,6 +25,6 @@ __all__ = [
     "hash_duplicate_pairs", "leakage", "load_neighbours", "near_duplicate_groups", "nearest_neighbours",
     "perceptual_hashes", "Embeddings", "NoEmbeddings", "load_embeddings", "HEALTH_ISSUES", "Health", "check_health",
     "read_health", "HEALTH_JOB", "INSPECT_JOB", "HealthRequest", "InspectError", "InspectRequest", "request_health",
-    "request_inspection", "DEFAULT_MAP_METHOD", "MAP_METHODS", "project",
+    "request_inspection", "DEFAULT_MAP_METHOD", "MAP_METHODS", "project", "FeatureMap", "make_map",
     "has_embeddings", "inspect_report", "run_embeddings", "run_neighbours",
 ]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 NEIGHBOURS = 10  # nearest others kept per image: enough for bursts of a few near-copies
-CHUNK = 512  # rows per similarity block: CHUNK x N float32 (100 MB at N = 50,000)
+CHUNK = 128  # rows per block: the block, its negation and argpartition's int64 indices, ~100 MB at N = 50,000
 DEFAULT_HASH_DISTANCE = 10  # differing bits of 64 in the perceptual hash (measured: see the module's note)
 DEFAULT_NEAR_THRESHOLD = 1 - DEFAULT_HASH_DISTANCE / 64  # the hash signal's similarity threshold, 0.84375
 DEFAULT_EMBEDDING_THRESHOLD = 0.99  # cosine, for `signal="embedding"`
@@ -175,7 +175,9 @@ def nearest_neighbours(features: np.ndarray, k: int = NEIGHBOURS, *, on_chunk=No
         block = unit[start:start + CHUNK] @ unit.T  # (chunk, N) float32
         block[np.arange(block.shape[0]), np.arange(start, start + block.shape[0])] = -np.inf  # not itself
         if k:
-            top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+            np.negative(block, out=block)  # in place: argpartition finds the smallest
+            top = np.argpartition(block, k - 1, axis=1)[:, :k]
+            np.negative(block, out=block)
             top_sim = np.take_along_axis(block, top, axis=1)
             order = np.argsort(-top_sim, axis=1)
             rows[start:start + block.shape[0]] = np.take_along_axis(top, order, axis=1)

@@ -20,7 +20,7 @@ from engine.inspect.duplicates import (SIGNALS, content_hashes, default_threshol
                                        leakage, nearest_neighbours, perceptual_hashes, save_neighbours)
 from engine.inspect.embeddings import Embeddings, save_embeddings
 from engine.inspect.health import Health, check_health, read_health, save_health
-from engine.inspect.projection import DEFAULT_MAP_METHOD, MAP_METHODS, project
+from engine.inspect.projection import DEFAULT_MAP_METHOD, MAP_METHODS, make_map
 from engine.jobs.context import JobCancelled, JobContext
 from engine.jobs.kinds import JobKind
 from engine.runfolder import RunFolder
@@ -42,7 +42,7 @@ class InspectRequest:
 
     Args:
         threshold: similarity from which two images are near duplicates, in (0, 1]; None: the signal's default.
-        method: the map, `umap` (default), `pca` or `tsne`.
+        method: the map, `auto` (default: PCA, or UMAP where PCA folds the neighbourhoods), `umap`, `pca` or `tsne`.
         signal: `hash` (default, perceptual hash) or `embedding` (cosine of the features).
     """
 
@@ -188,11 +188,9 @@ def run_inspect_job(context: JobContext, request: InspectRequest, *, batch_size:
                                                labels, rows, batch_size=batch_size, on_batch=on_batch)
     embed_seconds = time.perf_counter() - started
     context.report(0.6, f"mapping {len(rows):,} points ({request.method})")
-    started = time.perf_counter()
-    xy = project(features, request.method)
-    map_seconds = time.perf_counter() - started
+    feature_map = make_map(features, request.method)
     context.raise_if_cancelled()
-    embeddings = Embeddings(features, xy, request.method, np.asarray([images.ids[i] for i in rows], str), rows,
+    embeddings = Embeddings(features, feature_map.xy, feature_map.method, np.asarray([images.ids[i] for i in rows], str), rows,
                             split_codes, labels[rows].astype(np.int32), probabilities.argmax(axis=1).astype(np.int32),
                             probabilities.max(axis=1).astype(np.float16), content_hashes(images.images, rows),
                             list(images.class_names))
@@ -210,7 +208,8 @@ def run_inspect_job(context: JobContext, request: InspectRequest, *, batch_size:
     report = {"threshold": threshold, "signal": request.signal, "duplicates": [p.to_dict() for p in pairs],
               "leakage": leakage(embeddings, pairs).to_dict(), "health": health.counts(),
               "label_issues": [_issue_dict(rank, issue) for rank, issue in enumerate(issues, 1)],
-              "map": {"method": request.method, "seconds": round(map_seconds, 2)},
+              "map": {"method": feature_map.method, "asked": request.method, "seconds": round(feature_map.seconds, 2),
+                      "trustworthiness": round(feature_map.trustworthiness, 4)},
               "embed_seconds": round(embed_seconds, 2), "num_images": len(rows), "fingerprint": images.fingerprint,
               "created_at": time.time(), "job_id": context.job.id}
     store.write_json_atomic(folder.inspect_report_file, report)

@@ -11,6 +11,7 @@ from engine.data import load_images, split_dataset
 from engine.inspect import (DEFAULT_NEAR_THRESHOLD, Embeddings, Neighbours, duplicate_pairs, hash_duplicate_pairs,
                             leakage, near_duplicate_groups, nearest_neighbours, perceptual_hashes)
 from engine.inspect import duplicates as duplicates_module
+from engine.inspect import make_map
 from tests.engine.inspect.planted import pair_scores, tree_digest, write_planted_folder
 
 
@@ -116,3 +117,13 @@ def test_group_near_duplicates_keeps_every_planted_pair_in_one_split(planted):
     assert sorted(np.concatenate([grouped_split.train, grouped_split.val, grouped_split.test]).tolist()) == \
         list(range(len(images)))
     assert abs(len(grouped_split.test) - 0.2 * len(images)) < 0.05 * len(images)  # the fractions hold
+
+
+def test_auto_map_keeps_pca_where_it_preserves_neighbourhoods_and_names_bad_methods():
+    rng = np.random.default_rng(2)
+    low_rank = (rng.normal(size=(300, 2)) @ rng.normal(size=(2, 40)) + rng.normal(0, 0.01, (300, 40)))
+    feature_map = make_map(low_rank.astype(np.float16))
+    assert feature_map.method == "pca" and feature_map.trustworthiness > 0.99
+    assert feature_map.xy.shape == (300, 2) and feature_map.xy.dtype == np.float32
+    with pytest.raises(ValueError, match="map method 'mds': expected one of auto, umap, pca, tsne"):
+        make_map(low_rank, "mds")
