@@ -42,6 +42,12 @@ def show(source: str) -> None:
     counts = health.counts()
     st.caption(f"{health.num_images:,} images of run {run.id}'s data checked by {health.engine or 'CleanVision'}"
                + (" (original files)" if health.checked_files else " (decoded images)") + ".")
+    found = [issue for issue, n in counts.items() if n]
+    if not found:
+        st.success(f"No issue found in any image (checked: {', '.join(i.replace('_', ' ') for i in counts)}).",
+                   icon=":material/task_alt:")
+        inspect_loop.basket(target)
+        return
     left, right = st.columns([2, 3])
     with left:
         st.dataframe(pd.DataFrame([{"Issue": issue.replace("_", " "), "Images": n} for issue, n in counts.items()]),
@@ -49,11 +55,6 @@ def show(source: str) -> None:
     with right:
         st.plotly_chart(inspect_figures.health_counts(health.per_class, target.images.class_names),
                         key="data.health.chart", width="stretch")
-    found = [issue for issue, n in counts.items() if n]
-    if not found:
-        st.success("No issue found in any image.", icon=":material/task_alt:")
-        inspect_loop.basket(target)
-        return
     issue = st.selectbox("Browse the images with", found, key=ISSUE_KEY, on_change=inspect_grid.reset,
                          args=(GRID_KEY,), format_func=lambda i: f"{i.replace('_', ' ')} ({counts[i]})")
     rows = np.asarray(health.issues.get(issue, []), dtype=np.int64)

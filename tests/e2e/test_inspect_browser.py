@@ -97,8 +97,10 @@ def test_lasso_relabel_retrain_and_compare_the_flips(server, page):
 
     page.locator(".st-key-loop-retrain button").click()
     page.get_by_text(f"Pre-filled from run {parent_id}").wait_for()
-    assert page.locator(".st-key-cfg-data-path input").input_value() == "version:1"
     wait_idle(page)
+    assert page.locator(".st-key-cfg-data-path input").input_value() == "version:1"
+    assert page.locator(".st-key-cfg-data-image_size input").input_value() == "16"
+    assert page.locator(".st-key-cfg-train-epochs input").input_value() == "3"
     shot(page, "inspect-05-train-prefilled")
     page.locator(".st-key-train-start button").click()
     page.wait_for_url(re.compile(r"/runs\?run="), timeout=60_000)
@@ -124,3 +126,18 @@ def test_lasso_relabel_retrain_and_compare_the_flips(server, page):
         assert page.locator('[data-testid="stMetric"]').filter(has_text=label).count() == 1
     page.get_by_text("McNemar").first.wait_for()
     shot(page, "inspect-06-compare-flips")
+
+    # The parent's Duplicates tab (the inspect job stored them) and its data's health on the Data page.
+    page.goto(f"{url}/evaluate?run={parent_id}")
+    page.locator("h1").filter(has_text=re.compile(r"Evaluate$")).wait_for()
+    page.get_by_role("tab", name="Duplicates").click()
+    page.get_by_text(re.compile(r"^Test accuracy")).first.wait_for(timeout=60_000)
+    wait_idle(page)
+    shot(page, "inspect-07-duplicates")
+    page.goto(url)  # the Data page is the app's default page
+    health = page.locator(".st-key-data-health")
+    health.wait_for(timeout=60_000)
+    health.get_by_text(re.compile(r"images of run .* checked by")).wait_for(timeout=60_000)
+    wait_idle(page)
+    health.scroll_into_view_if_needed()
+    shot(page, "inspect-08-data-health")
