@@ -70,15 +70,23 @@ class PostgresServer:
         try:
             self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", SERVER_USER, "-E", "UTF8",
                       "--no-locale", "--no-sync")
-            options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-                       "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-o", options,
-                      "-w", "-t", "60", "start")
+            self.resume()
         except subprocess.CalledProcessError as error:
             log = (self.folder / "server.log")
             raise RuntimeError(f"PostgreSQL did not start: {error.stderr or error.stdout}"
                                f"{log.read_text()[-2000:] if log.exists() else ''}") from error
         return self
+
+    def resume(self) -> None:
+        """Starts the initialised server (again, after `pause`)."""
+        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-o", options,
+                  "-w", "-t", "60", "start")
+
+    def pause(self) -> None:
+        """Stops the server, keeping its data (`resume` starts it again)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
 
     def restart(self) -> None:
         """Stops the server (its clients' connections break) and starts it again on the same port."""

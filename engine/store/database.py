@@ -26,6 +26,7 @@ POOL_SIZE_ENV = "APERTURE_DATABASE_POOL"  # most connections one process opens t
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "postgresql+psycopg": "postgresql"}
 _CONNECT_SECONDS = 10
+POOL_WAIT_SECONDS = 10.0  # the longest a call waits for a pooled connection (a busy pool, or a server gone)
 _pools: dict[tuple[str, int], Any] = {}  # (url, pid) -> psycopg_pool.ConnectionPool; a forked child opens its own
 _pools_lock = threading.Lock()
 
@@ -106,8 +107,15 @@ class Database:
             finally:
                 db.close()
             return
-        with self._pool.connection() as db:  # commits when the block ends, rolls back on an exception
-            yield Connection(db, POSTGRESQL)
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            with self._pool.connection() as db:  # commits when the block ends, rolls back on an exception
+                yield Connection(db, POSTGRESQL)
+        except (psycopg.OperationalError, PoolTimeout) as error:  # the server went away, or never answered
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StoreUnavailable(f"lost the store's database at {self.label}: {reason}") from error
 
     def lock(self, db: Connection, name: str) -> None:
         """Holds the lock `name` until `db`'s transaction ends, so one process at a time passes (PostgreSQL's
@@ -207,7 +215,8 @@ def _pool(conninfo: str):
         size = max(1, int(os.environ.get(POOL_SIZE_ENV) or 10))
         # `check` costs a round trip per checkout and spares a restarted server's first callers an error each.
         pool = ConnectionPool(conninfo, min_size=1, max_size=size, kwargs={"row_factory": dict_row},
-                              check=ConnectionPool.check_connection, timeout=30, name="aperture-store", open=True)
+                              check=ConnectionPool.check_connection, timeout=POOL_WAIT_SECONDS, name="aperture-store",
+                              open=True)
         atexit.register(pool.close)
         _pools[key] = pool
         return pool

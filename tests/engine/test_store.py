@@ -152,3 +152,22 @@ def test_the_store_carries_on_after_the_postgresql_server_restarts(workspace, po
         assert workspace.get_run(run.id).job.progress == 0.5
     workspace.add_epoch(run.id, EpochMetrics(1, loss=0.5))
     assert [m.epoch for m in workspace.epochs(run.id)] == [1]
+
+
+@pytest.mark.parametrize("store_workspace", ["postgresql"], indirect=True)
+def test_a_stopped_postgresql_server_is_named_in_the_error_and_nothing_is_lost(workspace, postgres_server,
+                                                                                monkeypatch):
+    from engine.store import database
+
+    monkeypatch.setattr(database, "POOL_WAIT_SECONDS", 2.0)  # instead of 10 s
+    workspace = Workspace(workspace.root, database_url=postgres_server.create_database())  # a pool made with it
+    run = workspace.create_run(RunConfig())
+    postgres_server.pause()
+    try:
+        with pytest.raises(store.StoreUnavailable, match=r"lost the store's database at postgresql://postgres@127"):
+            workspace.heartbeat(run.job.id, progress=0.5)
+    finally:
+        postgres_server.resume()
+    assert workspace.get_run(run.id).job.progress == 0.0  # the failed beat left nothing half-written
+    workspace.heartbeat(run.job.id, progress=0.5)
+    assert workspace.get_run(run.id).job.progress == 0.5
