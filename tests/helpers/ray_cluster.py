@@ -39,7 +39,27 @@ def start_cluster(nodes: int = 2, *, cpus_per_node: int = 1):
     for _ in range(nodes):
         add_worker_node(cluster, cpus=cpus_per_node)
     cluster.wait_for_nodes()
+    _wait_for_job_agent(dashboard_address(cluster))
     return cluster
+
+
+def _wait_for_job_agent(address: str, timeout: float = 180.0) -> None:
+    """Waits until Ray Jobs accepts a submission: the head answers "No available agent" until its agent is up
+    (seconds, or a minute on a loaded machine). Submits a no-op job named `warm-up`."""
+    import time
+
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.submit_job(entrypoint="true", submission_id="warm-up")
+            return
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def stop_cluster(cluster) -> None:

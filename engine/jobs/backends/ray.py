@@ -48,6 +48,7 @@ SUBMISSION_PREFIX = "aperture-"
 REQUEST_TIMEOUT_SECONDS = 10.0  # any one call to Ray's dashboard; a dead head must not hang a page
 SUBMIT_TIMEOUT_SECONDS = 60.0  # a submit or stop (POST): a busy head can take seconds, and a lost answer costs a job
 CONNECT_TIMEOUT_SECONDS = 3.0
+SUBMIT_ATTEMPTS = 4  # Ray's head answers "no available agent" (after ~10 s) until a node's job agent registers
 CLIENT_SECONDS = 30.0
 RETRY_SECONDS = 5.0  # after Ray could not be reached, how long it counts as unreachable without asking
 STATUS_TTL_SECONDS = 0.5  # one refresh asks alive() and placing() of each job: one request serves both
@@ -60,6 +61,7 @@ PASSED_ENV_PREFIXES = ("APERTURE_", "TF_CPP_", "TF_ENABLE_", "TF_USE_", "TF_GPU_
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 _WAITING_MESSAGE = "waiting for Ray to place it"
 _NO_LIMIT = 1_000_000
+_AGENT_NOT_READY = "No available agent to submit job"
 # How Ray's messages say that the node under a job went away (a supervisor actor's death names its node).
 _NODE_DIED = ("node has died", "node was terminated", "node died", "nodediederror", "node is dead")
 
@@ -97,13 +99,19 @@ class RayBackend:
         client = self._client()
         num_cpus, num_gpus = self._resources(workspace, job)
         entrypoint = f"exec {shlex.quote(sys.executable)} -m engine job {shlex.quote(job.id)}"
-        try:
-            client.submit_job(entrypoint=entrypoint, submission_id=submission_id(job),
-                              runtime_env={"env_vars": job_environment(workspace, client.get_address())},
-                              metadata={"aperture_run": job.run_id, "aperture_kind": job.kind},
-                              entrypoint_num_cpus=num_cpus, entrypoint_num_gpus=num_gpus)
-        except Exception as error:  # noqa: BLE001 - requests' errors, or RuntimeError for a refusal
-            if not self._known_to_ray(client, job):  # else the answer was lost, not the submission
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            try:
+                client.submit_job(entrypoint=entrypoint, submission_id=submission_id(job),
+                                  runtime_env={"env_vars": job_environment(workspace, client.get_address())},
+                                  metadata={"aperture_run": job.run_id, "aperture_kind": job.kind},
+                                  entrypoint_num_cpus=num_cpus, entrypoint_num_gpus=num_gpus)
+                break
+            except Exception as error:  # noqa: BLE001 - requests' errors, or RuntimeError for a refusal
+                if self._known_to_ray(client, job):
+                    break  # the answer was lost, not the submission
+                if _AGENT_NOT_READY in str(error) and attempt < SUBMIT_ATTEMPTS:
+                    log.info("Ray has no job agent ready yet (a node just started?): submitting again")
+                    continue
                 kind = RayUnavailable if isinstance(error, OSError) else OSError
                 raise kind(f"could not submit job {job.id} to Ray: {_first_line(error)}") from error
         workspace.heartbeat(job.id, message=f"{_WAITING_MESSAGE} (Ray job {submission_id(job)})")

@@ -78,7 +78,7 @@ def ray_job(job):
 
 def test_a_job_runs_on_a_worker_node_and_ray_lists_it(workspace, run_id, cluster):
     job = jobs.submit_job(workspace, run_id, "sleep", SleepRequest(seconds=0.3), busy_error=Busy)
-    assert job.status == store.RUNNING  # handed to Ray at once
+    assert job.status == store.RUNNING, job.error  # handed to Ray at once
     job = finished(workspace, job.id)
     assert job.status == store.COMPLETED, job.traceback
     assert job.progress == 1.0 and job.pid is not None
