@@ -11,6 +11,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.helpers import shot, train, wait_idle
 
@@ -98,9 +99,10 @@ def test_lasso_relabel_retrain_and_compare_the_flips(server, page):
     page.locator(".st-key-loop-retrain button").click()
     page.get_by_text(f"Pre-filled from run {parent_id}").wait_for()
     wait_idle(page)
-    assert page.locator(".st-key-cfg-data-path input").input_value() == "version:1"
-    assert page.locator(".st-key-cfg-data-image_size input").input_value() == "16"
-    assert page.locator(".st-key-cfg-train-epochs input").input_value() == "3"
+    # The prefilled values reach the inputs on the rerun after the clone (under load a moment after idle).
+    expect(page.locator(".st-key-cfg-data-path input")).to_have_value("version:1", timeout=30_000)
+    expect(page.locator(".st-key-cfg-data-image_size input")).to_have_value("16", timeout=30_000)
+    expect(page.locator(".st-key-cfg-train-epochs input")).to_have_value("3", timeout=30_000)
     shot(page, "inspect-05-train-prefilled")
     page.locator(".st-key-train-start button").click()
     page.wait_for_url(re.compile(r"/runs\?run="), timeout=60_000)
