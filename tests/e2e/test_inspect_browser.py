@@ -59,9 +59,14 @@ def _pick(page, key: str, count: int, pattern: str) -> None:
 
 
 def _choose(page, key: str, option: str) -> None:
-    page.locator(f".st-key-{key} input").click()
-    page.locator('[role="option"]').filter(has_text=re.compile(f"^{re.escape(option)}$")).first.click()
+    """Picks `option` in a selectbox by typing it (the list filters as one types; under load an opened list
+    could close before a click on an unfiltered option landed), then checks the box shows it."""
+    box = page.locator(f".st-key-{key} input")
+    box.click()
+    box.fill(option)
+    page.locator('[role="option"]').filter(has_text=re.compile(f"^{re.escape(option)}$")).first.click(timeout=60_000)
     wait_idle(page)
+    expect(box).to_have_value(option, timeout=30_000)
 
 
 def test_lasso_relabel_retrain_and_compare_the_flips(server, page):
