@@ -56,7 +56,7 @@ UNSEEN_GRACE_SECONDS = 30.0  # a claimed job may be missing from Ray's list whil
 GPU_CHECK_SECONDS = 60.0
 # This process's settings that a job needs too (not TF_ alone: Terraform's variables share it; never
 # CUDA_VISIBLE_DEVICES: Ray sets it for the GPUs it gives the job).
-PASSED_ENV_PREFIXES = ("APERTURE_", "TF_CPP_", "TF_ENABLE_", "TF_USE_", "TF_GPU_", "TF_FORCE_", "TF_XLA_",
+PASSED_ENV_PREFIXES = ("APERTURE_", "RAY_AUTH_", "TF_CPP_", "TF_ENABLE_", "TF_USE_", "TF_GPU_", "TF_FORCE_", "TF_XLA_",
                        "TF_DETERMINISTIC", "DNNL_", "KERAS_")
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 _WAITING_MESSAGE = "waiting for Ray to place it"
@@ -195,6 +195,9 @@ class RayBackend:
         except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, RpcError...
             message = (f"the Ray cluster at {ADDRESS_ENV}={address} cannot be reached: {_first_line(error)}; "
                        f"start one with `ray start --head`, or fix {ADDRESS_ENV}")
+            if "authentication" in str(error).lower():  # `ray start --head` turns token auth on (Ray 2.60)
+                message += ("; the cluster uses Ray's token authentication: export RAY_AUTH_MODE=token here, with "
+                            "the head's token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
             self._mark_down(address, message)
             raise RayUnavailable(message) from error
         with self._lock:
