@@ -30,6 +30,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from tests.engine.training.two_workers import free_ports, new_run, worker_env  # noqa: E402
+
 IMAGE_SIZE, BATCH_SIZE = 24, 64
 RUNNER = "tests.engine.training.two_workers"  # one worker (or the model.fit run) per process
 
@@ -43,46 +45,18 @@ def _config(workers: int, epochs: int):
                   "workers": workers}})
 
 
-def _env(**extra) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **extra}
-    env.pop("APERTURE_BACKEND", None)
-    return env
-
-
-def _free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _new_run(workspace, workers: int, epochs: int) -> str:
-    from engine.runfolder import RunFolder
-    from engine.training import load_run_data
-
-    run = workspace.create_run(_config(workers, epochs))
-    load_run_data(RunFolder(workspace, run.id), lambda progress, message: None)
-    return run.id
-
-
 def _run(workspace, kind: str, epochs: int) -> dict:
     """Trains one run the `kind` way; returns its wall seconds and median training images/s (epochs 2..N)."""
     workers = 2 if kind == "loop x2" else 1
-    run_id = _new_run(workspace, workers, epochs)
+    run_id = new_run(workspace, _config(workers, epochs))
     root = str(workspace.root)
     if kind == "fit":
         commands = [[RUNNER, "single", root, run_id]]
     else:
-        ports = ",".join(str(p) for p in _free_ports(workers))
+        ports = ",".join(str(p) for p in free_ports(workers))
         commands = [[RUNNER, "worker", root, run_id, str(i), ports] for i in range(workers)]
     started = time.monotonic()
-    processes = [subprocess.Popen([sys.executable, "-m", *c], cwd=PROJECT_ROOT, env=_env(),
+    processes = [subprocess.Popen([sys.executable, "-m", *c], cwd=PROJECT_ROOT, env=worker_env(),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
     for p in processes:
         _, err = p.communicate(timeout=1200)
@@ -108,7 +82,7 @@ def _ray_job_seconds(workspace, epochs: int) -> float:
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "engine", "job", job.id], cwd=PROJECT_ROOT, text=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env=_env(APERTURE_HOME=str(workspace.root),
+                              env=worker_env(APERTURE_HOME=str(workspace.root),
                                        RAY_ADDRESS=context.address_info["gcs_address"]))
         seconds = time.monotonic() - started
         if workspace.get_job(job.id).status != "completed" or len(workspace.epochs(run.id)) != epochs:

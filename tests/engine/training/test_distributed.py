@@ -21,6 +21,7 @@ import pytest
 from engine.config import ConfigError, RunConfig
 from engine.runfolder import RunFolder
 from engine.store import Workspace
+from tests.engine.training.two_workers import free_ports, new_run, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -38,36 +39,9 @@ def _config(workers: int, **train) -> RunConfig:
                   "workers": workers, **train}})
 
 
-def _env(**extra) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
-    env.pop("APERTURE_BACKEND", None)
-    return env
-
-
-def _new_run(workspace: Workspace, config: RunConfig) -> str:
-    from engine.training import load_run_data
-
-    run = workspace.create_run(config)
-    load_run_data(RunFolder(workspace, run.id), lambda progress, message: None)  # what the train job does first
-    return run.id
-
-
-def _free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start(*args: str, **env) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tests.engine.training.two_workers", *args], cwd=ROOT,
-                            env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=worker_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _result(process: subprocess.Popen, timeout: float = 300) -> dict:
@@ -77,7 +51,7 @@ def _result(process: subprocess.Popen, timeout: float = 300) -> dict:
 
 
 def _two_workers(workspace: Workspace, run_id: str, **env) -> list[dict]:
-    ports = ",".join(str(p) for p in _free_ports(2))
+    ports = ",".join(str(p) for p in free_ports(2))
     workers = [_start("worker", str(workspace.root), run_id, str(i), ports, **env) for i in range(2)]
     try:
         return [_result(w) for w in workers]
@@ -101,7 +75,7 @@ def test_two_workers_need_the_ray_backend(monkeypatch, tmp_path):
 
 def test_two_workers_end_equal_and_match_one_process_fit(tmp_path):
     workspace = Workspace(tmp_path)
-    pair, single = _new_run(workspace, _config(2)), _new_run(workspace, _config(1))
+    pair, single = new_run(workspace, _config(2)), new_run(workspace, _config(1))
     fit = _start("single", str(workspace.root), single)  # model.fit in one process, alongside
     chief, other = _two_workers(workspace, pair)
     alone = _result(fit)
@@ -123,9 +97,9 @@ def test_two_workers_end_equal_and_match_one_process_fit(tmp_path):
 
 def test_a_cancel_one_worker_sees_stops_both_at_the_same_step(tmp_path):
     workspace = Workspace(tmp_path)
-    run_id = _new_run(workspace, _config(2, epochs=200, batch_size=8))
+    run_id = new_run(workspace, _config(2, epochs=200, batch_size=8))
     flag = tmp_path / "cancel"
-    ports = ",".join(str(p) for p in _free_ports(2))
+    ports = ",".join(str(p) for p in free_ports(2))
     chief = _start("worker", str(workspace.root), run_id, "0", ports)
     other = _start("worker", str(workspace.root), run_id, "1", ports, TWO_WORKERS_CANCEL_FILE=str(flag))
     try:
@@ -162,12 +136,12 @@ def ray_address(tmp_path_factory):
 def _job(workspace: Workspace, address: str, job_id: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "engine", "job", job_id], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
-                            env=_env(APERTURE_HOME=str(workspace.root), RAY_ADDRESS=address))
+                            env=worker_env(APERTURE_HOME=str(workspace.root), RAY_ADDRESS=address))
 
 
 def _show(workspace: Workspace, run_id: str) -> dict:
     out = subprocess.run([sys.executable, "-m", "engine", "show", run_id, "--json"], cwd=ROOT, check=True,
-                         capture_output=True, text=True, env=_env(APERTURE_HOME=str(workspace.root)))
+                         capture_output=True, text=True, env=worker_env(APERTURE_HOME=str(workspace.root)))
     return json.loads(out.stdout)
 
 

@@ -8,7 +8,41 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def worker_env(**extra) -> dict:
+    """The environment a worker (or a Ray job driving workers) runs with: this project on the path, Ray's usage
+    stats and token auth off, the local backend's choice not inherited."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    env.pop("APERTURE_BACKEND", None)
+    return env
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` loopback ports free at the moment (TF_CONFIG's worker addresses)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def new_run(workspace, config) -> str:
+    """Records a run for `config` and prepares its data, as the train job does first; its id."""
+    from engine.runfolder import RunFolder
+    from engine.training import load_run_data
+
+    run = workspace.create_run(config)
+    load_run_data(RunFolder(workspace, run.id), lambda progress, message: None)
+    return run.id
 
 
 def main(argv: list[str]) -> int:
