@@ -16,6 +16,7 @@ import functools
 import os
 import sqlite3
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -58,12 +59,7 @@ class Database:
         self.path = None if self.url else Path(sqlite_path)
         if self.url is None:
             self.dialect = SQLITE
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            try:
-                db.execute("PRAGMA busy_timeout=30000")
-                db.execute("PRAGMA journal_mode=WAL")  # readers never block the writing job
-            finally:
-                db.close()
+            _use_wal(self.path)
             return
         scheme = urlsplit(self.url).scheme
         if scheme not in _SCHEMES:
@@ -194,6 +190,27 @@ class Connection:
 def _postgres_query(query: str) -> str:
     """`?` placeholders as psycopg's `%s` (a literal `%` doubled); the store's SQL has no `?` inside strings."""
     return query.replace("%", "%%").replace("?", "%s")
+
+
+def _use_wal(path: Path, wait_seconds: float = 30.0) -> None:
+    """Puts the SQLite file at `path` in WAL mode (readers never block the writing job). Switching a new file's
+    journal mode needs it alone, and SQLite answers "database is locked" at once, without its busy handler,
+    while another process is opening the same new file: so it is tried again until `wait_seconds` pass."""
+    deadline = time.monotonic() + wait_seconds
+    pause = 0.01
+    while True:
+        db = sqlite3.connect(path, timeout=wait_seconds, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        finally:
+            db.close()
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 def _pool(conninfo: str):
