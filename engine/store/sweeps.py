@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.store.records import ACTIVE, Job, RunNotFound
-from engine.store.workspace import Workspace, new_id
+from engine.store.workspace import Workspace
 
 SWEEP_JOB = "sweep"
 ID_PREFIX = "sweep-"
@@ -77,8 +77,7 @@ class SweepStore:
 
     def create(self, name: str, spec: dict[str, Any]) -> Sweep:
         """Records a new sweep with a queued sweep job (its folder holds the job's log)."""
-        sweep_id = ID_PREFIX + new_id()
-        self.workspace.run_dir(sweep_id).mkdir(parents=True)
+        sweep_id = self.workspace.new_folder(ID_PREFIX)
         now = time.time()
         spec_json = json.dumps(spec)
         with self.workspace._connect() as db:

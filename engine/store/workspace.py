@@ -87,14 +87,25 @@ class Workspace:
 
     # -- runs -----------------------------------------------------------------------
 
+    def new_folder(self, prefix: str = "") -> str:
+        """A fresh id (`prefix` + `new_id()`) whose folder this call created. Ids made in the same second differ
+        only in 16 random bits, so two processes can draw the same one: `mkdir` (atomic, also on a shared
+        filesystem) decides, and the loser draws again."""
+        for _ in range(20):
+            folder_id = prefix + new_id()
+            try:
+                self.run_dir(folder_id).mkdir(parents=True)
+            except FileExistsError:
+                continue
+            return folder_id
+        raise RuntimeError(f"could not make a new folder under {self.root}: every id drawn was taken")
+
     def create_run(self, config: RunConfig, *, parent_id: str | None = None, kind: str = TRAIN_JOB,
                    request_json: str | None = None) -> Run:
         """Writes a new run (row, folder, config.json) with its first job queued: train, or `kind`
         (one of `MODEL_JOBS`, e.g. compress, with its request as JSON)."""
-        run_id = new_id()
-        folder = self.run_dir(run_id)
-        folder.mkdir(parents=True)
-        (folder / CONFIG_FILE).write_text(config.to_json())
+        run_id = self.new_folder()
+        (self.run_dir(run_id) / CONFIG_FILE).write_text(config.to_json())
         now = time.time()
         with self._connect() as db:
             db.execute(

@@ -171,3 +171,18 @@ def test_a_stopped_postgresql_server_is_named_in_the_error_and_nothing_is_lost(w
     assert workspace.get_run(run.id).job.progress == 0.0  # the failed beat left nothing half-written
     workspace.heartbeat(run.job.id, progress=0.5)
     assert workspace.get_run(run.id).job.progress == 0.5
+
+
+def test_two_runs_that_draw_the_same_id_get_two_folders(tmp_path, monkeypatch):
+    """Ids made in one second differ in 16 random bits: a drawn id whose folder exists is drawn again."""
+    from engine.store import workspace as workspace_module
+
+    drawn = ["20261202-120000-beef", "20261202-120000-beef", "20261202-120000-cafe"]
+    real = workspace_module.new_id
+    monkeypatch.setattr(workspace_module, "new_id", lambda: drawn.pop(0) if drawn else real())  # jobs draw too
+    ws = Workspace(tmp_path)
+    first = ws.create_run(RunConfig()).id  # draws beef; its job draws the second beef (no folder: a job id)
+    drawn[:0] = ["20261202-120000-beef"]
+    second = ws.create_run(RunConfig()).id  # draws beef (taken), then cafe
+    assert (first, second) == ("20261202-120000-beef", "20261202-120000-cafe")
+    assert sorted(r.id for r in ws.list_runs()) == [first, second]
