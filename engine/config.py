@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config_fields import WIDGETS, ConfigError, FieldSpec, _check, setting
 
-__all__ = ["ACTIVATIONS", "AugmentConfig", "CLASS_WEIGHTS", "ConfigError", "DataConfig", "FieldSpec",
+__all__ = ["ACTIVATIONS", "AugmentConfig", "CLASS_WEIGHTS", "ConfigError", "DataConfig", "FieldSpec", "HUB_BASES",
            "MIXED_PRECISION", "MODEL_NAMES", "ModelConfig", "OPTIMIZERS", "POOLINGS", "RunConfig", "SCHEDULES",
            "TRANSFER_BASES", "TRANSFER_MIN_IMAGE_SIZE", "TrainConfig", "WIDGETS", "describe_fields", "field_spec",
            "section_titles", "setting"]
@@ -28,7 +29,11 @@ MODEL_NAMES = ("lenet5", "resnet", "resnet_cbam", "transfer")
 # The transfer zoo (keras.applications); engine.models.zoo holds how each is built and where its weights come from.
 TRANSFER_BASES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_v2b0",
                   "efficientnet_v2b1", "efficientnet_v2s", "resnet50_v2", "convnext_tiny")
-# Smallest input each transfer base accepts (keras.applications refuses less).
+# KerasHub image-classifier presets `weights list` shows; any `hub:<preset>` is a valid `model.base` (engine.zoo),
+# outside `choices` (the form's select box and the CLI's --base offer the keras.applications bases; --set takes any).
+HUB_BASES = ("hub:resnet_50_imagenet", "hub:efficientnet_b0_ra_imagenet", "hub:mobilenet_v3_small_100_imagenet")
+_HUB_BASE = re.compile(r"hub:[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+# Smallest input each transfer base accepts (keras.applications refuses less; hub backbones take any size).
 TRANSFER_MIN_IMAGE_SIZE = dict.fromkeys(TRANSFER_BASES, 32)
 CLASS_WEIGHTS = ("none", "balanced")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -129,16 +134,27 @@ class ModelConfig(_Validated):
     depth: int = setting(1, label="Depth (blocks per stage)", range=(1, 8), models=_RESNETS,
                          help="Residual blocks in each of the three stages.")
     base: str = setting("mobilenet_v2", label="Base network", choices=TRANSFER_BASES, models=("transfer",),
-                        help="The ImageNet-pretrained network the classifier is built on.")
+                        help="The ImageNet-pretrained network the classifier is built on: a keras.applications "
+                             "base or hub:<preset>, a KerasHub image-classifier preset.")
     weights: str = setting("imagenet", label="Base weights", models=("transfer",), required=True, max_length=1000,
                            help="imagenet (pretrained; `python -m engine weights get BASE` fetches them), random "
-                                "(trained from scratch, base trainable) or the path of a .h5/.weights.h5 file.",
-                           reason="give imagenet, random or the path of a weights file")
+                                "(trained from scratch, base trainable) or the path of a .h5/.weights.h5 file "
+                                "(a KerasHub preset folder for a hub: base).",
+                           reason="give imagenet, random or the path of a weights file or preset folder")
     fine_tune_layers: int = setting(0, label="Fine-tuned base layers", range=(0, 1000), models=("transfer",),
                                     help="0 keeps the pretrained base frozen; with head epochs, the top layers "
                                          "unfrozen in the second phase.")
     dropout: float = setting(0.0, label="Dropout", range=(0, 0.9), step=0.05, format="%.2f",
                              help="Dropout rate before the classifier.")
+
+    def validate(self) -> None:
+        """As every section, except that `base` may also be any `hub:<preset>` (not only the form's choices)."""
+        for spec in describe_fields(type(self)):
+            if spec.name == "base" and str(self.base).startswith("hub:"):
+                _check(bool(_HUB_BASE.fullmatch(self.base)), spec.key, self.base,
+                       "a KerasHub base is hub:<preset name>, e.g. hub:resnet_50_imagenet")
+            else:
+                spec.check(getattr(self, spec.name))
 
 
 @dataclass(frozen=True)
@@ -215,7 +231,7 @@ class RunConfig(_Validated):
         for section in _SECTIONS:
             getattr(self, section).validate()
         if self.model.name == "transfer":
-            minimum = TRANSFER_MIN_IMAGE_SIZE[self.model.base]
+            minimum = TRANSFER_MIN_IMAGE_SIZE.get(self.model.base, 32)
             _check(self.data.image_size >= minimum, "data.image_size", self.data.image_size,
                    f"the {self.model.base} base needs images of at least {minimum}x{minimum}")
         two_phase = self.model.name == "transfer" and self.train.head_epochs > 0 and self.model.weights != "random"

@@ -1,11 +1,15 @@
 """Getting a transfer base's ImageNet weights: a resumable, hash-checked download, or an import from a file.
 
+KerasHub bases (`hub:<preset>`) are fetched by KerasHub itself (`download_preset`) or imported from a preset
+folder (`import_preset`).
+
 `download` needs no TensorFlow; `import_weights` builds the base (TensorFlow) to check the file's shapes.
 Both put the file where keras.applications looks (`engine.zoo.keras_cache_dir()`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -119,7 +123,8 @@ def import_weights(path: str | os.PathLike, base: str) -> Path:
 
     Args:
         path: a `.h5` (keras.applications' no-top file, by layer name) or `.weights.h5` (Keras 3
-            `save_weights` of the same no-top base) file.
+            `save_weights` of the same no-top base) file; for a `hub:` base a KerasHub preset folder
+            (`import_preset`).
         base: the `model.base` it is for.
 
     Returns:
@@ -128,6 +133,8 @@ def import_weights(path: str | os.PathLike, base: str) -> Path:
     Raises:
         WeightsError: no such file, not HDF5, or its shapes do not fit the base (the message names the layer).
     """
+    if zoo.is_hub_base(base):
+        return import_preset(path, base)
     source = Path(os.path.expanduser(str(path)))
     zoo.get_base(base)
     if not source.is_file():
@@ -155,4 +162,73 @@ def import_weights(path: str | os.PathLike, base: str) -> Path:
         stale = zoo.keras_cache_dir() / zoo.imported_file_name(base)
         for old in (stale, stale.with_name(stale.name + ".source.json")):
             old.unlink(missing_ok=True)
+    return target
+
+
+def download_preset(base: str) -> Path:
+    """Has KerasHub download a hub base's preset (backbone and image converter) into its cache.
+
+    Returns:
+        The preset folder in KerasHub's cache.
+
+    Raises:
+        WeightsError: the download failed (no internet, unknown preset); the message says how to import instead.
+    """
+    import keras_hub  # imports TensorFlow
+
+    preset = zoo.hub_preset(base)
+    try:
+        keras_hub.models.Backbone.from_preset(preset)
+        keras_hub.layers.ImageConverter.from_preset(preset)
+    except Exception as error:  # noqa: BLE001 - kagglehub/huggingface raise many kinds; all mean "not fetched"
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"KerasHub cannot fetch the preset {preset}: {reason}. Without internet, copy a preset "
+                           f"folder here and run `python -m engine weights import FOLDER --base {base}`.") from None
+    folder = zoo.hub_preset_dir(base)
+    if folder is None:
+        raise WeightsError(f"KerasHub loaded {preset} but its folder is not in {zoo.kagglehub_cache_dir()}")
+    return folder
+
+
+def import_preset(path: str | os.PathLike, base: str) -> Path:
+    """Checks a KerasHub preset folder and copies it where the hub base's preset is looked for.
+
+    The folder must hold config.json (a KerasHub Backbone), model.weights.h5 that loads into it, and
+    image_converter.json. When the base's preset is already here (downloaded), the folder's backbone config
+    must equal it (same architecture and shapes).
+
+    Returns:
+        The imported folder (`engine.zoo.hub_import_dir(base)`).
+
+    Raises:
+        WeightsError: what makes the folder unusable (a missing file, weights that do not fit, another architecture).
+    """
+    source = Path(os.path.expanduser(str(path)))
+    try:
+        zoo.check_preset_folder(source)
+    except zoo.WeightsMissing as error:
+        raise WeightsError(str(error)) from None
+    from engine.models.transfer import make_hub_base  # imports TensorFlow
+
+    try:
+        make_hub_base(source)
+    except Exception as error:  # noqa: BLE001 - KerasHub and h5py raise many kinds for a bad folder
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"{source} is not a usable KerasHub preset: {reason}") from None
+    known = zoo.hub_preset_dir(base)
+    if known is not None and known.resolve() != source.resolve():
+        ours, theirs = (json.loads((f / "config.json").read_text()).get("config", {}) for f in (source, known))
+        ours.pop("name", None), theirs.pop("name", None)
+        if ours != theirs:
+            changed = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+            raise WeightsError(f"{source} does not fit the {base} base in {known}: its backbone config differs in "
+                               f"{', '.join(changed[:5])}")
+    target = zoo.hub_import_dir(base)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".import-"))
+    shutil.copytree(source, staging, dirs_exist_ok=True)
+    zoo.record_preset_source(staging, "import", str(source))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
     return target

@@ -160,7 +160,13 @@ class WeightsStatus:
 
 
 def status(base: str) -> WeightsStatus:
-    """The base's weights status, without hashing the file (cheap: for pages)."""
+    """The base's weights status, without hashing the file (cheap: for pages); a hub base's path is its folder."""
+    if is_hub_base(base):
+        folder = hub_preset_dir(base)
+        if folder is None:
+            return WeightsStatus(base, None, 0, None)
+        source = "import" if folder == hub_import_dir(base) else "preset"
+        return WeightsStatus(base, folder, (folder / "model.weights.h5").stat().st_size, source)
     path = weights_path(base)
     if path is None:
         return WeightsStatus(base, None, 0, None)
@@ -173,6 +179,11 @@ def status(base: str) -> WeightsStatus:
 
 def how_to_get(base: str) -> str:
     """The one-line how-to for a base whose weights are missing."""
+    if is_hub_base(base):
+        return (f"no KerasHub preset {hub_preset(base)} here (imported in {hub_import_root()} or "
+                f"downloaded in {kagglehub_cache_dir()}): run `python -m engine weights get {base}` (KerasHub "
+                f"downloads it), or offline `python -m engine weights import PRESET_FOLDER --base {base}`, or set "
+                "model.weights to a preset folder")
     entry = get_base(base)
     return (f"no ImageNet weights for {base} in {keras_cache_dir()}: run `python -m engine weights get {base}` "
             f"(downloads {entry.url}), or offline `python -m engine weights import FILE --base {base}`; or set "
@@ -184,15 +195,20 @@ def resolve_weights(base: str, weights: str, image_size: int | None = None) -> t
 
     Args:
         base: the `model.base`.
-        weights: `model.weights`: `imagenet`, `random` or a path of a weights file.
+        weights: `model.weights`: `imagenet`, `random` or a path of a weights file (a preset folder for a
+            hub base; `imagenet` is then the preset's own weights, `random` its architecture only).
         image_size: the input side (MobileNetV2 prefers its size's file).
 
     Returns:
-        `(path or None for random, {"source": "imagenet"|"import"|"random", "sha256": hex or None})`.
+        `(path or None for random, {"source": "imagenet"|"import"|"random", "sha256": hex or None})`; for a hub
+        base `(preset folder, {"source": "preset"|"import"|"random", "sha256", "preset": folder})`: random still
+        needs the folder (its config.json).
 
     Raises:
         WeightsMissing: `imagenet` weights are not here, or the path does not exist; says how to get them.
     """
+    if is_hub_base(base):
+        return _resolve_hub(base, weights)
     if weights == "random":
         return None, {"source": "random", "sha256": None}
     if weights == "imagenet":
@@ -205,3 +221,112 @@ def resolve_weights(base: str, weights: str, image_size: int | None = None) -> t
         raise WeightsMissing(f"model.weights={weights!r}: no such file. Give imagenet, random or the path of a "
                              f".h5/.weights.h5 file saved from a {base} base")
     return path, {"source": "import", "sha256": file_sha256(path)}
+
+
+# -- KerasHub image-classifier presets ------------------------------------------------------------------------
+# A hub base is `hub:<preset>`: the preset names the backbone's architecture and its weights together. Its
+# folder (config.json, model.weights.h5, image_converter.json) is one KerasHub downloaded into its cache
+# (`weights get hub:<preset>`) or one imported (`weights import FOLDER --base hub:<preset>`) into
+# `$KERAS_HOME/hub/<preset>`; `model.weights` may also name a preset folder directly.
+
+HUB_PREFIX = "hub:"
+HUB_FEATURES = "hub_features"  # the identity layer on a hub backbone's last feature map: Grad-CAM's layer
+PRESET_FILES = ("config.json", "model.weights.h5", "image_converter.json")
+_HUB_SOURCE = "aperture_source.json"  # inside an imported preset folder
+
+
+def is_hub_base(name: str) -> bool:
+    return isinstance(name, str) and name.startswith(HUB_PREFIX)
+
+
+def hub_preset(base: str) -> str:
+    """`resnet_50_imagenet` for `hub:resnet_50_imagenet`."""
+    return base[len(HUB_PREFIX):]
+
+
+def hub_import_root() -> Path:
+    """Where imported preset folders are kept, one per hub base: `$KERAS_HOME/hub`."""
+    return keras_cache_dir().parent / "hub"
+
+
+def hub_import_dir(base: str) -> Path:
+    """Where a preset folder imported for a hub base is kept."""
+    return hub_import_root() / hub_preset(base)
+
+
+def kagglehub_cache_dir() -> Path:
+    """KerasHub's download cache (kagglehub's): `$KAGGLEHUB_CACHE` or `~/.cache/kagglehub`."""
+    return Path(os.environ.get("KAGGLEHUB_CACHE") or Path.home() / ".cache" / "kagglehub")
+
+
+def _downloaded_preset(preset: str) -> Path | None:
+    # kagglehub keeps kaggle://keras/<family>/keras/<preset>/<version> under models/keras/<family>/keras/...
+    found = [p.parent for p in kagglehub_cache_dir().glob(f"models/*/*/keras/{preset}/*/config.json")]
+    return max(found, key=lambda p: int(p.name) if p.name.isdigit() else -1) if found else None
+
+
+def hub_preset_dir(base: str) -> Path | None:
+    """The hub base's preset folder here (imported first, then KerasHub's download), or None (nothing downloads)."""
+    imported = hub_import_dir(base)
+    if (imported / "config.json").is_file():
+        return imported
+    return _downloaded_preset(hub_preset(base))
+
+
+def check_preset_folder(folder: Path) -> None:
+    """Raises `WeightsMissing` naming what makes `folder` not a KerasHub image-backbone preset (JSON only)."""
+    if not folder.is_dir():
+        raise WeightsMissing(f"{folder}: no such preset folder")
+    missing = [name for name in PRESET_FILES if not (folder / name).is_file()]
+    if missing:
+        raise WeightsMissing(f"{folder} is not a KerasHub image-classifier preset: it lacks {', '.join(missing)} "
+                             "(save one with `ImageClassifier.save_to_preset`)")
+    try:
+        backbone = json.loads((folder / "config.json").read_text()).get("class_name", "")
+    except (OSError, ValueError) as error:
+        raise WeightsMissing(f"{folder / 'config.json'} is not valid JSON: {error}") from None
+    if not str(backbone).endswith("Backbone"):
+        raise WeightsMissing(f"{folder / 'config.json'} holds {backbone or 'no class_name'}, not a KerasHub Backbone")
+    with open(folder / "model.weights.h5", "rb") as handle:
+        if handle.read(8) != b"\x89HDF\r\n\x1a\n":
+            raise WeightsMissing(f"{folder / 'model.weights.h5'} is not an HDF5 weights file")
+
+
+def record_preset_source(folder: Path, source: str, origin: str) -> dict:
+    """Writes (and returns) where an imported preset folder came from, with its weights file's sha256."""
+    record = {"source": source, "sha256": file_sha256(folder / "model.weights.h5"), "from": origin}
+    (folder / _HUB_SOURCE).write_text(json.dumps(record))
+    return record
+
+
+def preset_source(folder: Path, default: str = "preset") -> dict:
+    """`{"source": "preset"|"import", "sha256": ...}` of a preset folder's weights file."""
+    try:
+        recorded = json.loads((folder / _HUB_SOURCE).read_text())
+        if recorded.get("sha256"):
+            return {"source": recorded.get("source", default), "sha256": recorded["sha256"]}
+    except (OSError, ValueError):
+        pass
+    return {"source": default, "sha256": file_sha256(folder / "model.weights.h5")}
+
+
+def local_hub_bases() -> list[str]:
+    """The hub bases whose presets are here (imported or downloaded by KerasHub), sorted."""
+    imported = [p.name for p in hub_import_root().glob("*") if (p / "config.json").is_file()]
+    downloaded = [p.parts[-2] for p in kagglehub_cache_dir().glob("models/*/*/keras/*/*/config.json")
+                  if (p.parent / "model.weights.h5").is_file()]
+    return sorted({HUB_PREFIX + name for name in imported + downloaded})
+
+
+def _resolve_hub(base: str, weights: str) -> tuple[Path, dict]:
+    if weights in ("imagenet", "random"):
+        folder = hub_preset_dir(base)
+        if folder is None:
+            raise WeightsMissing(how_to_get(base))
+        default = "import" if folder == hub_import_dir(base) else "preset"
+        record = {"source": "random", "sha256": None} if weights == "random" else preset_source(folder, default)
+    else:
+        folder = Path(os.path.expanduser(weights))
+        check_preset_folder(folder)
+        record = {"source": "import", "sha256": file_sha256(folder / "model.weights.h5")}
+    return folder, {**record, "preset": str(folder)}

@@ -1,13 +1,17 @@
-"""Pretrained weights of the transfer zoo: `weights list`, `weights get BASE`, `weights import FILE --base BASE`."""
+"""Pretrained weights of the transfer zoo: `weights list`, `weights get BASE`, `weights import FILE --base BASE`.
+
+BASE is a keras.applications base or `hub:<preset>` (a KerasHub preset; FILE is then a preset folder).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 
 from engine.cli.common import UsageError
-from engine.config import TRANSFER_BASES
+from engine.config import TRANSFER_BASES, ConfigError, ModelConfig
 from engine.store import Workspace
 
 
@@ -21,17 +25,28 @@ def register(subparsers) -> None:
     listing.set_defaults(handler=cmd_list)
     get = commands.add_parser("get", help="download a base's ImageNet weights (resumes a broken download, checks "
                                           "the published hash) into the Keras cache")
-    get.add_argument("base", choices=TRANSFER_BASES)
+    get.add_argument("base", type=_base, metavar="BASE", help=f"{', '.join(TRANSFER_BASES)} or hub:<preset>")
     get.set_defaults(handler=cmd_get)
-    imp = commands.add_parser("import", help="use a .h5/.weights.h5 file (checked against the base's shapes): the "
-                                             "offline route")
+    imp = commands.add_parser("import", help="use a .h5/.weights.h5 file, or a KerasHub preset folder for a hub: "
+                                             "base (checked against the base's shapes): the offline route")
     imp.add_argument("path")
-    imp.add_argument("--base", required=True, choices=TRANSFER_BASES)
+    imp.add_argument("--base", required=True, type=_base, metavar="BASE",
+                     help=f"{', '.join(TRANSFER_BASES)} or hub:<preset>")
     imp.set_defaults(handler=cmd_import)
+
+
+def _base(value: str) -> str:
+    """A `model.base` value, checked as the config checks it."""
+    try:
+        ModelConfig(name="transfer", base=value).validate()
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def cmd_list(args, workspace: Workspace) -> int:
     from engine import zoo
+    from engine.config import HUB_BASES
 
     rows = []
     for name, base in zoo.BASES.items():
@@ -40,15 +55,22 @@ def cmd_list(args, workspace: Workspace) -> int:
         rows.append({"base": name, "present": found.present, "path": str(found.path) if found.path else None,
                      "size_bytes": found.size_bytes, "source": found.source, "sha256": record.get("sha256"),
                      "url": base.url, "published_hash": base.published_hash})
+    for name in sorted(set(HUB_BASES) | set(zoo.local_hub_bases())):
+        found = zoo.status(name)
+        record = zoo.preset_source(found.path, found.source) if found.present and not args.no_hash else {}
+        rows.append({"base": name, "present": found.present, "path": str(found.path) if found.path else None,
+                     "size_bytes": found.size_bytes, "source": found.source, "sha256": record.get("sha256"),
+                     "url": None, "published_hash": None})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'BASE':<20} {'HERE':<5} {'MB':>7}  {'SOURCE':<9} SHA256")
+    print(f"{'BASE':<36} {'HERE':<5} {'MB':>7}  {'SOURCE':<9} SHA256")
     for row in rows:
         size = f"{row['size_bytes'] / 1e6:7.1f}" if row["present"] else f"{'-':>7}"
-        print(f"{row['base']:<20} {'yes' if row['present'] else 'no':<5} {size}  {row['source'] or '-':<9} "
+        print(f"{row['base']:<36} {'yes' if row['present'] else 'no':<5} {size}  {row['source'] or '-':<9} "
               f"{(row['sha256'] or '-')[:16]}")
-    print(f"\nFolder: {zoo.keras_cache_dir()}. Missing ones: python -m engine weights get BASE, or "
+    print(f"\nFolders: {zoo.keras_cache_dir()}; KerasHub presets {zoo.hub_import_root()} (imported) "
+          f"and {zoo.kagglehub_cache_dir()} (downloaded). Missing ones: python -m engine weights get BASE, or "
           "weights import FILE --base BASE.")
     return 0
 
@@ -56,6 +78,12 @@ def cmd_list(args, workspace: Workspace) -> int:
 def cmd_get(args, workspace: Workspace) -> int:
     from engine import weights
 
+    if args.base.startswith("hub:"):
+        try:
+            print(weights.download_preset(args.base))
+        except weights.WeightsError as error:
+            raise UsageError(str(error)) from None
+        return 0
     started = time.monotonic()
 
     def progress(done: int, total: int) -> None:

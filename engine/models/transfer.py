@@ -1,4 +1,4 @@
-"""Transfer learning on a keras.applications base from the zoo (`engine.zoo.BASES`).
+"""Transfer learning on a keras.applications base from the zoo (`engine.zoo.BASES`) or a KerasHub preset (`hub:`).
 
 Pretrained weights are used only when their file is here (the Keras cache, or a path in
 `model.weights`); nothing is downloaded here (`python -m engine weights get` does), and a run that
@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from engine import zoo
@@ -25,8 +26,18 @@ __all__ = ["BASE_LAYER_NAME", "LAST_CONV", "WeightsMissing", "build_transfer", "
 log = logging.getLogger(__name__)
 
 BASE_LAYER_NAME = "base"
-# The base's last convolutional feature map: where Grad-CAM looks.
-LAST_CONV = {name: base.last_conv for name, base in zoo.BASES.items()}
+
+
+class _LastConv(dict):
+    """Base name -> its last convolutional feature map, where Grad-CAM looks; every `hub:` base has the same one."""
+
+    def __missing__(self, base: str) -> str:
+        if zoo.is_hub_base(base):
+            return zoo.HUB_FEATURES
+        raise KeyError(base)
+
+
+LAST_CONV = _LastConv({name: base.last_conv for name, base in zoo.BASES.items()}, hub=zoo.HUB_FEATURES)
 
 
 def imagenet_weights_path(base: str, image_size: int | None = None) -> Path | None:
@@ -72,21 +83,59 @@ def build_transfer(config: ModelConfig, input_shape: tuple[int, int, int], num_c
     size = input_shape[0] if input_shape[0] == input_shape[1] else None
     path, source = zoo.resolve_weights(config.base, config.weights, size)
     log.info("%s base: %s weights%s", config.base, source["source"], f" from {path}" if path else "")
-    base = make_base(config.base, input_shape, path)
-    if path is None:
+    random = source["source"] == "random"
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    if zoo.is_hub_base(config.base):
+        base, preprocess = make_hub_base(path, load_weights=not random)
+        x = preprocess(x)
+    else:
+        base = make_base(config.base, input_shape, path)
+        rescale = zoo.get_base(config.base).rescale
+        if rescale is not None:
+            x = layers.Rescaling(rescale[0], offset=rescale[1], name="rescale")(x)
+    if random:
         base.trainable = True  # a random base must learn: a frozen random base never can
     else:
         set_trainable_top(base, config.fine_tune_layers)
 
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = inputs
-    rescale = zoo.get_base(config.base).rescale
-    if rescale is not None:
-        x = layers.Rescaling(rescale[0], offset=rescale[1], name="rescale")(x)
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = add_classifier(x, num_classes, dropout=config.dropout, regularizer=kernel_regularizer(weight_decay))
-    return keras.Model(inputs, outputs, name=f"transfer_{config.base}")
+    name = zoo.hub_preset(config.base) if zoo.is_hub_base(config.base) else config.base
+    return keras.Model(inputs, outputs, name=f"transfer_{name}")
+
+
+def make_hub_base(folder: Path, *, load_weights: bool = True) -> tuple[keras.Model, layers.Layer]:
+    """A KerasHub preset folder's backbone, named `base`, and its image preprocessing as a plain Keras layer.
+
+    The backbone is re-wrapped so that its last feature map passes through an identity layer named
+    `engine.zoo.HUB_FEATURES` (Grad-CAM's layer, the same for every preset). The preset's image converter
+    (`x * scale + offset` on 0..255 RGB) becomes a `Normalization` layer named `preprocess`, so the
+    model takes 0..255 RGB and its saved file needs no KerasHub class to load. The converter's resize is
+    left out: the backbone is fully convolutional and the data pipeline already sizes the images.
+
+    Args:
+        folder: a preset folder (`config.json`, `model.weights.h5`, `image_converter.json`).
+        load_weights: False builds the architecture with random weights (`model.weights=random`).
+
+    Raises:
+        ValueError: the folder's weights do not fit its config, or its converter is not an image converter.
+    """
+    import keras_hub  # a few seconds, and only transfer runs on a hub base need it
+
+    backbone = keras_hub.models.Backbone.from_preset(str(folder), load_weights=load_weights)
+    converter = keras_hub.layers.ImageConverter.from_preset(str(folder))
+    if len(backbone.output.shape) != 4:
+        raise ValueError(f"{folder}: the {type(backbone).__name__} does not output an image feature map")
+    features = layers.Activation("linear", name=zoo.HUB_FEATURES)(backbone.output)
+    base = keras.Model(backbone.inputs, features, name=BASE_LAYER_NAME)
+    scale = np.broadcast_to(np.asarray(converter.scale if converter.scale is not None else 1.0, "float64"), (3,))
+    offset = np.broadcast_to(np.asarray(converter.offset if converter.offset is not None else 0.0, "float64"), (3,))
+    # x * scale + offset == (x - mean) / sqrt(variance) with mean = -offset / scale, variance = 1 / scale**2
+    preprocess = layers.Normalization(mean=(-offset / scale).tolist(), variance=(1.0 / scale**2).tolist(),
+                                      name="preprocess")
+    return base, preprocess
 
 
 def make_base(base: str, input_shape: tuple[int, int, int], weights: Path | str | None) -> keras.Model:
