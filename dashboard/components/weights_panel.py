@@ -1,4 +1,6 @@
-"""The Train page's weights status of the chosen transfer base, with Get (download, progress) and Import."""
+"""The Train page's weights status of the chosen transfer base, with Get (download, progress) and Import.
+
+A KerasHub base (`hub:<preset>`) shows whether its preset folder is here, and Get (KerasHub downloads it)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ def _start(key: str, fn, *args) -> Future:
 
 
 def _get(base: str, progress: _Download) -> str:
+    if zoo.is_hub_base(base):  # KerasHub downloads the preset itself (TensorFlow): in the CLI's process
+        return state._run_cli("weights", "get", base).strip()
     from engine import weights  # no TensorFlow: urllib and hashlib
 
     return str(weights.download(base, progress=progress))
@@ -68,6 +72,9 @@ def show(base: str, weights: str) -> None:
             st.success(f"Starts from the weights in `{weights}`.", icon=":material/check_circle:")
         return
     found = zoo.status(base)
+    if zoo.is_hub_base(base):
+        _show_hub(base, found)
+        return
     if found.present:
         where = "imported" if found.source == "import" else "ImageNet"
         st.success(f"**{where} weights for {base} are here** ({found.size_bytes / 1e6:,.1f} MB, "
@@ -79,6 +86,19 @@ def show(base: str, weights: str) -> None:
                icon=":material/cloud_off:")
     _get_button(base)
     _import_form(base)
+
+
+def _show_hub(base: str, found: zoo.WeightsStatus) -> None:
+    """A KerasHub preset: here (imported or downloaded), or Get (KerasHub downloads it) and how to import a folder."""
+    if found.present:
+        where = "imported" if found.source == "import" else "downloaded"
+        st.success(f"**The {where} KerasHub preset {zoo.hub_preset(base)} is here** "
+                   f"({found.size_bytes / 1e6:,.1f} MB of weights, `{found.path}`).", icon=":material/check_circle:")
+        return
+    st.warning(f"**The KerasHub preset {zoo.hub_preset(base)} is not on this machine.** A run would be refused: get "
+               f"it (KerasHub downloads it from Kaggle), or offline `python -m engine weights import FOLDER --base "
+               f"{base}` a preset folder, or set *Base weights* to a preset folder.", icon=":material/cloud_off:")
+    _get_button(base)
 
 
 def _get_button(base: str) -> None:
