@@ -111,8 +111,9 @@ def make_hub_base(folder: Path, *, load_weights: bool = True) -> tuple[keras.Mod
 
     The backbone is re-wrapped so that its last feature map passes through an identity layer named
     `engine.zoo.HUB_FEATURES` (Grad-CAM's layer, the same for every preset). The preset's image converter
-    (`x * scale + offset` on 0..255 RGB) becomes a `Normalization` layer named `preprocess`, so the
-    model takes 0..255 RGB and its saved file needs no KerasHub class to load. The converter's resize is
+    (`x * scale + offset` on 0..255 RGB) becomes a plain `Normalization` layer named `preprocess`, so the
+    model takes 0..255 RGB and exports need no KerasHub preprocessor (a ResNet backbone is plain Keras layers;
+    MobileNet's blocks are KerasHub layers, which Keras imports by module when loading). The converter's resize is
     left out: the backbone is fully convolutional and the data pipeline already sizes the images.
 
     Args:

@@ -80,7 +80,7 @@ def test_a_run_from_a_preset_folder_starts_from_its_weights_takes_0_255_and_fine
     record = RunFolder(workspace, run_id).weights_record()
     assert record == {"base": BASE, "source": "import", "preset": str(folder),
                       "sha256": zoo.file_sha256(folder / "model.weights.h5")}
-    trained = load_run_model(workspace, run_id)  # a plain Keras file: no KerasHub class needed to load it
+    trained = load_run_model(workspace, run_id)
     out = trained.predict(pixels.round(), verbose=0)
     assert out.shape == (2, 10) and np.allclose(out.sum(axis=1), 1, atol=1e-4)
     layer = last_conv_layer_name(config)
@@ -147,3 +147,31 @@ def test_import_checks_the_folder_and_weights_list_shows_it(workspace, hub_home)
     assert not listed["hub:resnet_50_imagenet"]["present"]
     _, record = zoo.resolve_weights(BASE, "imagenet")
     assert record == {"source": "import", "sha256": sha, "preset": str(target)}
+
+
+def test_a_mobilenet_preset_builds_with_its_converter_and_reloads(hub_home):
+    import keras
+    import keras_hub
+
+    from engine.explain.gradcam import gradcam
+
+    backbone = keras_hub.models.MobileNetBackbone(
+        stackwise_expansion=[[40, 56], [64, 144]], stackwise_num_blocks=[2, 2], stackwise_num_filters=[[16, 16], [24, 24]],
+        stackwise_kernel_size=[[3, 3], [5, 5]], stackwise_num_strides=[[2, 1], [2, 1]],
+        stackwise_se_ratio=[[None, None], [0.25, 0.25]], stackwise_activation=[["relu", "relu"], ["hard_swish"] * 2],
+        stackwise_padding=[[1, 1], [2, 2]], output_num_filters=32, last_layer_filter=32, input_activation="hard_swish",
+        output_activation="hard_swish", input_num_filters=16, depthwise_filters=8, depthwise_stride=2,
+        depthwise_residual=False, squeeze_and_excite=0.5, image_shape=(None, None, 3))
+    converter = keras_hub.layers.MobileNetImageConverter(image_size=(32, 32), scale=1 / 255.0)
+    keras_hub.models.MobileNetImageClassifier(
+        backbone=backbone, num_classes=2, preprocessor=keras_hub.models.MobileNetImageClassifierPreprocessor(converter)
+    ).save_to_preset(str(hub_home / "mobilenet"))
+    model = make_model(ModelConfig(name="transfer", base="hub:tiny_mobilenet", weights=str(hub_home / "mobilenet")),
+                       (32, 32, 3), 3)
+    model.save(hub_home / "m.keras")
+    reloaded = keras.saving.load_model(hub_home / "m.keras", compile=False)
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(reloaded.get_layer("preprocess")(pixels), pixels / 255.0, atol=1e-5)
+    np.testing.assert_allclose(reloaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), atol=1e-5)
+    heat = gradcam(reloaded, pixels[0], zoo.HUB_FEATURES)
+    assert heat.shape[:2] == (32, 32) and np.isfinite(heat).all()
