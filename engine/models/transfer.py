@@ -9,6 +9,7 @@ Each base's own preprocessing is inside the graph, so the model takes 0..255 RGB
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import keras
@@ -125,7 +126,12 @@ def make_hub_base(folder: Path, *, load_weights: bool = True) -> tuple[keras.Mod
     """
     import keras_hub  # a few seconds, and only transfer runs on a hub base need it
 
-    backbone = keras_hub.models.Backbone.from_preset(str(folder), load_weights=load_weights)
+    with warnings.catch_warnings():  # Keras only warns when a weights file lacks some layers: never a random base
+        warnings.filterwarnings("error", message=".*retain their freshly-initialized weights", category=UserWarning)
+        try:
+            backbone = keras_hub.models.Backbone.from_preset(str(folder), load_weights=load_weights)
+        except UserWarning as warning:
+            raise ValueError(f"its model.weights.h5 lacks weights of layers its config.json has ({warning})") from None
     converter = keras_hub.layers.ImageConverter.from_preset(str(folder))
     if len(backbone.output.shape) != 4:
         raise ValueError(f"{folder}: the {type(backbone).__name__} does not output an image feature map")

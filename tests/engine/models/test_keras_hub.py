@@ -27,7 +27,7 @@ def hub_home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def save_tiny_preset(folder, *, width: int = 16, seed: int = 3):
+def save_tiny_preset(folder, *, width: int = 16, blocks: int = 1, seed: int = 3):
     """Saves a random tiny ResNet image classifier (backbone + ImageNet converter) as a KerasHub preset folder."""
     import keras
     import keras_hub
@@ -35,7 +35,7 @@ def save_tiny_preset(folder, *, width: int = 16, seed: int = 3):
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.ResNetBackbone(
         input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, width],
-        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block")
+        stackwise_num_blocks=[1, blocks], stackwise_num_strides=[1, 2], block_type="basic_block")
     std, mean = np.array([0.229, 0.224, 0.225]), np.array([0.485, 0.456, 0.406])
     converter = keras_hub.layers.ResNetImageConverter(image_size=(32, 32), scale=(1 / (255 * std)).tolist(),
                                                       offset=(-mean / std).tolist())
@@ -135,6 +135,11 @@ def test_import_checks_the_folder_and_weights_list_shows_it(workspace, hub_home)
         (mismatched / name).write_bytes(((wider if name == "model.weights.h5" else good) / name).read_bytes())
     with pytest.raises(weights.WeightsError, match="not a usable KerasHub preset"):
         weights.import_weights(mismatched, BASE)
+    deeper = hub_home / "deeper"
+    save_tiny_preset(deeper, blocks=2)
+    (deeper / "model.weights.h5").write_bytes((good / "model.weights.h5").read_bytes())  # lacks a block's layers
+    with pytest.raises(weights.WeightsError, match="not a usable KerasHub preset: its model.weights.h5 lacks weights"):
+        weights.import_weights(deeper, BASE)
     assert not zoo.status(BASE).present
 
     target = weights.import_weights(good, BASE)
