@@ -112,7 +112,7 @@ def make_hub_base(folder: Path, *, load_weights: bool = True) -> tuple[keras.Mod
 
     The backbone is re-wrapped so that its last feature map passes through an identity layer named
     `engine.zoo.HUB_FEATURES` (Grad-CAM's layer, the same for every preset). The preset's image converter
-    (`x * scale + offset` on 0..255 RGB) becomes a plain `Normalization` layer named `preprocess`, so the
+    (`x * scale + offset` on 0..255 RGB) becomes a plain per-channel `Rescaling` layer named `preprocess`, so the
     model takes 0..255 RGB and exports need no KerasHub preprocessor (a ResNet backbone is plain Keras layers;
     MobileNet's blocks are KerasHub layers, which Keras imports by module when loading). The converter's resize is
     left out: the backbone is fully convolutional and the data pipeline already sizes the images.
@@ -137,11 +137,10 @@ def make_hub_base(folder: Path, *, load_weights: bool = True) -> tuple[keras.Mod
         raise ValueError(f"{folder}: the {type(backbone).__name__} does not output an image feature map")
     features = layers.Activation("linear", name=zoo.HUB_FEATURES)(backbone.output)
     base = keras.Model(backbone.inputs, features, name=BASE_LAYER_NAME)
-    scale = np.broadcast_to(np.asarray(converter.scale if converter.scale is not None else 1.0, "float64"), (3,))
-    offset = np.broadcast_to(np.asarray(converter.offset if converter.offset is not None else 0.0, "float64"), (3,))
-    # x * scale + offset == (x - mean) / sqrt(variance) with mean = -offset / scale, variance = 1 / scale**2
-    preprocess = layers.Normalization(mean=(-offset / scale).tolist(), variance=(1.0 / scale**2).tolist(),
-                                      name="preprocess")
+    scale = np.broadcast_to(np.asarray(1.0 if converter.scale is None else converter.scale, "float32"), (3,))
+    offset = np.broadcast_to(np.asarray(0.0 if converter.offset is None else converter.offset, "float32"), (3,))
+    # Constants, not a Normalization layer's variables: tf2onnx turns those into extra model inputs.
+    preprocess = layers.Rescaling(scale.tolist(), offset=offset.tolist(), name="preprocess")
     return base, preprocess
 
 
