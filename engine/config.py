@@ -133,7 +133,7 @@ class ModelConfig(_Validated):
                          help="Filters of the first stage, doubled each stage.")
     depth: int = setting(1, label="Depth (blocks per stage)", range=(1, 8), models=_RESNETS,
                          help="Residual blocks in each of the three stages.")
-    base: str = setting("mobilenet_v2", label="Base network", choices=TRANSFER_BASES, models=("transfer",),
+    base: str = setting("mobilenet_v2", label="Base network", choices=TRANSFER_BASES + HUB_BASES, models=("transfer",),
                         help="The ImageNet-pretrained network the classifier is built on: a keras.applications "
                              "base or hub:<preset>, a KerasHub image-classifier preset.")
     weights: str = setting("imagenet", label="Base weights", models=("transfer",), required=True, max_length=1000,

@@ -7,7 +7,7 @@ import pytest
 
 from engine.cli import build_parser
 from engine.cli.runs import CONFIG_FLAGS, config_from_args
-from engine.config import (MODEL_NAMES, OPTIMIZERS, TRANSFER_BASES, ConfigError, RunConfig, describe_fields,
+from engine.config import (MODEL_NAMES, OPTIMIZERS, HUB_BASES, TRANSFER_BASES, ConfigError, RunConfig, describe_fields,
                            field_spec, section_titles)
 
 
@@ -164,7 +164,7 @@ def test_cli_train_options_come_from_the_metadata():
         spec, action = field_spec(key), actions[flag]
         assert action.choices == spec.choices and spec.help in action.help, flag
         assert action.type is (None if spec.kind is str else spec.kind), flag
-    assert actions["--model"].choices == MODEL_NAMES and actions["--base"].choices == TRANSFER_BASES
+    assert actions["--model"].choices == MODEL_NAMES and actions["--base"].choices == TRANSFER_BASES + HUB_BASES
     assert actions["--optimizer"].choices == OPTIMIZERS
     args = parser.parse_args(["train", "--model", "resnet", "--lr", "0.01", "--image-size", "24", "--name", "n"])
     config = config_from_args(args)
