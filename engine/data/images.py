@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import simplejpeg
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from engine.data.imageset import DatasetError
 
@@ -17,6 +18,10 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 MAX_IMAGE_PIXELS = 64_000_000
 # A 16-bit single-channel image: Pillow modes and the value that maps to white.
 _WIDE_GRAY_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
+# EXIF orientation -> the transpose that shows the image upright (as `ImageOps.exif_transpose` maps it).
+_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                   5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                   8: Image.Transpose.ROTATE_90}
 
 
 class ImageReadError(DatasetError):
@@ -84,6 +89,10 @@ def _decode(source: Path | io.BytesIO, image_size: int) -> np.ndarray:
                 raise ImageReadError(f"image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,})")
             if width < 1 or height < 1:
                 raise ImageReadError(f"image has no pixels ({width}x{height})")
+            if image.format == "JPEG" and image.mode in ("RGB", "L"):
+                pixels = _decode_jpeg(image, image_size)
+                if pixels is not None:
+                    return pixels
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
             if image.format == "JPEG":
@@ -91,12 +100,7 @@ def _decode(source: Path | io.BytesIO, image_size: int) -> np.ndarray:
                 image.draft(image.mode, (image_size, image_size))
             image.load()
             image = ImageOps.exif_transpose(image)
-            rgb = to_rgb(image)
-            # reducing_gap: big images are first shrunk by an integer factor with a box filter
-            # (cheap), then the bilinear filter covers the last factor of 3 at most.
-            if rgb.size != (image_size, image_size):  # already the size (a 224 px folder at 224): no resample
-                rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-            return np.asarray(rgb, dtype=np.uint8).reshape(image_size, image_size, 3)
+            return _resized(to_rgb(image), image_size)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as error:
@@ -110,6 +114,48 @@ def _decode(source: Path | io.BytesIO, image_size: int) -> np.ndarray:
         message = str(error).split("\n")[0][:80] or type(error).__name__
         reason = "truncated image" if "truncated" in message else f"corrupt image ({message})"
         raise ImageReadError(reason) from None
+
+
+def _decode_jpeg(image: Image.Image, image_size: int) -> np.ndarray | None:
+    """Decodes an opened RGB or grey JPEG to exactly the pixels the Pillow path below gives it, about 3x faster.
+
+    Pillow decodes with libjpeg-turbo too, but a 224 px JPEG spends about two thirds of its
+    0.5 ms in Pillow's own layers (its Python decode loop, 4-byte pixels, the copy out);
+    simplejpeg calls libjpeg-turbo with the same settings (accurate DCT, smooth upsampling,
+    and the same power-of-two DCT scale that `draft` picks) straight into an RGB array,
+    without the GIL. Returns None when libjpeg reports anything at all (a truncated or
+    slightly damaged file): Pillow then decides, as it always did, what such a file gives.
+    """
+    width, height = image.size
+    scale = _draft_scale(width, height, image_size)
+    target = (-(-height // scale), -(-width // scale))  # what libjpeg makes at 1/scale (rounded up)
+    image.fp.seek(0)
+    try:
+        pixels = simplejpeg.decode_jpeg(image.fp.read(), "RGB", min_height=target[0], min_width=target[1],
+                                        min_factor=scale, strict=True)
+    except ValueError:
+        return None
+    if pixels.shape[:2] != target:
+        return None
+    method = _EXIF_TRANSPOSE.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+    if method is None and target == (image_size, image_size):
+        return pixels  # a 224 px photo for 224 px: no Pillow image at all
+    upright = Image.fromarray(pixels)
+    return _resized(upright if method is None else upright.transpose(method), image_size)
+
+
+def _draft_scale(width: int, height: int, image_size: int) -> int:
+    """The DCT scale (1, 2, 4 or 8) that Pillow's JPEG `draft` picks: the largest keeping both sides >= image_size."""
+    fits = min(width // image_size, height // image_size)
+    return next((s for s in (8, 4, 2) if fits >= s), 1)
+
+
+def _resized(rgb: Image.Image, image_size: int) -> np.ndarray:
+    # reducing_gap: big images are first shrunk by an integer factor with a box filter
+    # (cheap), then the bilinear filter covers the last factor of 3 at most.
+    if rgb.size != (image_size, image_size):  # already the size (a 224 px folder at 224): no resample
+        rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(rgb, dtype=np.uint8).reshape(image_size, image_size, 3)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -120,3 +120,30 @@ def test_decode_image_reads_bytes_as_read_image_reads_files(tmp_path):
                             (files.png_claiming_size(100_000, 100_000), "too large")):
         with pytest.raises(ImageReadError, match=reason):
             decode_image(content, 8)
+
+
+@pytest.mark.parametrize("mode, params", [
+    ("RGB", {"quality": 90}),  # 4:2:0
+    ("RGB", {"quality": 95, "subsampling": 0}),  # 4:4:4
+    ("RGB", {"quality": 85, "subsampling": 1}),  # 4:2:2
+    ("RGB", {"quality": 90, "progressive": True}),
+    ("RGB", {"quality": 90, "keep_rgb": True}),  # RGB components, not YCbCr
+    ("L", {"quality": 90}),
+])
+@pytest.mark.parametrize("width, height, size", [(64, 64, 64), (70, 50, 16), (300, 200, 32), (130, 300, 32)])
+def test_fast_jpeg_path_gives_exactly_pillows_pixels(tmp_path, monkeypatch, mode, params, width, height, size):
+    """simplejpeg must decode (at the same DCT scale) to the very pixels Pillow's own decode gives."""
+    rng = np.random.default_rng(width + height)
+    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).resize(
+        (width // 4, height // 4)).resize((width, height), Image.Resampling.BICUBIC).convert(mode)
+    path = write(tmp_path / "x.jpg", files.encode(image, "JPEG", **params))
+    fast = read_image(path, size)
+    monkeypatch.setattr(images_module, "_decode_jpeg", lambda image, image_size: None)  # Pillow only
+    assert np.array_equal(fast, read_image(path, size))
+
+
+def test_fast_jpeg_path_respects_exif_orientation_as_pillow_does(tmp_path, monkeypatch):
+    path = write(tmp_path / "rotated.jpg", files.exif_rotated_jpeg())
+    fast = read_image(path, 16)
+    monkeypatch.setattr(images_module, "_decode_jpeg", lambda image, image_size: None)
+    assert np.array_equal(fast, read_image(path, 16))
