@@ -251,12 +251,11 @@ def _decode_into(out: np.ndarray, paths: list[Path], image_size: int,
                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Decodes `paths[i]` into `out[i]`; returns `out` and a skip reason per file (None when decoded).
 
-    Pillow releases the GIL while it decodes and resizes, so big images decode about twice as
-    fast on two cores' threads; but a small image (a thumbnail: about 0.3 ms) spends a third of
-    its time in Python (header, EXIF), and on a busy two-core machine two threads decoding those
-    were slower than one (0.42 vs 0.30 ms per image). So this measures instead of guessing: it
-    decodes a first chunk on this thread, the next chunks on `decode_threads()` threads, and the
-    rest the faster way. Files are handed out in chunks: a future per file costs about a third
+    JPEGs decode without the GIL (simplejpeg), so 224 px ones decode about 2.7x as fast on two
+    threads as on one; but other small images (PNG thumbnails, via Pillow) spend a third of their
+    time in Python, and on a busy two-core machine two threads decoding those were slower than
+    one. So this measures instead of guessing: it decodes a first chunk on this thread, the next
+    chunks on `decode_threads()` threads, and the rest the faster way. Files are handed out in chunks: a future per file costs about a third
     of a small image's decode.
     """
     reasons: list[str | None] = [None] * len(paths)
@@ -325,7 +324,8 @@ class _RowFile:
         self.fd = os.open(path, os.O_RDWR)
 
     def __setitem__(self, index: int, row: np.ndarray) -> None:
-        os.pwrite(self.fd, np.ascontiguousarray(row, dtype=np.uint8).tobytes(), self.offset + index * self.row_bytes)
+        os.pwrite(self.fd, memoryview(np.ascontiguousarray(row, dtype=np.uint8)).cast("B"),
+                  self.offset + index * self.row_bytes)
 
     def read(self, index: int) -> bytes:
         return os.pread(self.fd, self.row_bytes, self.offset + index * self.row_bytes)
