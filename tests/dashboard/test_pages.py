@@ -87,6 +87,7 @@ def test_data_page_reads_a_server_folder_and_reports_skipped_files(workspace, im
     at = open_page()
     at.segmented_control(key="data.kind").set_value("Folder on the server").run()
     at.text_input(key="data.folder").input(str(image_folder)).run()
+    _until(at, lambda a: "Images" in {m.label for m in a.metric})  # a loaded machine shows the progress first
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Classes"] == "3" and metrics["Images"] == "36" and metrics["Skipped files"] == "1"
