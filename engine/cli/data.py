@@ -1,4 +1,4 @@
-"""Data and model helpers: `datasets`, `cache`, `describe-model`, `preview-augment`.
+"""Data and model helpers: `datasets`, `data decode`, `cache`, `describe-model`, `preview-augment`.
 
 `describe-model` and `preview-augment` run TensorFlow in a process of their own, so
 that the dashboard's process never has to import it.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.cli.common import UsageError
+from engine.cli.common import UsageError, follow
 from engine.config import AugmentConfig, RunConfig
 from engine.store import Workspace
 
@@ -19,6 +19,20 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("datasets", help="list dataset sources and whether each is available now")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_datasets)
+
+    p = subparsers.add_parser("data", help="decode a folder, zip or manifest into the cache (a job with progress)")
+    commands = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    decode = commands.add_parser("decode", help="queue a decode job (or attach to the same one already running); "
+                                 "training from the source later loads it from the cache at once")
+    decode.add_argument("source", help="a folder, .zip, .csv/.tsv manifest or version:ID")
+    decode.add_argument("--image-size", type=int, required=True, metavar="N", help="side of the square images")
+    decode.add_argument("--max-per-class", type=int, default=0, metavar="K", help="at most K per class (0 = all)")
+    for column in ("path", "label", "split"):
+        decode.add_argument(f"--{column}-column", default="", metavar="NAME", help=f"a manifest's {column} column "
+                            "(default: detected)" + ("; none = no split column" if column == "split" else ""))
+    decode.add_argument("--wait", action="store_true", help="follow the job to its end with a progress line")
+    decode.add_argument("--json", action="store_true", help="print one JSON object (with --wait: the outcome)")
+    decode.set_defaults(handler=cmd_decode)
 
     p = subparsers.add_parser("cache", help="show the data cache (decoded images, extracted uploads); --prune to "
                               "shrink it")
@@ -55,6 +69,40 @@ def cmd_datasets(args, workspace: Workspace) -> int:
             print(f"{'':<25} {s.detail}")
     print("\nAny image folder (one sub-folder per class) or .zip of one also works: --data PATH")
     return 0
+
+
+def cmd_decode(args, workspace: Workspace) -> int:
+    from engine import store
+    from engine.data import BUILTIN_SOURCES, ManifestColumns, scan_source
+    from engine.data.decode_job import DecodeRequest, cached_images, submit_decode
+    from engine.data.versions import version_id
+
+    if args.source in BUILTIN_SOURCES:
+        raise UsageError(f"{args.source} is a built-in dataset: it loads without a decode")
+    if args.image_size < 1:
+        raise UsageError(f"--image-size {args.image_size}: must be a positive number of pixels, e.g. 224")
+    if args.max_per_class < 0:
+        raise UsageError(f"--max-per-class {args.max_per_class}: must be 0 (all images) or more")
+    source = args.source if version_id(args.source) is not None else str(Path(args.source).expanduser().resolve())
+    columns = ManifestColumns(args.path_column, args.label_column, args.split_column)
+    scan_source(source, cache_dir=workspace.cache_dir, columns=columns)  # a bad source is said now, not in the job
+    request = DecodeRequest.of(source, args.image_size, args.max_per_class, columns)
+    job = submit_decode(workspace, request)
+    if args.wait:
+        job = follow(job, workspace)
+    outcome = {"job_id": job.id, "task_id": request.task_id, "status": job.status, "message": job.message}
+    if job.status == store.COMPLETED:
+        images = cached_images(workspace, request)
+        outcome["images"] = len(images) if images is not None else None
+    if job.error:
+        outcome["error"] = job.error
+    if args.json:
+        print(json.dumps(outcome))
+    elif args.wait:
+        print(f"{job.id}: {job.status}: {job.error or job.message}")
+    else:
+        print(job.id)
+    return 1 if job.status in (store.FAILED, store.CANCELLED) else 0
 
 
 def cmd_cache(args, workspace: Workspace) -> int:

@@ -7,6 +7,8 @@ Each stage declares its kind beside its code, e.g. in `engine/export/job.py`::
 The queue knows kinds only by name; the registry imports a kind's module when asked, so
 the dashboard never imports TensorFlow through it and no stage imports the queue back.
 `APERTURE_JOB_KINDS` ("name=module:ATTR,...") adds kinds (tests register a no-op kind).
+The kinds in `engine.store.workspace.SLOTLESS_JOBS` (sweep, decode, weights) take no slot of the
+job limit (`APERTURE_MAX_JOBS`); the claim decides that by name, in one SQL statement.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from engine.store import TRAIN_JOB as TRAIN  # the kind every run starts with
+from engine.store.workspace import DECODE_JOB, WEIGHTS_JOB
 
 EXTRA_KINDS_ENV = "APERTURE_JOB_KINDS"
 
@@ -30,6 +33,8 @@ _BUILT_IN = {
     "sweep": "engine.sweeps.job:KIND",
     "inspect": "engine.inspect.job:INSPECT_KIND",
     "health": "engine.inspect.job:HEALTH_KIND",
+    DECODE_JOB: "engine.data.decode_job:KIND",  # jobs whose run_id is a task id, not a run
+    WEIGHTS_JOB: "engine.weights_job:KIND",
 }
 
 

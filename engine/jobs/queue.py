@@ -79,6 +79,39 @@ def submit_job(workspace: Workspace, run_id: str, kind: str, request: Any, *, bu
     return workspace.get_job(job.id)
 
 
+def submit_task(workspace: Workspace, task_id: str, kind: str, request: Any) -> Job:
+    """Queues a job for a task that is not a run (a decode, a weights download), or returns the active one.
+
+    Like a sweep's job, the job's `run_id` is the task's id, and the folder `workspace.run_dir(task_id)`
+    (no row in `runs`) holds its log. A second page session, a reload or the CLI asking for the same task
+    gets the job already queued or running instead of a second one. Two submitters racing can both insert:
+    the younger job then withdraws in favour of the older.
+
+    Args:
+        workspace: the workspace to queue in.
+        task_id: names the work, the same for the same work (e.g. `decode-<hash of the request>`).
+        kind: a registered kind.
+        request: the kind's request object (stored as JSON, `request.to_dict()`).
+
+    Returns:
+        The task's job as recorded (status `queued` or `running`), or its older twin.
+    """
+    kinds.resolve(kind)
+    current = workspace.latest_job(task_id, kind)
+    if current is not None and current.active:
+        return current
+    get_backend().check()
+    workspace.run_dir(task_id).mkdir(parents=True, exist_ok=True)
+    with workspace._connect() as db:  # noqa: SLF001 - the store's own insert, as `SweepStore` does: no run row
+        job_id = workspace._insert_job(db, task_id, kind, time.time(), json.dumps(request.to_dict()))
+    twins = [j for j in workspace.jobs(statuses=store.ACTIVE) if j.run_id == task_id and j.kind == kind]
+    if twins and twins[0].id != job_id:
+        cancel_job(job_id, workspace)
+        return twins[0]
+    refresh(workspace)
+    return workspace.get_job(job_id)
+
+
 def can_resume(run: Run, workspace: Workspace) -> bool:
     """True if a failed or cancelled run has a last checkpoint to continue from."""
     folder = RunFolder(workspace, run.id)

@@ -36,6 +36,13 @@ CONFIG_FILE = "config.json"  # in each run's folder, written with its row; `engi
 MODEL_JOBS = (TRAIN_JOB, "compress")
 
 
+# Kinds that take no slot of the job limit (`APERTURE_MAX_JOBS`): a sweep only waits on its trials (train jobs),
+# so with a limit of 1 it would deadlock; a decode (`engine.data.decode_job`) or a weights download
+# (`engine.weights_job`) is short work a user waits on, and must not queue behind an hour of training.
+DECODE_JOB = "decode"
+WEIGHTS_JOB = "weights"
+SLOTLESS_JOBS = ("sweep", DECODE_JOB, WEIGHTS_JOB)
+
 _RUN_INFO_COLUMNS = ("epochs_done", "num_classes", "params", "device", "fingerprint", "versions_json",
                      "best_val_accuracy", "test_accuracy", "train_seconds")
 
@@ -235,23 +242,28 @@ class Workspace:
         return [Job(**dict(r)) for r in rows]
 
     def claim_next_job(self, limit: int) -> Job | None:
-        """Atomically moves the oldest queued job to running if fewer than `limit` run.
+        """Atomically moves the oldest claimable queued job to running: a job of a `SLOTLESS_JOBS` kind always,
+        any other while fewer than `limit` of those run.
 
-        Safe with many claimers in many processes: on SQLite `BEGIN IMMEDIATE` lets one in at a time; on
-        PostgreSQL an advisory lock does (so the limit holds), and the queued row is taken `FOR UPDATE SKIP
-        LOCKED`, so a row another transaction is finishing or deleting is passed over instead of waited on.
+        A slotless job queued behind a job that waits for a slot is claimed all the same (the queue is not
+        strictly first in, first out). Safe with many claimers in many processes: on SQLite `BEGIN IMMEDIATE`
+        lets one in at a time; on PostgreSQL an advisory lock does (so the limit holds), and the queued row is
+        taken `FOR UPDATE SKIP LOCKED`, so a row another transaction is finishing or deleting is passed over
+        instead of waited on.
         """
+        slotless = ", ".join("?" * len(SLOTLESS_JOBS))
         with self._connect(immediate=True) as db:
             self.database.lock(db, "aperture.store.claim")
             now = time.time()
-            # One statement, so the lock is held for one round trip. A sweep job only waits on its trials (train
-            # jobs): it takes no slot, or a limit of 1 would deadlock.
+            # One statement, so the lock is held for one round trip.
             rows = db.execute(
                 "UPDATE jobs SET status = ?, started_at = ?, heartbeat_at = ?, host = ?, message = ?"
-                " WHERE id = (SELECT id FROM jobs WHERE status = ? ORDER BY created_at, id LIMIT 1"
-                f"{self.database.skip_locked})"
-                " AND (SELECT COUNT(*) FROM jobs WHERE status = ? AND kind != 'sweep') < ? RETURNING *",
-                (RUNNING, now, now, socket.gethostname(), "starting", QUEUED, RUNNING, limit)).fetchall()
+                " WHERE id = (SELECT id FROM jobs WHERE status = ?"
+                f" AND (kind IN ({slotless}) OR (SELECT COUNT(*) FROM jobs AS slot WHERE slot.status = ?"
+                f" AND slot.kind NOT IN ({slotless})) < ?)"
+                f" ORDER BY created_at, id LIMIT 1{self.database.skip_locked}) RETURNING *",
+                (RUNNING, now, now, socket.gethostname(), "starting", QUEUED, *SLOTLESS_JOBS, RUNNING,
+                 *SLOTLESS_JOBS, limit)).fetchall()
             return Job(**dict(rows[0])) if rows else None
 
     def set_job_process(self, job_id: str, pid: int, *, host: str | None = None) -> None:
