@@ -1,21 +1,22 @@
-"""The Data page's scan of a folder/zip/manifest (shown before decoding) and its decode with progress and cancel."""
+"""The Data page's scan of a folder/zip/manifest (shown before decoding) and its decode: a job with progress and cancel."""
 
 from __future__ import annotations
-
-import uuid
-from concurrent import futures
 
 import pandas as pd
 import streamlit as st
 
-from dashboard.components import state
-from dashboard.components.polling import when_ready
-from engine.data import DataScan, DecodeCancelled, DecodeProgress, ImageSet, ManifestColumns, load_images, scan_source
+from dashboard.components import state, task_job
+from engine.data import DatasetError, DataScan, ImageSet, ManifestColumns, load_images, scan_source
+from engine.data.decode_job import DecodeRequest, cached_images, submit_decode
 from engine.data.layouts import IMBALANCE_RATIO, LAYOUTS, SPLIT_TITLES
 from engine.data.manifest import NO_COLUMN
-from engine.store import CACHE_DIR
+from engine.store import CACHE_DIR, CANCELLED, COMPLETED, FAILED, Job
+from engine.store.workspace import DECODE_JOB
 
 DETECT = "(detect)"
+# A set at most this big decodes on the page (small PNGs: well under a second); a bigger one in a job.
+INLINE_MAX_FILES = 200
+INLINE_MAX_BYTES = 4_000_000
 
 
 @st.cache_data(ttl=20, max_entries=16, show_spinner=False)
@@ -85,52 +86,70 @@ def _column_pickers(found: DataScan) -> None:
                       help=f"Detected: {used.split}")
 
 
-@st.cache_resource(show_spinner=False)
-def _progress_by_task() -> dict[str, DecodeProgress]:
-    return {}
+def _small(found: DataScan) -> bool:
+    """Whether the set decodes on the page in well under a second: starting a job process costs more."""
+    return len(found.files) <= INLINE_MAX_FILES and found.total_bytes() <= INLINE_MAX_BYTES
 
 
-def _decode_task(source: str, image_size: int, max_per_class: int, columns: ManifestColumns, root: str,
-                 progress: DecodeProgress) -> ImageSet:
-    from pathlib import Path
-
-    return load_images(source, image_size, max_per_class=max_per_class, cache_dir=Path(root) / CACHE_DIR,
-                       columns=columns, progress=progress)
+def _decoded(images: ImageSet, image_size: int) -> ImageSet:
+    st.caption(f":material/check_circle: {len(images):,} images decoded at {image_size}×{image_size} "
+               "(kept in the cache: the next load is instant).")
+    return images
 
 
-def decode(source: str, image_size: int, max_per_class: int, columns: ManifestColumns) -> ImageSet | None:
-    """Decodes on a background thread into the memmapped cache, showing done/total, images/s and ETA, with Cancel.
+def decode(found: DataScan, source: str, image_size: int, max_per_class: int,
+           columns: ManifestColumns) -> ImageSet | None:
+    """The decoded set: from the cache at once, on the page for a tiny set, else by a `decode` job (progress, Cancel).
+
+    The job (`engine.data.decode_job`) is keyed by what it decodes, so a reload or a second session
+    follows the same job instead of starting another; once it completes the set loads from the cache.
 
     Returns:
-        The `ImageSet` once decoded; None while decoding, after a cancel, or on an error (shown).
+        The `ImageSet` once decoded; None while the job runs, after a cancel, or on an error (shown).
     """
-    attempt_key = f"data.decode.attempt.{source}.{image_size}.{max_per_class}.{columns}"
-    attempt = st.session_state.setdefault(attempt_key, "0")
-    key = f"decode:{source}:{image_size}:{max_per_class}:{columns}:{attempt}"
-    progress = _progress_by_task().setdefault(key, DecodeProgress())
-    future = state.start_task(key, _decode_task, source, image_size, max_per_class, columns,
-                              str(state.workspace().root), progress)
-    futures.wait([future], timeout=1.0)  # a small or cached set is ready at once: no progress bar flashes by
-    result: list[ImageSet] = []
-
-    def waiting() -> None:
-        st.progress(progress.fraction, text=f"Decoding into the cache: {progress.line()}")
-        if st.button("Cancel decoding", key="data.decode.cancel", icon=":material/cancel:"):
-            progress.cancel()
-
-    def failed(error: BaseException) -> None:
-        if isinstance(error, DecodeCancelled):
-            st.warning(f"Decoding was cancelled after {progress.done:,} of {progress.total:,} images.",
-                       icon=":material/cancel:")
-        else:
+    request = DecodeRequest.of(source, image_size, max_per_class, columns)
+    done = st.session_state.setdefault("data.decoded", {})  # task id -> set: a rerun rescans nothing
+    if request.task_id in done:
+        return _decoded(done[request.task_id], image_size)
+    workspace = state.workspace()
+    job = workspace.latest_job(request.task_id, DECODE_JOB)
+    if job is None or not job.active:
+        try:
+            images = (load_images(source, image_size, max_per_class=max_per_class, cache_dir=workspace.cache_dir,
+                                  columns=columns) if _small(found) else cached_images(workspace, request))
+        except DatasetError as error:
             st.error(f"**{source}** can't be decoded: {error}", icon=":material/error:")
-        if st.button("Decode again", key="data.decode.again", icon=":material/refresh:"):
-            st.session_state[attempt_key] = uuid.uuid4().hex[:8]
-            st.rerun()
-
-    when_ready(future, result.append, waiting=waiting, failed=failed, poll_seconds=0.5)
-    if result:
-        st.caption(f":material/check_circle: {len(result[0]):,} images decoded at {image_size}×{image_size} "
-                   "(kept in the cache: the next load is instant).")
-        return result[0]
+            return None
+        if images is not None:
+            done[request.task_id] = images
+            return _decoded(images, image_size)
+        dismissed = st.session_state.setdefault("data.decode.dismissed", set())
+        if job is not None and job.status in (FAILED, CANCELLED) and job.id not in dismissed:
+            _ended(job, dismissed)
+            return None
+        submitted = st.session_state.setdefault("data.decode.submitted", {})
+        if job is not None and job.status == COMPLETED and submitted.get(request.task_id) == job.id:
+            st.error(f"The decode of **{source}** completed but its cache is gone (pruned, or the files changed "
+                     "meanwhile).", icon=":material/error:")
+            return None
+        try:
+            job = submit_decode(workspace, request)
+        except (OSError, ValueError) as error:
+            st.error(f"The decode can't be started: {error}", icon=":material/error:")
+            return None
+        submitted[request.task_id] = job.id
+    task_job.follow(workspace, job, "Decoding into the cache", cancel_key="data.decode.cancel",
+                    cancel_label="Cancel decoding")
     return None
+
+
+def _ended(job: Job, dismissed: set) -> None:
+    """A failed or cancelled decode job, with Decode again."""
+    if job.status == CANCELLED:
+        st.warning(f"Decoding was cancelled ({job.message or 'before it started'}); nothing was kept.",
+                   icon=":material/cancel:")
+    else:
+        st.error(f"The decode failed: {job.error or 'no reason was recorded'}", icon=":material/error:")
+    if st.button("Decode again", key="data.decode.again", icon=":material/refresh:"):
+        dismissed.add(job.id)
+        st.rerun()

@@ -1,4 +1,4 @@
-"""The Train page's weights status of the chosen transfer base, with Get (download, progress) and Import.
+"""The Train page's weights status of the chosen transfer base, with Get (a job with progress) and Import.
 
 A KerasHub base (`hub:<preset>`) shows whether its preset folder is here, and Get (KerasHub downloads it)."""
 
@@ -6,35 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import streamlit as st
 
-from dashboard.components import state
+from dashboard.components import state, task_job
 from dashboard.components.polling import when_ready
 from engine import zoo
-
-
-class _Download:
-    """Bytes done / total of a download running on a background thread (read by the page)."""
-
-    def __init__(self) -> None:
-        self.done = 0
-        self.total = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        self.done, self.total = done, total
-
-
-@st.cache_resource(show_spinner=False)
-def _downloads() -> dict[str, _Download]:
-    return {}
+from engine.store import CANCELLED, FAILED
+from engine.store.workspace import WEIGHTS_JOB
+from engine.weights_job import WeightsRequest, submit_weights
 
 
 @st.cache_resource(show_spinner=False)
 def _pool() -> tuple[ThreadPoolExecutor, dict[str, Future]]:
-    # Its own thread: a download must not queue behind the shared pool's slow helpers (model builds).
+    # Its own thread: an import must not queue behind the shared pool's slow helpers (model builds).
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aperture-weights"), {}
 
 
@@ -43,14 +29,6 @@ def _start(key: str, fn, *args) -> Future:
     if key not in futures:
         futures[key] = pool.submit(fn, *args)
     return futures[key]
-
-
-def _get(base: str, progress: _Download) -> str:
-    if zoo.is_hub_base(base):  # KerasHub downloads the preset itself (TensorFlow): in the CLI's process
-        return state._run_cli("weights", "get", base).strip()
-    from engine import weights  # no TensorFlow: urllib and hashlib
-
-    return str(weights.download(base, progress=progress))
 
 
 def _import(path: str, base: str) -> str:
@@ -102,22 +80,20 @@ def _show_hub(base: str, found: zoo.WeightsStatus) -> None:
 
 
 def _get_button(base: str) -> None:
-    attempt_key = f"train.weights.get.{base}"
-    if st.button(f"Get {base} weights", key=f"train.weights.get_button.{base}", icon=":material/download:"):
-        st.session_state[attempt_key] = uuid.uuid4().hex[:8]
-    attempt = st.session_state.get(attempt_key)
-    if not attempt:
+    """Get: a `weights` job (`engine.weights_job`), followed here; a reload or another session finds the same job."""
+    workspace = state.workspace()
+    job = workspace.latest_job(WeightsRequest(base).task_id, WEIGHTS_JOB)
+    if st.button(f"Get {base} weights", key=f"train.weights.get_button.{base}", icon=":material/download:",
+                 disabled=job is not None and job.active):
+        job = submit_weights(workspace, base)
+    if job is None:
         return
-    key = f"weights:{base}:{attempt}"
-    progress = _downloads().setdefault(key, _Download())
-
-    def waiting() -> None:
-        share = progress.done / progress.total if progress.total else 0.0
-        st.progress(share, text=f"Downloading {base}: {progress.done / 1e6:,.1f} of "
-                                f"{progress.total / 1e6 if progress.total else 0:,.1f} MB")
-
-    when_ready(_start(key, _get, base, progress), lambda _: st.rerun(), waiting=waiting,
-               failed=lambda error: st.error(f"The download failed: {error}", icon=":material/error:"))
+    if job.active:
+        task_job.follow(workspace, job, f"Getting {base}", cancel_key=f"train.weights.cancel.{base}")
+    elif job.status == FAILED:
+        st.error(f"The last download failed: {job.error}", icon=":material/error:")
+    elif job.status == CANCELLED:
+        st.info("The last download was cancelled: Get resumes it.", icon=":material/info:")
 
 
 def _import_form(base: str) -> None:

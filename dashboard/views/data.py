@@ -195,7 +195,7 @@ def main() -> None:
         with st.container(border=True, key="data.scan"):
             st.subheader("What is in it", anchor=False)
             class_weight = data_scan.show(found)
-        images = data_scan.decode(source, image_size, max_per_class, columns)
+        images = data_scan.decode(found, source, image_size, max_per_class, columns)
         if images is None:
             return
     if val + test > 0.8:

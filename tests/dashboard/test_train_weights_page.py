@@ -29,10 +29,12 @@ def test_missing_weights_are_shown_got_and_a_start_without_them_refused(workspac
     assert "weights get mobilenet_v2" in texts(at.error) and workspace.list_runs() == []
 
     at.button(key="train.weights.get_button.mobilenet_v2").click().run()
-    for _ in range(20):
-        if zoo.status("mobilenet_v2").present:
-            break
+    job = workspace.latest_job("weights-mobilenet_v2", "weights")
+    assert job is not None, "Get queues a weights job"
+    deadline = time.monotonic() + 60
+    while not zoo.status("mobilenet_v2").present and time.monotonic() < deadline:
         time.sleep(0.25)
+        at.run()  # the page polls the job; a fragment's timer does not tick under AppTest
     at.run()
     assert not at.exception
     assert "ImageNet weights for mobilenet_v2 are here" in texts(at.success)

@@ -1,0 +1,38 @@
+"""Following a task's job (a decode, a weights download: `engine.jobs.queue.submit_task`) from a page.
+
+The job runs in its own process; the page only polls the store, so a reload, a second session or a
+server restart finds the same job. Unlike `widgets.job_progress` (a run's job of one kind) this follows
+one job by id and leaves its outcome to the caller, which knows what to show once it has ended.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from engine import jobs
+from engine.store import QUEUED, Job, Workspace
+
+
+def follow(workspace: Workspace, job: Job, doing: str, *, cancel_key: str, cancel_label: str = "Cancel") -> None:
+    """A progress bar with the job's line and a Cancel button, polled every second; the page reruns when it ends.
+
+    Args:
+        workspace: where the job is queued.
+        job: an active job.
+        doing: what the bar says it is doing, e.g. "Decoding into the cache".
+        cancel_key: the Cancel button's widget key.
+        cancel_label: the Cancel button's label.
+    """
+
+    def body() -> None:
+        jobs.refresh(workspace)
+        current = workspace.get_job(job.id)
+        if not current.active:
+            st.rerun()  # the whole page: the caller shows the outcome
+        line = "queued, waiting for the job process" if current.status == QUEUED else (current.message or "starting")
+        c1, c2 = st.columns([5, 1], vertical_alignment="bottom")
+        c1.progress(min(max(current.progress, 0.0), 1.0), text=f"{doing}: {line}")
+        c2.button(cancel_label, key=cancel_key, icon=":material/cancel:", width="stretch",
+                  on_click=jobs.cancel_job, args=(job.id, workspace))
+
+    st.fragment(body, run_every="1s")()
