@@ -4,8 +4,6 @@ for the only slot."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 
 import numpy as np
@@ -19,6 +17,7 @@ from engine.data.decode_job import DecodeRequest, cached_images, submit_decode
 from engine.runfolder import RunFolder
 from engine.store.workspace import DECODE_JOB, SLOTLESS_JOBS, WEIGHTS_JOB
 from engine.weights_job import submit_weights
+from tests.helpers.weights_server import weights_server
 
 ENDED = (store.COMPLETED, store.FAILED, store.CANCELLED)
 
@@ -153,47 +152,12 @@ def test_the_cli_decodes_and_waits(workspace, tmp_path, capsys):
 # -- weights ------------------------------------------------------------------------------------------
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    payload = b""
-    delay = 0.0  # seconds between 64 KiB pieces: a download long enough to cancel
-    requests: list
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - the http.server API
-        server, start = self.server, 0
-        header = self.headers.get("Range")
-        server.requests.append(header)
-        if header:
-            start = int(header.split("=")[1].rstrip("-"))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
-        else:
-            self.send_response(200)
-        body = server.payload[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        try:
-            for offset in range(0, len(body), 64 * 1024):
-                self.wfile.write(body[offset:offset + 64 * 1024])
-                time.sleep(server.delay)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # the job processes inherit both
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.requests = []
-    monkeypatch.setenv(zoo.WEIGHTS_URL_ENV, f"http://127.0.0.1:{httpd.server_address[1]}/apps/")
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with weights_server() as httpd:
+        monkeypatch.setenv(zoo.WEIGHTS_URL_ENV, f"{httpd.url}/apps/")
+        yield httpd
 
 
 def test_a_weights_job_downloads_with_progress_and_a_cancel_is_resumed(workspace, server, one_slot):

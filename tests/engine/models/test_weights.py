@@ -5,8 +5,6 @@ model then starts from exactly the imported weights."""
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import keras
@@ -17,6 +15,7 @@ from engine import weights, zoo
 from engine.config import TRANSFER_BASES, ModelConfig
 from engine.models import BASE_LAYER_NAME, last_conv_layer_name, make_model
 from engine.models.transfer import make_base
+from tests.helpers.weights_server import weights_server
 
 
 @pytest.fixture
@@ -25,44 +24,10 @@ def keras_home(tmp_path, monkeypatch):
     return tmp_path / "keras"
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    payload = b""
-    cut_at: int | None = None  # the first answer breaks off here
-    requests: list
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - the http.server API
-        server = self.server
-        start = 0
-        header = self.headers.get("Range")
-        server.requests.append(header)
-        if header:
-            start = int(header.split("=")[1].rstrip("-"))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
-        else:
-            self.send_response(200)
-        body = server.payload[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if server.cut_at is not None:
-            body, server.cut_at = body[:server.cut_at], None
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server():
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.requests = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with weights_server() as httpd:
+        yield httpd
 
 
 def test_download_resumes_a_broken_transfer_and_checks_the_hash(keras_home, server, monkeypatch):
