@@ -20,7 +20,6 @@ from engine.jobs.kinds import JobKind
 from engine.store.records import Job
 from engine.store.workspace import WEIGHTS_JOB, Workspace
 
-REPORT_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -49,16 +48,12 @@ def run_weights_job(context: JobContext, request: WeightsRequest) -> None:
         folder = weights.download_preset(request.base)
         context.report(1.0, f"preset in {folder}")
         return
-    started, reported = time.monotonic(), [0.0]
+    started = time.monotonic()
 
     def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - reported[0] < REPORT_SECONDS and done < total:
-            return
-        reported[0] = now
-        rate = done / max(now - started, 1e-6) / 1e6
+        rate = done / max(time.monotonic() - started, 1e-6) / 1e6
         size = f"{done / 1e6:,.1f} of {total / 1e6:,.1f} MB" if total else f"{done / 1e6:,.1f} MB"
-        context.report(done / total if total else 0.0, f"{size} at {rate:,.1f} MB/s")
+        context.report_often(done / total if total else 0.0, f"{size} at {rate:,.1f} MB/s", final=done >= total)
 
     context.report(0.0, f"connecting to {zoo.get_base(request.base).url.rsplit('/', 1)[0]}")
     try:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +22,6 @@ from engine.jobs.kinds import JobKind
 from engine.store.records import Job
 from engine.store.workspace import DECODE_JOB, Workspace
 
-REPORT_SECONDS = 0.3  # a decode reports a few times a second: each report is a write to the store
 
 
 @dataclass(frozen=True)
@@ -76,20 +73,12 @@ class JobDecodeProgress(DecodeProgress):
     def __init__(self, context: JobContext):
         super().__init__()
         self.context = context
-        self._lock = threading.Lock()
-        self._reported_at = 0.0
 
     def __call__(self, done: int, total: int) -> None:
         super().__call__(done, total)
         if self.context.should_stop():
             raise JobCancelled()
-        now = time.monotonic()
-        with self._lock:  # decoding threads call this; one of them reports
-            due = now - self._reported_at >= REPORT_SECONDS or done >= total
-            if due:
-                self._reported_at = now
-        if due:
-            self.context.report(self.fraction, self.line())
+        self.context.report_often(self.fraction, self.line(), final=done >= total)
 
 
 def run_decode_job(context: JobContext, request: DecodeRequest) -> None:

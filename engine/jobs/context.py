@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from engine.store import Job, Workspace
 
 
+REPORT_SECONDS = 0.3  # `report_often` writes to the store at most this often
+
+
 class JobCancelled(Exception):
     """Raised inside a job when the user asked it to stop."""
 
@@ -32,6 +35,8 @@ class JobContext:
         self.job = job
         self.run_id = job.run_id
         self.folder = folder
+        self._reported_at = 0.0
+        self._report_lock = threading.Lock()
         self.terminated = threading.Event()  # set by SIGTERM
         self._checked_at = 0.0
         self._cancelled = False
@@ -54,3 +59,13 @@ class JobContext:
     def report(self, progress: float | None = None, message: str | None = None) -> None:
         """Writes the job's progress (0..1) and a status line, and marks it alive."""
         self.workspace.heartbeat(self.job.id, progress=progress, message=message)
+
+    def report_often(self, progress: float, message: str, *, final: bool = False) -> None:
+        """`report`, for callbacks that fire per image or per chunk (from any thread): written at most every
+        `REPORT_SECONDS`, since each report is a write to the store; a `final` one always is."""
+        now = time.monotonic()
+        with self._report_lock:
+            if not final and now - self._reported_at < REPORT_SECONDS:
+                return
+            self._reported_at = now
+        self.report(progress, message)
