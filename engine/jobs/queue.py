@@ -101,9 +101,7 @@ def submit_task(workspace: Workspace, task_id: str, kind: str, request: Any) -> 
     if current is not None and current.active:
         return current
     get_backend().check()
-    workspace.run_dir(task_id).mkdir(parents=True, exist_ok=True)
-    with workspace._connect() as db:  # noqa: SLF001 - the store's own insert, as `SweepStore` does: no run row
-        job_id = workspace._insert_job(db, task_id, kind, time.time(), json.dumps(request.to_dict()))
+    job_id = workspace.create_task_job(task_id, kind, request_json=json.dumps(request.to_dict())).id
     twins = [j for j in workspace.jobs(statuses=store.ACTIVE) if j.run_id == task_id and j.kind == kind]
     if twins and twins[0].id != job_id:
         cancel_job(job_id, workspace)

@@ -219,6 +219,14 @@ class Workspace:
             job_id = self._insert_job(db, run_id, kind, time.time(), request_json)
         return self.get_job(job_id)
 
+    def create_task_job(self, task_id: str, kind: str, *, request_json: str | None = None) -> Job:
+        """Queues a job for work that is not a run (a decode, a weights download): its `run_id` is `task_id`,
+        with no row in `runs`, and the folder `run_dir(task_id)` (made here) holds its log."""
+        self.run_dir(task_id).mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            job_id = self._insert_job(db, task_id, kind, time.time(), request_json)
+        return self.get_job(job_id)
+
     def latest_job(self, run_id: str, kind: str) -> Job | None:
         """The newest job of `kind` for a run, or None."""
         with self._connect() as db:

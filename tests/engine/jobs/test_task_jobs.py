@@ -74,8 +74,7 @@ def test_a_slotless_job_is_claimed_past_a_train_job_waiting_for_the_only_slot(st
     waiting = workspace.create_run(RunConfig()).job
     assert workspace.claim_next_job(1).id == training.id
     assert kind in SLOTLESS_JOBS
-    with workspace._connect() as db:  # a task's job, as `jobs.queue.submit_task` writes it
-        task_job = workspace._insert_job(db, f"{kind}-x", kind, time.time(), "{}")
+    task_job = workspace.create_task_job(f"{kind}-x", kind, request_json="{}").id  # as `submit_task` queues it
     claimed = workspace.claim_next_job(1)
     assert claimed is not None and claimed.id == task_job, "queued after the waiting train job, claimed before it"
     assert workspace.claim_next_job(1) is None, "the train job still waits for the slot"
