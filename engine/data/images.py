@@ -16,6 +16,9 @@ from engine.data.imageset import DatasetError
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 # Images with more pixels than this are refused before decoding (decompression bombs).
 MAX_IMAGE_PIXELS = 64_000_000
+# Files up to this size are read whole (one read; a JPEG's header and pixels then come from memory).
+_READ_WHOLE_BYTES = 64 * 1024 * 1024
+_JPEG_MAGIC = b"\xff\xd8\xff"
 # A 16-bit single-channel image: Pillow modes and the value that maps to white.
 _WIDE_GRAY_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
 # EXIF orientation -> the transpose that shows the image upright (as `ImageOps.exif_transpose` maps it).
@@ -56,11 +59,14 @@ def read_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             raise ImageReadError("empty file")
+        # One read of the whole file (a bigger one is left to Pillow's streaming): no file is opened twice.
+        source = path.read_bytes() if size <= _READ_WHOLE_BYTES else path
     except OSError as error:
         raise ImageReadError(f"cannot read file ({error.strerror or error})") from None
-    return _decode(path, image_size)
+    return _decode(source, image_size)
 
 
 def decode_image(data: bytes, image_size: int) -> np.ndarray:
@@ -78,21 +84,21 @@ def decode_image(data: bytes, image_size: int) -> np.ndarray:
     """
     if not data:
         raise ImageReadError("empty file")
-    return _decode(io.BytesIO(data), image_size)
+    return _decode(data, image_size)
 
 
-def _decode(source: Path | io.BytesIO, image_size: int) -> np.ndarray:
+def _decode(source: bytes | Path, image_size: int) -> np.ndarray:
+    if isinstance(source, bytes) and source.startswith(_JPEG_MAGIC):
+        pixels = _decode_jpeg(source, image_size)
+        if pixels is not None:
+            return pixels
     try:
-        with Image.open(source) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise ImageReadError(f"image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,})")
             if width < 1 or height < 1:
                 raise ImageReadError(f"image has no pixels ({width}x{height})")
-            if image.format == "JPEG" and image.mode in ("RGB", "L"):
-                pixels = _decode_jpeg(image, image_size)
-                if pixels is not None:
-                    return pixels
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
             if image.format == "JPEG":
@@ -116,32 +122,61 @@ def _decode(source: Path | io.BytesIO, image_size: int) -> np.ndarray:
         raise ImageReadError(reason) from None
 
 
-def _decode_jpeg(image: Image.Image, image_size: int) -> np.ndarray | None:
-    """Decodes an opened RGB or grey JPEG to exactly the pixels the Pillow path below gives it, about 3x faster.
+def _decode_jpeg(data: bytes, image_size: int) -> np.ndarray | None:
+    """Decodes an RGB or grey JPEG's bytes to exactly the pixels the Pillow path gives it, about 3x faster.
 
-    Pillow decodes with libjpeg-turbo too, but a 224 px JPEG spends about two thirds of its
-    0.5 ms in Pillow's own layers (its Python decode loop, 4-byte pixels, the copy out);
-    simplejpeg calls libjpeg-turbo with the same settings (accurate DCT, smooth upsampling,
-    and the same power-of-two DCT scale that `draft` picks) straight into an RGB array,
-    without the GIL. Returns None when libjpeg reports anything at all (a truncated or
-    slightly damaged file): Pillow then decides, as it always did, what such a file gives.
+    Pillow decodes with libjpeg-turbo too, but a 224 px JPEG spends most of its time in
+    Pillow's own layers (parsing the headers in Python on open, its decode loop, 4-byte
+    pixels, the copy out), all holding the GIL; here libjpeg-turbo reads the header and
+    decodes (simplejpeg: accurate DCT, smooth upsampling, and the same power-of-two DCT
+    scale that Pillow's `draft` picks) straight into an RGB array without the GIL. Returns
+    None to leave the file to Pillow: a colour space other than YCbCr, RGB or grey (CMYK),
+    too many pixels (Pillow's path names the size), EXIF it cannot read here, or anything
+    at all libjpeg reports (a truncated or slightly damaged file).
     """
-    width, height = image.size
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if colorspace not in ("YCbCr", "RGB", "Gray") or not 0 < width * height <= MAX_IMAGE_PIXELS:
+        return None
+    orientation = _jpeg_orientation(data)
+    if orientation is None:
+        return None
     scale = _draft_scale(width, height, image_size)
     target = (-(-height // scale), -(-width // scale))  # what libjpeg makes at 1/scale (rounded up)
-    image.fp.seek(0)
     try:
-        pixels = simplejpeg.decode_jpeg(image.fp.read(), "RGB", min_height=target[0], min_width=target[1],
-                                        min_factor=scale, strict=True)
+        pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=target[0], min_width=target[1], min_factor=scale,
+                                        strict=True)
     except ValueError:
         return None
     if pixels.shape[:2] != target:
         return None
-    method = _EXIF_TRANSPOSE.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+    method = _EXIF_TRANSPOSE.get(orientation)
     if method is None and target == (image_size, image_size):
         return pixels  # a 224 px photo for 224 px: no Pillow image at all
     upright = Image.fromarray(pixels)
     return _resized(upright if method is None else upright.transpose(method), image_size)
+
+
+def _jpeg_orientation(data: bytes) -> int | None:
+    """The EXIF orientation of a JPEG as Pillow reads it (its first APP1 "Exif" segment; 1 without one), or None
+    where the markers before the scan do not read cleanly (Pillow then decides)."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xDA:  # start of scan: no metadata after it
+            return 1
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0xE1 and data[at + 4:at + 10] == b"Exif\x00\x00":
+            exif = Image.Exif()
+            try:
+                exif.load(data[at + 4:at + 2 + length])
+                return int(exif.get(ExifTags.Base.Orientation, 1))
+            except Exception:  # noqa: BLE001 - any damage in the EXIF: Pillow's path decides what it means
+                return None
+        at += 2 + length
+    return None
 
 
 def _draft_scale(width: int, height: int, image_size: int) -> int:

@@ -145,5 +145,6 @@ def test_fast_jpeg_path_gives_exactly_pillows_pixels(tmp_path, monkeypatch, mode
 def test_fast_jpeg_path_respects_exif_orientation_as_pillow_does(tmp_path, monkeypatch):
     path = write(tmp_path / "rotated.jpg", files.exif_rotated_jpeg())
     fast = read_image(path, 16)
+    assert images_module._decode_jpeg(path.read_bytes(), 16) is not None  # EXIF read without Pillow's open
     monkeypatch.setattr(images_module, "_decode_jpeg", lambda image, image_size: None)
     assert np.array_equal(fast, read_image(path, 16))
