@@ -9,6 +9,8 @@ Both put the file where keras.applications looks (`engine.zoo.keras_cache_dir()`
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -70,6 +72,29 @@ def download(base: str, *, url: str | None = None, expected_hash: str | None = N
     final = zoo.keras_cache_dir() / entry.file
     part = partial_path(base)
     part.parent.mkdir(parents=True, exist_ok=True)
+    with _only_download(part, base):
+        return _download_into(part, final, base, url, expected, progress, should_stop, timeout)
+
+
+@contextlib.contextmanager
+def _only_download(part: Path, base: str):
+    """Holds an exclusive lock beside `part` while one process writes it: a second `weights get` of the same base
+    (another shell, or the Train page's Get job) is refused instead of appending to the same file."""
+    with open(part.with_name(part.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WeightsError(f"{base}'s weights are being downloaded by another process already (a `weights get` "
+                               "or the Train page's Get); wait for it, or stop it and run this again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _download_into(part: Path, final: Path, base: str, url: str, expected: str | None,
+                   progress: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None,
+                   timeout: float) -> Path:
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:

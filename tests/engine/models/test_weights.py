@@ -50,6 +50,26 @@ def test_download_resumes_a_broken_transfer_and_checks_the_hash(keras_home, serv
     assert not weights.partial_path("efficientnet_v2b0").exists() and not zoo.status("efficientnet_v2b0").present
 
 
+def test_a_second_download_of_the_same_base_is_refused_while_the_first_writes(keras_home, server, monkeypatch):
+    """Two `weights get` of one base (two shells, or the CLI and the Train page's Get job) must not append to one
+    `.part` file: the second is refused with why, the first completes with the right bytes."""
+    import threading
+
+    server.payload, server.delay = np.random.default_rng(1).bytes(20 * 64 * 1024), 0.05
+    monkeypatch.setenv(zoo.WEIGHTS_URL_ENV, f"{server.url}/apps/")
+    sha = hashlib.sha256(server.payload).hexdigest()
+    started, result = threading.Event(), {}
+    first = threading.Thread(target=lambda: result.setdefault("path", weights.download(
+        "mobilenet_v2", expected_hash=sha, progress=lambda done, total: started.set())))
+    first.start()
+    assert started.wait(10)
+    with pytest.raises(weights.WeightsError, match="being downloaded by another process"):
+        weights.download("mobilenet_v2", expected_hash=sha)
+    first.join(30)
+    assert result["path"].read_bytes() == server.payload and len(server.requests) == 1
+    assert weights.download("mobilenet_v2", expected_hash=sha) == result["path"]  # the lock is let go
+
+
 def test_download_without_a_server_says_how_to_import(keras_home, monkeypatch):
     monkeypatch.setenv(zoo.WEIGHTS_URL_ENV, "http://127.0.0.1:9/")
     with pytest.raises(weights.WeightsError, match="cannot download.*weights import FILE --base resnet50_v2"):
