@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.components import widgets
 from engine import jobs
 from engine.store import QUEUED, Job, Workspace
 
@@ -30,9 +31,6 @@ def follow(workspace: Workspace, job: Job, doing: str, *, cancel_key: str, cance
         if not current.active:
             st.rerun()  # the whole page: the caller shows the outcome
         line = "queued, waiting for the job process" if current.status == QUEUED else (current.message or "starting")
-        c1, c2 = st.columns([5, 1], vertical_alignment="bottom")
-        c1.progress(min(max(current.progress, 0.0), 1.0), text=f"{doing}: {line}")
-        c2.button(cancel_label, key=cancel_key, icon=":material/cancel:", width="stretch",
-                  on_click=jobs.cancel_job, args=(job.id, workspace))
+        widgets.job_bar(workspace, current, f"{doing}: {line}", cancel_key=cancel_key, cancel_label=cancel_label)
 
     st.fragment(body, run_every="1s")()

@@ -182,6 +182,14 @@ def _resolve_run(linked: str | None, by_id: dict[str, Run]) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
+def job_bar(workspace: Workspace, job: Job, text: str, *, cancel_key: str, cancel_label: str = "Cancel") -> None:
+    """An active job's progress bar with `text` on it, and its Cancel button (the store's cooperative flag)."""
+    c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
+    c1.progress(min(max(job.progress, 0.0), 1.0), text=text)
+    c2.button(cancel_label, key=cancel_key, icon=":material/stop_circle:", width="stretch",
+              on_click=jobs.cancel_job, args=(job.id, workspace))
+
+
 def job_progress(workspace: Workspace, run: Run, kind: str, noun: str, *,
                  on_completed: Callable[[Job], None] | None = None, show_completed: bool = False) -> None:
     """A run's latest job of one kind, live: progress bar and Cancel while it is active, then the outcome.
@@ -212,10 +220,7 @@ def job_progress(workspace: Workspace, run: Run, kind: str, noun: str, *,
         if job.active:
             text = "Queued: waits for the running job" if job.status == QUEUED else (
                 f"{(job.message or 'starting').capitalize()} · {job.progress:.0%}")
-            c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
-            c1.progress(min(max(job.progress, 0.0), 1.0), text=text)
-            c2.button("Cancel", key=f"{kind}.job.cancel.{run.id}", icon=":material/stop_circle:", width="stretch",
-                      on_click=jobs.cancel_job, args=(job.id, workspace))
+            job_bar(workspace, job, text, cancel_key=f"{kind}.job.cancel.{run.id}")
         elif job.status == FAILED:
             st.error(f"**The {noun} failed:** {job.error or 'no reason was recorded'}", icon=":material/error:")
             if job.traceback:
