@@ -35,6 +35,7 @@ def start_server(home: Path, port: int | None = None) -> tuple[subprocess.Popen,
     port = port or _free_port()
     env = dict(os.environ, APERTURE_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2")
     log_path = home.parent / f"streamlit-{port}.log"
+    _SERVER_LOGS[:] = [log_path, home / "model_server.log"]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
@@ -135,10 +136,14 @@ def pytest_runtest_makereport(item, call):
     item.stash.setdefault(_FAILED, False)
     if report.when == "call" and report.failed:
         item.stash[_FAILED] = True
+        for log in _SERVER_LOGS:  # what the servers said: a CI failure can then be read from CI's output alone
+            if log.exists():
+                report.sections.append((f"tail of {log.name}", log.read_text(errors="replace")[-4000:]))
     return report
 
 
 _FAILED = pytest.StashKey[bool]()
+_SERVER_LOGS: list[Path] = []  # the newest Streamlit server's log and its model server's
 
 
 @pytest.fixture
