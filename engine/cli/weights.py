@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
-from engine.cli.common import UsageError
+from engine.cli.common import UsageError, follow
 from engine.config import TRANSFER_BASES, ConfigError, ModelConfig
 from engine.store import Workspace
 
@@ -23,7 +22,7 @@ def register(subparsers) -> None:
     listing.add_argument("--json", action="store_true")
     listing.add_argument("--no-hash", action="store_true", help="skip hashing the files (faster)")
     listing.set_defaults(handler=cmd_list)
-    get = commands.add_parser("get", help="download a base's ImageNet weights (resumes a broken download, checks "
+    get = commands.add_parser("get", help="download a base's ImageNet weights in a job (resumes a broken download, checks "
                                           "the published hash) into the Keras cache")
     get.add_argument("base", type=_base, metavar="BASE", help=f"{', '.join(TRANSFER_BASES)} or hub:<preset>")
     get.set_defaults(handler=cmd_get)
@@ -76,31 +75,24 @@ def cmd_list(args, workspace: Workspace) -> int:
 
 
 def cmd_get(args, workspace: Workspace) -> int:
-    from engine import weights
+    """Downloads in a `weights` job, the one the Train page's Get button follows: a second `get` of the same base,
+    here or on the page, attaches to it. Ctrl-C cancels the job (its partial file is kept for a resume)."""
+    from engine import jobs, store, zoo
+    from engine.weights_job import submit_weights
 
-    if args.base.startswith("hub:"):
-        try:
-            print(weights.download_preset(args.base))
-        except weights.WeightsError as error:
-            raise UsageError(str(error)) from None
-        return 0
-    started = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        rate = done / max(time.monotonic() - started, 1e-6) / 1e6
-        share = f"{done / total:4.0%} of {total / 1e6:,.1f} MB" if total else f"{done / 1e6:,.1f} MB"
-        print(f"\r{args.base}: {share} at {rate:,.1f} MB/s   ", end="", file=sys.stderr, flush=True)
-
+    job = submit_weights(workspace, args.base)
     try:
-        path = weights.download(args.base, progress=progress)
-    except weights.WeightsError as error:
-        print(file=sys.stderr)
-        raise UsageError(str(error)) from None
+        job = follow(job, workspace)
     except KeyboardInterrupt:
+        jobs.cancel_job(job.id, workspace)
         print(f"\nstopped; `python -m engine weights get {args.base}` resumes the download", file=sys.stderr)
         return 130
-    print(file=sys.stderr)
-    print(path)
+    if job.status == store.FAILED:
+        raise UsageError(job.error or f"the download of {args.base} failed (job {job.id})")
+    if job.status == store.CANCELLED:
+        print(f"cancelled; `python -m engine weights get {args.base}` resumes the download", file=sys.stderr)
+        return 1
+    print(zoo.status(args.base).path)
     return 0
 
 

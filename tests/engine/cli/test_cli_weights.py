@@ -1,6 +1,7 @@
 """`weights list|get|import` and the refusal of a transfer run without pretrained weights, as a user runs them."""
 
 import json
+from pathlib import Path
 
 import pytest
 from tests.engine.cli.test_cli import cli
@@ -30,6 +31,21 @@ def test_weights_get_and_import_refuse_bad_input_in_one_line(workspace, keras_ho
     (tmp_path / "junk.h5").write_text("junk")
     result = cli("weights", "import", tmp_path / "junk.h5", "--base", "mobilenet_v2")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: junk.h5 is not an HDF5")
+
+
+def test_weights_get_downloads_in_the_job_the_train_page_follows(workspace, keras_home, monkeypatch):
+    from tests.helpers.weights_server import weights_server
+
+    with weights_server() as server:
+        server.payload = b"weights" * 40_000
+        monkeypatch.setenv("APERTURE_WEIGHTS_URL", f"{server.url}/apps/")
+        result = cli("weights", "get", "mobilenet_v2")
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip())
+    assert path.parent == keras_home / "models" and path.read_bytes() == server.payload
+    (job,) = workspace.jobs()
+    assert (job.run_id, job.kind, job.status) == ("weights-mobilenet_v2", "weights", "completed")
+    assert "checked and saved" in job.message and "100%" in result.stderr
 
 
 @pytest.mark.slow
