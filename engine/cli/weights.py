@@ -88,7 +88,7 @@ def cmd_get(args, workspace: Workspace) -> int:
         print(f"\nstopped; `python -m engine weights get {args.base}` resumes the download", file=sys.stderr)
         return 130
     if job.status == store.FAILED:
-        raise UsageError(job.error or f"the download of {args.base} failed (job {job.id})")
+        raise UsageError((job.error or f"the download of {args.base} failed (job {job.id})").removeprefix("WeightsError: "))
     if job.status == store.CANCELLED:
         print(f"cancelled; `python -m engine weights get {args.base}` resumes the download", file=sys.stderr)
         return 1
