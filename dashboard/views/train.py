@@ -168,7 +168,7 @@ def _settings(section: str, rows: tuple = (), *, skip: tuple = ()) -> None:
 
     Args:
         section: `data`, `augment`, `model` or `train`.
-        rows: where some settings go (see `LAYOUT`); the others follow in rows of three.
+        rows: where some settings go (see `LAYOUT`); the others follow in rows of three, switches last in a row each.
         skip: settings drawn elsewhere.
     """
     specs = {spec.name: spec for spec in describe_fields(section) if spec.name not in skip}
@@ -176,7 +176,9 @@ def _settings(section: str, rows: tuple = (), *, skip: tuple = ()) -> None:
     rows = tuple(row for row in (tuple(n if n in shown else None for n in row) for row in rows) if any(row))
     placed = {name for row in rows for name in row}
     rest = [name for name in shown if name not in placed]
-    for row in [*rows, *((*rest[i:i + 3], None, None)[:3] for i in range(0, len(rest), 3))]:
+    toggles = [name for name in rest if specs[name].widget == "toggle"]  # a row each: a third cut their labels
+    rest = [name for name in rest if name not in toggles]
+    for row in [*rows, *((*rest[i:i + 3], None, None)[:3] for i in range(0, len(rest), 3)), *((n,) for n in toggles)]:
         for column, name in zip(st.columns(len(row)), row):
             if name is not None:
                 widgets.setting_widget(specs[name], column)
