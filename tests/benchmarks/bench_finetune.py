@@ -5,7 +5,8 @@ Epoch images/s of an Aperture transfer run against the Keras guide's plain recip
 
 - Aperture: `python -m engine train --config run.json --wait --json`, as a user starts it (a queued job in its own
   process, at the job's niceness), `model.name=transfer` on a random-weights base (no ImageNet download here;
-  with `random` the whole base trains, its batch normalization in inference mode), 160 px, no augmentation.
+  with `random` the whole base trains, batch normalization included: Keras 3's Functional passes the outer
+  `training` on to the nested base, whatever it was called with), 160 px, no augmentation.
   Its figures are the store's per-epoch `images_per_second` (training phase: epoch begin to the last training
   batch's end) and the job log's per-epoch timing lines (the fixed cost after the last batch: validation,
   checkpoints, store). The job process's CPU seconds are read from /proc whenever the store shows a new epoch.
