@@ -29,7 +29,12 @@ def start_cluster(nodes: int = 2, *, cpus_per_node: int = 1):
         The cluster; its Ray Jobs address is `dashboard_address(cluster)`. Stop it with `stop_cluster`.
     """
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    from ray._common.utils import get_default_ray_temp_dir
     from ray.cluster_utils import Cluster
+
+    # Whatever its temp_dir, Ray writes the head's address to <system temp>/ray/ray_current_cluster, a folder only
+    # `ray start` makes: on a machine where Ray never ran, the Cluster failed with FileNotFoundError.
+    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
 
     temp_dir = tempfile.mkdtemp(prefix="ray-ap-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     cluster = Cluster(initialize_head=True, head_node_args={
