@@ -82,6 +82,7 @@ os.nice(max(0, args["niceness"] - os.nice(0)))  # the job's niceness, so other l
 import engine  # noqa: F401 - the oneDNN setting, before TensorFlow, as in every Aperture process
 import keras
 import tensorflow as tf
+from tests.benchmarks.epoch_timer import EpochTimer
 
 """ + inspect.getsource(busy_seconds) + """
 
@@ -100,7 +101,7 @@ base = getattr(keras.applications, args["constructor"])(include_top=False, weigh
 base.trainable = True  # as Aperture's random-weights base: every base weight trains
 inputs = keras.Input(shape=(*size, 3))
 x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs) if args["rescale"] else inputs
-x = base(x, training=False)  # batch normalization in inference mode, as the guide (and Aperture) call it
+x = base(x, training=False)  # as the guide and Aperture call it (Keras 3 still trains this trainable base's BN)
 x = keras.layers.GlobalAveragePooling2D()(x)
 x = keras.layers.Dropout(args["dropout"])(x)
 outputs = keras.layers.Dense(classes, activation="softmax")(x)
@@ -109,38 +110,20 @@ model.compile(optimizer=keras.optimizers.Adam(args["learning_rate"]),
               loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
 
 
-class EpochTimer(keras.callbacks.Callback):
-    # Times each epoch as Aperture's StoreProgress does (async_safe like it, so no batch waits for its loss).
-    async_safe = True
+class MarkedEpochTimer(EpochTimer):
+    # Also marks, at each epoch's begin and at the end of training, this process's CPU seconds (all threads),
+    # the machine's busy CPU seconds and the time.
 
     def __init__(self):
         super().__init__()
-        self.training, self.after, self.validation = [], [], []
-        # At each epoch's begin and at the end of training: this process's CPU seconds (all threads), the
-        # machine's busy CPU seconds and the time.
         self.cpu, self.busy, self.clock = [], [], []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started = self.last = time.monotonic()
+        super().on_epoch_begin(epoch, logs)
         self.mark()
-        if epoch:
-            self.after.append(self.started - self.last_end)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.last = time.monotonic()
-
-    def on_test_begin(self, logs=None):
-        self.test_began = time.monotonic()
-
-    def on_test_end(self, logs=None):
-        self.validation.append(time.monotonic() - self.test_began)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.training.append(self.last - self.started)
-        self.last_end = self.last
 
     def on_train_end(self, logs=None):
-        self.after.append(time.monotonic() - self.last_end)
+        super().on_train_end(logs)
         self.mark()
 
     def mark(self):
@@ -149,7 +132,7 @@ class EpochTimer(keras.callbacks.Callback):
         self.clock.append(time.monotonic())
 
 
-timer = EpochTimer()
+timer = MarkedEpochTimer()
 model.fit(train_ds, validation_data=val_ds, epochs=args["epochs"], callbacks=[timer], verbose=0)
 print(json.dumps({"train_size": train_size, "training": timer.training, "after": timer.after,
                   "validation": timer.validation, "params": model.count_params(),

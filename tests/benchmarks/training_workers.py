@@ -50,6 +50,7 @@ def worker_plain_fit(epochs: int, model: dict | None = None) -> dict:
 
     from engine.data import load_images, split_indices
     from engine.models import make_model
+    from tests.benchmarks.epoch_timer import EpochTimer
 
     config = training_config(epochs, model)
     keras.utils.set_random_seed(config.train.seed)
@@ -70,45 +71,9 @@ def worker_plain_fit(epochs: int, model: dict | None = None) -> dict:
                   loss=keras.losses.CategoricalCrossentropy(),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
 
-    class TrainPhaseTimer(keras.callbacks.Callback):
-        """Times each epoch as Aperture's StoreProgress does, the fixed cost after its last batch included.
-
-        `async_safe`, as StoreProgress is: a batch hook that is not makes Keras wait for every
-        batch's loss, which slows a plain fit (that has no batch hook at all) down.
-        """
-
-        async_safe = True
-
-        def __init__(self):
-            super().__init__()
-            self.rates: list[float] = []
-            self.after: list[float] = []  # last train batch end -> next epoch begin (or the end of training)
-            self.validation: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = self.last = time.monotonic()
-            if epoch:
-                self.after.append(self.started - self.last_end)
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.last = time.monotonic()
-
-        def on_test_begin(self, logs=None):
-            self.test_began = time.monotonic()
-
-        def on_test_end(self, logs=None):
-            self.validation.append(time.monotonic() - self.test_began)
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.rates.append(n / (self.last - self.started))
-            self.last_end = self.last
-
-        def on_train_end(self, logs=None):
-            self.after.append(time.monotonic() - self.last_end)
-
-    timer = TrainPhaseTimer()
+    timer = EpochTimer()
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[timer], verbose=0)
-    return {"rates": timer.rates, "train_size": n, "after": timer.after, "validation": timer.validation}
+    return {"rates": [n / seconds for seconds in timer.training], "train_size": n, "after": timer.after, "validation": timer.validation}
 
 
 def worker_idg(folder: str, epochs: int) -> dict:
